@@ -1,0 +1,76 @@
+"""What one campaign's detectors say at one tick, and a figure with its 90% interval."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A non-negative figure with a 90% interval: ``low <= value <= high``."""
+
+    value: float
+    low: float
+    high: float
+
+    @classmethod
+    def zero(cls) -> Estimate:
+        return cls(0.0, 0.0, 0.0)
+
+    def scaled(self, factor: float) -> Estimate:
+        return Estimate(self.value * factor, self.low * factor, self.high * factor)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignVerdict:
+    """One campaign at one tick (a whole event-time minute, epoch ms).
+
+    Rates are per minute of event time; money is in the reporting currency.
+    ``nan`` means "not known yet" (warm-up, no traffic).
+    """
+
+    campaign: str
+    tick_ms: int
+    warmed_up: bool
+    sessions_per_minute: float
+    sessions_in_window: int
+    conversion_rate: float
+    conversion_rate_baseline: float
+    lcp_p75_ms: float
+    lcp_p75_baseline_ms: float
+    # latency: sequential test of a shift in log-LCP
+    latency_regressed: bool
+    latency_statistic: float
+    latency_threshold: float
+    latency_started_ms: int | None
+    latency_shift: float
+    # conversion: window-scan test of observed vs lag-adjusted expected conversions
+    conversion_p_value: float
+    conversion_observed: float
+    conversion_expected: float
+    conversion_ratio: float
+    conversion_window_start_ms: int | None
+    # money
+    average_order_value: float
+    slow_page_loss_per_hour: Estimate
+    conversion_loss_per_hour: Estimate
+
+    @property
+    def explained_fraction(self) -> float:
+        """Share of the missing revenue that the slower pages explain (nan if none missing)."""
+        missing = self.conversion_loss_per_hour.value
+        if missing <= 0:
+            return math.nan
+        return self.slow_page_loss_per_hour.value / missing
+
+    def to_state(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> CampaignVerdict:
+        data = dict(state)
+        for name in ("slow_page_loss_per_hour", "conversion_loss_per_hour"):
+            data[name] = Estimate(**data[name])
+        return cls(**data)

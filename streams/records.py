@@ -1,0 +1,228 @@
+"""The records that cross topics: canonical beacons, orders and session facts (CONTRACT.md).
+
+Records are frozen, slotted dataclasses read from JSON bytes with orjson. Readers validate
+types and ranges and raise :class:`~streams.errors.InvalidRecord` with a reason a sender can
+act on; unknown fields are kept in ``extra`` on beacons and ignored elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from streams.errors import InvalidRecord
+
+METRICS = ("lcp_ms", "fcp_ms", "ttfb_ms", "inp_ms", "load_ms", "cls")
+DEVICES = frozenset({"mobile", "desktop", "tablet"})
+MAX_TIMING_MS = 600_000.0  # ten minutes: a longer page timing is not a human page view
+MAX_ID_LEN = 200
+MAX_URL_LEN = 4096
+NONE_CAMPAIGN = "(none)"
+
+
+@dataclass(frozen=True, slots=True)
+class Beacon:
+    """One record of one page view; several records of one ``beacon_id`` are merged."""
+
+    beacon_id: str
+    session_id: str
+    ts: int
+    page_url: str
+    lcp_ms: float | None = None
+    fcp_ms: float | None = None
+    ttfb_ms: float | None = None
+    inp_ms: float | None = None
+    load_ms: float | None = None
+    cls: float | None = None
+    received_at: int | None = None
+    campaign: str | None = None
+    page_group: str | None = None
+    device: str | None = None
+    user_agent: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> bytes:
+        """Canonical JSON (extra fields included, ``None`` dropped)."""
+        data = {k: v for k, v in asdict(self).items() if v is not None and k != "extra"}
+        return orjson.dumps({**self.extra, **data})
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One order. Repeats of an ``order_id`` are counted once."""
+
+    order_id: str
+    session_id: str
+    ts: int
+    revenue: float
+    currency: str | None = None
+    campaign: str | None = None
+    received_at: int | None = None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({k: v for k, v in asdict(self).items() if v is not None})
+
+
+FactKind = Literal["session", "order", "heartbeat"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFact:
+    """What the sessionizer tells the campaign stage (topic ``revwatch-session-facts``).
+
+    ``session``: a human session started (once per session), with its landing LCP.
+    ``order``: an order of a session; ``first_order`` marks the conversion; ``known_session``
+    is false for an order whose session never showed a beacon (revenue only).
+    ``heartbeat``: carries only the watermark, so quiet partitions still tick.
+    """
+
+    kind: FactKind
+    campaign: str
+    watermark_ms: int
+    session_id: str = ""
+    start_ms: int = 0
+    lcp_ms: float | None = None
+    commerce: bool = True
+    device: str | None = None
+    order_id: str | None = None
+    order_ts_ms: int | None = None
+    revenue: float = 0.0
+    first_order: bool = False
+    known_session: bool = True
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> SessionFact:
+        data = _load_object(raw)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            msg = f"not a session fact: {exc}"
+            raise InvalidRecord(msg) from None
+
+
+def _load_object(raw: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        msg = f"not valid JSON: {exc.msg}"
+        raise InvalidRecord(msg) from None
+    if not isinstance(data, dict):
+        msg = f"expected a JSON object, got {type(data).__name__}"
+        raise InvalidRecord(msg)
+    return data
+
+
+def _req_str(data: dict[str, Any], name: str, max_len: int = MAX_ID_LEN) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        msg = f"'{name}' must be a non-empty string"
+        raise InvalidRecord(msg, field=name)
+    if len(value) > max_len:
+        msg = f"'{name}' is longer than {max_len} characters"
+        raise InvalidRecord(msg, field=name)
+    return value
+
+
+def _opt_str(data: dict[str, Any], name: str, max_len: int = MAX_ID_LEN) -> str | None:
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > max_len:
+        msg = f"'{name}' must be a string of at most {max_len} characters"
+        raise InvalidRecord(msg, field=name)
+    return value
+
+
+def _req_ts(data: dict[str, Any], name: str) -> int:
+    value = data.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        msg = f"'{name}' must be epoch milliseconds (a number)"
+        raise InvalidRecord(msg, field=name)
+    if not 946_684_800_000 <= value <= 4_102_444_800_000:  # 2000-01-01 .. 2100-01-01
+        msg = f"'{name}' is not a plausible epoch-ms timestamp: {value!r}"
+        raise InvalidRecord(msg, field=name)
+    return int(value)
+
+
+def _opt_ts(data: dict[str, Any], name: str) -> int | None:
+    return None if data.get(name) is None else _req_ts(data, name)
+
+
+def read_metric(data: dict[str, Any], name: str) -> float | None:
+    """A metric is a finite number >= 0 (CLS unitless, the rest ms) or null."""
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        msg = f"'{name}' must be a number or null"
+        raise InvalidRecord(msg, field=name)
+    if value < 0 or (name != "cls" and value > MAX_TIMING_MS):
+        msg = f"'{name}' is out of range: {value!r}"
+        raise InvalidRecord(msg, field=name)
+    return float(value)
+
+
+def beacon_from_dict(data: dict[str, Any]) -> Beacon:
+    """Validate a canonical beacon object."""
+    device = _opt_str(data, "device")
+    if device is not None and device not in DEVICES:
+        msg = f"'device' must be one of {sorted(DEVICES)}"
+        raise InvalidRecord(msg, field="device")
+    known = {"beacon_id", "session_id", "ts", "page_url", "received_at", "campaign",
+             "page_group", "device", "user_agent", *METRICS}
+    return Beacon(
+        beacon_id=_req_str(data, "beacon_id"),
+        session_id=_req_str(data, "session_id"),
+        ts=_req_ts(data, "ts"),
+        page_url=_req_str(data, "page_url", MAX_URL_LEN),
+        lcp_ms=read_metric(data, "lcp_ms"),
+        fcp_ms=read_metric(data, "fcp_ms"),
+        ttfb_ms=read_metric(data, "ttfb_ms"),
+        inp_ms=read_metric(data, "inp_ms"),
+        load_ms=read_metric(data, "load_ms"),
+        cls=read_metric(data, "cls"),
+        received_at=_opt_ts(data, "received_at"),
+        campaign=_opt_str(data, "campaign"),
+        page_group=_opt_str(data, "page_group"),
+        device=device,
+        user_agent=_opt_str(data, "user_agent", 1000),
+        extra={k: v for k, v in data.items() if k not in known},
+    )
+
+
+def order_from_dict(data: dict[str, Any]) -> Order:
+    """Validate an order object."""
+    revenue = data.get("revenue")
+    if isinstance(revenue, bool) or not isinstance(revenue, int | float) \
+            or not math.isfinite(revenue) or revenue < 0:
+        msg = "'revenue' must be a finite number >= 0"
+        raise InvalidRecord(msg, field="revenue")
+    currency = _opt_str(data, "currency", 3)
+    if currency is not None and not (len(currency) == 3 and currency.isalpha()):
+        msg = "'currency' must be an ISO 4217 code"
+        raise InvalidRecord(msg, field="currency")
+    return Order(
+        order_id=_req_str(data, "order_id"),
+        session_id=_req_str(data, "session_id"),
+        ts=_req_ts(data, "ts"),
+        revenue=float(revenue),
+        currency=currency.upper() if currency else None,
+        campaign=_opt_str(data, "campaign"),
+        received_at=_opt_ts(data, "received_at"),
+    )
+
+
+def parse_beacon(raw: bytes) -> Beacon:
+    """Read one canonical beacon from JSON bytes (a ``rum-beacons`` value)."""
+    return beacon_from_dict(_load_object(raw))
+
+
+def parse_order(raw: bytes) -> Order:
+    """Read one order event from JSON bytes (an ``orders`` value)."""
+    return order_from_dict(_load_object(raw))
