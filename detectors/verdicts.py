@@ -70,7 +70,16 @@ class CampaignVerdict:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> CampaignVerdict:
-        data = dict(state)
+        data = {k: (math.nan if v is None and k in _FLOATS else v) for k, v in state.items()}
         for name in ("slow_page_loss_per_hour", "conversion_loss_per_hour"):
-            data[name] = Estimate(**data[name])
+            est = data[name]
+            data[name] = Estimate(*(math.nan if est[k] is None else float(est[k])
+                                    for k in ("value", "low", "high")))
         return cls(**data)
+
+
+_FLOATS = frozenset({
+    "sessions_per_minute", "conversion_rate", "conversion_rate_baseline", "lcp_p75_ms",
+    "lcp_p75_baseline_ms", "latency_statistic", "latency_threshold", "latency_shift",
+    "conversion_p_value", "conversion_observed", "conversion_expected", "conversion_ratio",
+    "average_order_value"})

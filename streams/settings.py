@@ -26,6 +26,7 @@ class Settings:
     web_host: str = "127.0.0.1"
     data_dir: Path = Path("./.revwatch")
     app_id: str = "revwatch"
+    log_level: str = "warning"
     # topics
     beacons_topic: str = "rum-beacons"
     orders_topic: str = "orders"
@@ -92,6 +93,15 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``REVWATCH_*`` variables that rebuild these settings in a child process."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            text = ",".join(value) if isinstance(value, tuple) else str(value)
+            env[f"REVWATCH_{f.name.upper()}"] = text
+        return env
 
 
 def _convert(variable: str, text: str, f: dataclasses.Field[Any]) -> Any:

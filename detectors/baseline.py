@@ -1,0 +1,377 @@
+"""A campaign's own recent normal: exponentially forgetting level plus time-of-day offsets.
+
+Both classes forget by *event time*: an observation's weight halves every half-life of
+event-time minutes elapsed since it was seen. Weights are information (e.g. the number of
+sessions behind a minute's value), so a busy minute counts more than a quiet one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Self
+
+__all__ = ["MINUTE_MS", "EwStats", "SeasonalBaseline"]
+
+MINUTE_MS = 60_000
+_LN2 = math.log(2.0)
+
+
+def _decay(elapsed_minutes: float, half_life_minutes: float) -> float:
+    """Factor by which a weight shrinks over ``elapsed_minutes`` (never grows)."""
+    return math.exp(-_LN2 * max(0.0, elapsed_minutes) / half_life_minutes)
+
+
+def _ew_step(mean: float, weight: float, target: float, new_weight: float) -> tuple[float, float]:
+    """Weighted mean after adding ``target`` with ``new_weight`` to ``mean`` of ``weight``."""
+    total = weight + new_weight
+    return mean + (target - mean) * new_weight / total, total
+
+
+def _check_observation(value: float, weight: float) -> None:
+    if not math.isfinite(value):
+        msg = f"value must be finite, got {value!r}"
+        raise ValueError(msg)
+    if not math.isfinite(weight):
+        msg = f"weight must be finite, got {weight!r}"
+        raise ValueError(msg)
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        msg = f"{name} must be positive and finite, got {value!r}"
+        raise ValueError(msg)
+
+
+class EwStats:
+    """Exponentially forgetting weighted mean and variance of a scalar.
+
+    Args:
+        half_life_minutes: event-time minutes after which an observation's weight halves.
+
+    Notes:
+        West's weighted incremental update, with every past weight multiplied by
+        ``0.5 ** (elapsed / half_life)`` before each new observation. ``variance`` is the
+        weighted second central moment (divisor = total weight), the maximum-likelihood
+        variance when weights are frequencies; it is nan until some weight is seen.
+
+    Examples:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(3)
+        >>> stats = EwStats(half_life_minutes=600.0)
+        >>> for minute in range(2000):
+        ...     stats.update(minute * 60_000, float(rng.normal(5.0, 2.0)), 1.0)
+        >>> round(stats.mean), round(stats.variance)
+        (5, 4)
+    """
+
+    __slots__ = ("_last_minute", "_m2", "_mean", "_weight", "half_life_minutes")
+
+    def __init__(self, *, half_life_minutes: float = 180.0) -> None:
+        _check_positive("half_life_minutes", half_life_minutes)
+        self.half_life_minutes = float(half_life_minutes)
+        self._mean = math.nan
+        self._m2 = 0.0
+        self._weight = 0.0
+        self._last_minute: int | None = None
+
+    @property
+    def mean(self) -> float:
+        """Weighted mean (nan before any weight)."""
+        return self._mean
+
+    @property
+    def variance(self) -> float:
+        """Weighted variance (nan before any weight)."""
+        return self._m2 / self._weight if self._weight > 0 else math.nan
+
+    @property
+    def weight(self) -> float:
+        """Effective weight as of the last update."""
+        return self._weight
+
+    def update(self, minute_ms: int, value: float, weight: float) -> None:
+        """Fold in ``value`` observed at ``minute_ms`` with ``weight`` (<= 0 is ignored)."""
+        _check_observation(value, weight)
+        if weight <= 0:
+            return
+        if self._last_minute is not None:
+            factor = _decay((minute_ms - self._last_minute) / MINUTE_MS, self.half_life_minutes)
+            self._weight *= factor
+            self._m2 *= factor
+        if self._last_minute is None or minute_ms > self._last_minute:
+            self._last_minute = minute_ms
+        total = self._weight + weight
+        delta = value - (self._mean if self._weight > 0 else value)
+        self._mean = value if self._weight == 0 else self._mean + delta * weight / total
+        self._m2 += weight * delta * (value - self._mean)
+        self._weight = total
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain JSON-able state (no NaN: an empty mean is ``None``)."""
+        return {
+            "half_life_minutes": self.half_life_minutes,
+            "mean": None if math.isnan(self._mean) else self._mean,
+            "m2": self._m2,
+            "weight": self._weight,
+            "last_minute": self._last_minute,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        """Rebuild from :meth:`to_state` output."""
+        stats = cls(half_life_minutes=float(state["half_life_minutes"]))
+        stats._mean = math.nan if state["mean"] is None else float(state["mean"])
+        stats._m2 = float(state["m2"])
+        stats._weight = float(state["weight"])
+        stats._last_minute = state["last_minute"]
+        return stats
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EwStats):
+            return NotImplemented
+        return self.to_state() == other.to_state()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+
+class SeasonalBaseline:
+    """Expected value of a per-minute series: ``level + season[slot(t)]``.
+
+    Args:
+        level_half_life_minutes: event-time half-life of the level.
+        season_half_life_days: half-life of each slot's offset, in days.
+        slot_minutes: width of a seasonal slot (60: hour of day).
+        slots: number of slots in a cycle (24 hourly slots: one day).
+        season_prior_weight: weight of the prior "offset = 0", in minutes of traffic at
+            the level's recent rate (``level_weight * ln 2 / level_half_life_minutes``).
+
+    Raises:
+        ValueError: for non-positive parameters (``season_prior_weight`` may be 0).
+
+    Notes:
+        Additive Holt-Winters with weights and event-time forgetting. The level is the
+        weighted exponentially forgetting mean of ``x - season[slot]``. Each slot's offset
+        is the forgetting mean (half-life in days) of ``x - slow_level``, where the slow
+        level is the same mean with a half-life of half a cycle: against the fast level
+        the residuals would mostly be the level's own lag (the fast level chases the
+        daily swing), and the season would take weeks to converge instead of about a
+        day. Residuals are pooled over one *visit* of a slot (e.g. 9:00-10:00 today) and
+        folded in only when the visit ends, so a slot seen on no previous day contributes
+        exactly 0 and the level alone predicts. Offsets are shrunk by
+        ``w / (w + prior)`` and re-centred to weighted mean 0 after every fold.
+        It holds when the seasonal shape is stable over ``season_half_life_days`` and
+        the level drifts slowly against ``level_half_life_minutes``; a level step shows
+        up in the offsets of the slots that follow it for about a day (visible, small).
+        Minutes earlier than the latest update are treated as seen at the latest minute.
+
+    Examples:
+        >>> import numpy as np
+        >>> import math
+        >>> rng = np.random.default_rng(11)
+        >>> base = SeasonalBaseline()
+        >>> def truth(minute):
+        ...     return 10.0 + 3.0 * math.sin(2 * math.pi * minute / 1440)
+        >>> for minute in range(4 * 1440):
+        ...     base.update(minute * 60_000, truth(minute) + float(rng.normal(0, 0.5)), 20.0)
+        >>> abs(base.expected(4 * 1440 * 60_000 + 360 * 60_000) - truth(360)) < 0.5
+        True
+    """
+
+    __slots__ = (
+        "_last_minute",
+        "_level",
+        "_level_weight",
+        "_offsets",
+        "_pending",
+        "_season_minute",
+        "_slot_weights",
+        "_slow_level",
+        "_slow_weight",
+        "level_half_life_minutes",
+        "season_half_life_days",
+        "season_prior_weight",
+        "slot_minutes",
+        "slots",
+    )
+
+    def __init__(
+        self,
+        *,
+        level_half_life_minutes: float = 180.0,
+        season_half_life_days: float = 3.0,
+        slot_minutes: int = 60,
+        slots: int = 24,
+        season_prior_weight: float = 1.0,
+    ) -> None:
+        _check_positive("level_half_life_minutes", level_half_life_minutes)
+        _check_positive("season_half_life_days", season_half_life_days)
+        if (
+            int(slot_minutes) != slot_minutes
+            or slot_minutes < 1
+            or int(slots) != slots
+            or slots < 1
+        ):
+            msg = f"slot_minutes and slots must be positive integers, got {slot_minutes}, {slots}"
+            raise ValueError(msg)
+        if not (math.isfinite(season_prior_weight) and season_prior_weight >= 0):
+            msg = f"season_prior_weight must be >= 0, got {season_prior_weight!r}"
+            raise ValueError(msg)
+        self.level_half_life_minutes = float(level_half_life_minutes)
+        self.season_half_life_days = float(season_half_life_days)
+        self.slot_minutes = int(slot_minutes)
+        self.slots = int(slots)
+        self.season_prior_weight = float(season_prior_weight)
+        self._level = math.nan
+        self._level_weight = 0.0
+        self._last_minute: int | None = None
+        self._offsets = [0.0] * self.slots
+        self._slot_weights = [0.0] * self.slots
+        self._season_minute: int | None = None
+        self._slow_level = math.nan
+        self._slow_weight = 0.0
+        self._pending: list[float] = []  # [period, weight, weighted residual sum] or empty
+
+    @property
+    def level_weight(self) -> float:
+        """Effective weight behind the level, as of the last update."""
+        return self._level_weight
+
+    def slot_of(self, minute_ms: int) -> int:
+        """Seasonal slot of an event-time minute."""
+        return self._period_of(minute_ms) % self.slots
+
+    def offset(self, minute_ms: int) -> float:
+        """The shrunk seasonal offset that :meth:`expected` adds at ``minute_ms``."""
+        if self._last_minute is None or self._season_minute is None:
+            return 0.0
+        slot = self.slot_of(minute_ms)
+        days = (minute_ms - self._season_minute) / MINUTE_MS
+        weight = self._slot_weights[slot] * _decay(days, self.season_half_life_days * 1440.0)
+        prior = self.season_prior_weight * self._minute_weight(minute_ms)
+        if weight <= 0:
+            return 0.0
+        return self._offsets[slot] * weight / (weight + prior)
+
+    def expected(self, minute_ms: int) -> float:
+        """Expected value at ``minute_ms`` (nan before any update)."""
+        return self._level + self.offset(minute_ms)
+
+    def update(self, minute_ms: int, value: float, weight: float) -> None:
+        """Learn ``value`` seen at ``minute_ms`` with ``weight`` (<= 0 is ignored)."""
+        _check_observation(value, weight)
+        if weight <= 0:
+            return
+        period = self._period_of(minute_ms)
+        if self._pending and self._pending[0] != period:
+            self._fold(minute_ms)
+        residual = 0.0 if self._last_minute is None else value - self._slow_level
+        if not self._pending:
+            self._pending = [float(period), 0.0, 0.0]
+        self._pending[1] += weight
+        self._pending[2] += weight * residual
+        self._update_levels(minute_ms, value - self.offset(minute_ms), weight)
+
+    def _period_of(self, minute_ms: int) -> int:
+        return minute_ms // (MINUTE_MS * self.slot_minutes)
+
+    def _minute_weight(self, minute_ms: int) -> float:
+        """The weight one minute carries at the level's recent rate."""
+        if self._last_minute is None:
+            return 0.0
+        elapsed = (minute_ms - self._last_minute) / MINUTE_MS
+        weight = self._level_weight * _decay(elapsed, self.level_half_life_minutes)
+        return weight * _LN2 / self.level_half_life_minutes
+
+    def _update_levels(self, minute_ms: int, target: float, weight: float) -> None:
+        if self._last_minute is None:
+            self._level = self._slow_level = target
+            self._level_weight = self._slow_weight = weight
+            self._last_minute = minute_ms
+            return
+        elapsed = (minute_ms - self._last_minute) / MINUTE_MS
+        self._level, self._level_weight = _ew_step(
+            self._level,
+            self._level_weight * _decay(elapsed, self.level_half_life_minutes),
+            target,
+            weight,
+        )
+        slow_half_life = self.slots * self.slot_minutes / 2.0
+        self._slow_level, self._slow_weight = _ew_step(
+            self._slow_level, self._slow_weight * _decay(elapsed, slow_half_life), target, weight
+        )
+        self._last_minute = max(self._last_minute, minute_ms)
+
+    def _fold(self, minute_ms: int) -> None:
+        """Close the pending visit: fold its mean residual into its slot, then re-centre."""
+        period, weight, residual_sum = self._pending
+        self._pending = []
+        visit_end = min(minute_ms, int(period + 1) * self.slot_minutes * MINUTE_MS)
+        self._decay_season(visit_end)
+        slot = int(period) % self.slots
+        old = self._slot_weights[slot]
+        self._offsets[slot] = (old * self._offsets[slot] + residual_sum) / (old + weight)
+        self._slot_weights[slot] = old + weight
+        total = sum(self._slot_weights)
+        centre = sum(w * o for w, o in zip(self._slot_weights, self._offsets, strict=True)) / total
+        self._offsets = [
+            o - centre if w > 0 else 0.0
+            for w, o in zip(self._slot_weights, self._offsets, strict=True)
+        ]
+
+    def _decay_season(self, minute_ms: int) -> None:
+        if self._season_minute is not None:
+            elapsed = (minute_ms - self._season_minute) / MINUTE_MS
+            factor = _decay(elapsed, self.season_half_life_days * 1440.0)
+            self._slot_weights = [w * factor for w in self._slot_weights]
+        if self._season_minute is None or minute_ms > self._season_minute:
+            self._season_minute = minute_ms
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain JSON-able state (NaN-free: the level is ``None`` before any update)."""
+        return {
+            "level_half_life_minutes": self.level_half_life_minutes,
+            "season_half_life_days": self.season_half_life_days,
+            "slot_minutes": self.slot_minutes,
+            "slots": self.slots,
+            "season_prior_weight": self.season_prior_weight,
+            "level": None if math.isnan(self._level) else self._level,
+            "level_weight": self._level_weight,
+            "last_minute": self._last_minute,
+            "offsets": list(self._offsets),
+            "slot_weights": list(self._slot_weights),
+            "season_minute": self._season_minute,
+            "slow_level": None if math.isnan(self._slow_level) else self._slow_level,
+            "slow_weight": self._slow_weight,
+            "pending": list(self._pending),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        """Rebuild from :meth:`to_state` output."""
+        base = cls(
+            level_half_life_minutes=float(state["level_half_life_minutes"]),
+            season_half_life_days=float(state["season_half_life_days"]),
+            slot_minutes=int(state["slot_minutes"]),
+            slots=int(state["slots"]),
+            season_prior_weight=float(state["season_prior_weight"]),
+        )
+        base._level = math.nan if state["level"] is None else float(state["level"])
+        base._level_weight = float(state["level_weight"])
+        base._last_minute = state["last_minute"]
+        base._offsets = [float(x) for x in state["offsets"]]
+        base._slot_weights = [float(x) for x in state["slot_weights"]]
+        base._season_minute = state["season_minute"]
+        base._slow_level = math.nan if state["slow_level"] is None else float(state["slow_level"])
+        base._slow_weight = float(state["slow_weight"])
+        base._pending = [float(x) for x in state["pending"]]
+        if len(base._offsets) != base.slots or len(base._slot_weights) != base.slots:
+            msg = "state offsets/slot_weights do not match slots"
+            raise ValueError(msg)
+        return base
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SeasonalBaseline):
+            return NotImplemented
+        return self.to_state() == other.to_state()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable

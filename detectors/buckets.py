@@ -1,0 +1,139 @@
+"""Per-campaign minute buckets: what happened to the sessions that started in one minute.
+
+A session's minute is the minute of its first page view; its conversion is credited to that
+minute whenever the order arrives (DESIGN.md "Time"). Buckets are kept for a bounded span of
+minutes (``MinuteRing``); older ones are dropped once the detectors have learned from them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from detectors.elasticity import lcp_bin
+from detectors.sketch import LogHistogram
+
+MINUTE_MS = 60_000
+
+
+def minute_of(ts_ms: int) -> int:
+    """The whole minute (epoch ms) containing ``ts_ms``."""
+    return ts_ms - ts_ms % MINUTE_MS
+
+
+@dataclass(slots=True)
+class MinuteBucket:
+    """Sessions that started in one minute, and what they did since."""
+
+    sessions: int = 0
+    lcp_n: int = 0
+    sum_log: float = 0.0
+    sumsq_log: float = 0.0
+    sketch: LogHistogram = field(default_factory=LogHistogram)
+    conversions: int = 0
+    commerce_sessions: dict[int, int] = field(default_factory=dict)
+    commerce_conversions: dict[int, int] = field(default_factory=dict)
+    flagged: bool = False
+
+    def add_session(self, lcp_ms: float | None, commerce: bool) -> None:
+        self.sessions += 1
+        if lcp_ms is None or lcp_ms <= 0:
+            return
+        log_lcp = math.log(lcp_ms)
+        self.lcp_n += 1
+        self.sum_log += log_lcp
+        self.sumsq_log += log_lcp * log_lcp
+        self.sketch.add(lcp_ms)
+        if commerce:
+            b = lcp_bin(lcp_ms)
+            self.commerce_sessions[b] = self.commerce_sessions.get(b, 0) + 1
+
+    def add_conversion(self, lcp_ms: float | None, commerce: bool) -> None:
+        self.conversions += 1
+        if commerce and lcp_ms is not None and lcp_ms > 0:
+            b = lcp_bin(lcp_ms)
+            self.commerce_conversions[b] = self.commerce_conversions.get(b, 0) + 1
+
+    @property
+    def mean_log(self) -> float:
+        return self.sum_log / self.lcp_n if self.lcp_n else math.nan
+
+    @property
+    def var_log(self) -> float:
+        """Within-minute variance of log-LCP (nan below two sessions)."""
+        if self.lcp_n < 2:
+            return math.nan
+        mean = self.sum_log / self.lcp_n
+        return max(self.sumsq_log / self.lcp_n - mean * mean, 0.0) * self.lcp_n / (self.lcp_n - 1)
+
+    def to_state(self) -> list[Any]:
+        return [self.sessions, self.lcp_n, self.sum_log, self.sumsq_log, self.sketch.to_state(),
+                self.conversions, _pairs(self.commerce_sessions),
+                _pairs(self.commerce_conversions), self.flagged]
+
+    @classmethod
+    def from_state(cls, state: list[Any]) -> MinuteBucket:
+        return cls(int(state[0]), int(state[1]), float(state[2]), float(state[3]),
+                   LogHistogram.from_state(state[4]), int(state[5]), _unpairs(state[6]),
+                   _unpairs(state[7]), bool(state[8]))
+
+
+def _pairs(counts: dict[int, int]) -> list[list[int]]:
+    return [[k, v] for k, v in sorted(counts.items())]
+
+
+def _unpairs(pairs: list[list[int]]) -> dict[int, int]:
+    return {int(k): int(v) for k, v in pairs}
+
+
+class MinuteRing:
+    """Minute buckets of one campaign, keyed by minute (epoch ms), oldest first."""
+
+    __slots__ = ("_buckets",)
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, MinuteBucket] = {}
+
+    def get(self, minute_ms: int) -> MinuteBucket | None:
+        return self._buckets.get(minute_ms)
+
+    def bucket(self, minute_ms: int) -> MinuteBucket:
+        """The bucket of ``minute_ms``, created if missing (buckets stay in minute order)."""
+        found = self._buckets.get(minute_ms)
+        if found is None:
+            found = MinuteBucket()
+            self._buckets[minute_ms] = found
+            if len(self._buckets) > 1 and minute_ms < next(reversed(self._buckets)):
+                self._buckets = dict(sorted(self._buckets.items()))
+        return found
+
+    def drop_before(self, minute_ms: int) -> list[int]:
+        """Drop the buckets older than ``minute_ms``; return their minutes."""
+        dropped = [k for k in self._buckets if k < minute_ms]
+        for key in dropped:
+            del self._buckets[key]
+        return dropped
+
+    def restore(self, minute_ms: int, bucket: MinuteBucket) -> None:
+        self._buckets[minute_ms] = bucket
+        self._buckets = dict(sorted(self._buckets.items()))
+
+    def span(self, start_ms: int, end_ms: int) -> Iterator[tuple[int, MinuteBucket]]:
+        """Buckets with ``start_ms <= minute < end_ms``, oldest first."""
+        for minute, bucket in self._buckets.items():
+            if start_ms <= minute < end_ms:
+                yield minute, bucket
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def to_state(self) -> list[list[Any]]:
+        return [[minute, bucket.to_state()] for minute, bucket in self._buckets.items()]
+
+    @classmethod
+    def from_state(cls, state: list[list[Any]]) -> MinuteRing:
+        ring = cls()
+        ring._buckets = {int(m): MinuteBucket.from_state(b) for m, b in state}
+        return ring

@@ -1,0 +1,326 @@
+"""One campaign's detectors, fed with session facts and ticked once per event-time minute.
+
+``CampaignModel`` keeps the minute buckets of the last ``keep_minutes`` and what it has
+learned of the campaign's normal: a seasonal baseline of log-LCP, the order-lag
+distribution, the conversion rate of matured sessions, the latency-to-conversion data and
+the order value. At each tick it runs the latency CUSUM on newly closed minutes, the
+conversion window scan on the recent ones, and prices what it sees (``CampaignVerdict``).
+
+Learning is protected: a minute the latency test or the conversion test flags is never
+learned into the baselines (the river habit of keeping anomalies out of the baseline).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from detectors.baseline import EwStats, SeasonalBaseline
+from detectors.buckets import MINUTE_MS, MinuteBucket, MinuteRing, minute_of
+from detectors.conversion import ConversionVerdict, conversion_scan
+from detectors.elasticity import N_BINS, CurveFit, shrunk_fit
+from detectors.ewcounts import EwVector
+from detectors.lag import LagModel
+from detectors.latency import LatencyCusum, LatencyVerdict
+from detectors.pricing import price_conversion_loss, price_slow_pages
+from detectors.sketch import merged
+from detectors.verdicts import CampaignVerdict
+
+Z75 = 0.6744897501960817  # standard normal 75th percentile
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignParams:
+    """Tunables of one campaign's model (all in event-time minutes unless named)."""
+
+    latency_delay_minutes: int = 2
+    latency_learn_delay_minutes: int = 15
+    horizon_minutes: int = 120
+    recent_minutes: int = 15
+    p75_minutes: int = 5
+    min_p75_sessions: int = 20
+    latency_shift: float = math.log(1.25)
+    latency_threshold: float = 10.0
+    min_latency_weight: float = 60.0
+    default_sd_log: float = 0.5
+    conversion_tolerance: float = 0.1
+    conversion_windows: tuple[int, ...] = (10, 20, 30, 60, 120)
+    conversion_half_life_minutes: float = 720.0
+    curve_half_life_minutes: float = 4320.0
+    min_baseline_conversions: float = 20.0
+    flag_latency_fraction: float = 0.3
+    flag_conversion_p: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.horizon_minutes < max(self.conversion_windows):
+            msg = "horizon_minutes must cover the longest conversion window"
+            raise ValueError(msg)
+        if self.latency_threshold <= 0 or self.min_baseline_conversions <= 0:
+            msg = "thresholds must be positive"
+            raise ValueError(msg)
+
+    @property
+    def keep_minutes(self) -> int:
+        return self.horizon_minutes + self.latency_learn_delay_minutes + 5
+
+
+class CampaignModel:
+    """The state and detectors of one campaign (see the module docstring)."""
+
+    def __init__(self, params: CampaignParams | None = None) -> None:
+        self.params = p = params or CampaignParams()
+        self.ring = MinuteRing()
+        self.latency_baseline = SeasonalBaseline()
+        self.latency_var = EwStats()
+        self.cusum = LatencyCusum(shift=p.latency_shift, threshold=p.latency_threshold)
+        self.lag = LagModel(horizon_minutes=p.horizon_minutes)
+        self.conv_base = EwVector(2, half_life_minutes=p.conversion_half_life_minutes)
+        self.curve_sessions = EwVector(N_BINS, half_life_minutes=p.curve_half_life_minutes)
+        self.curve_conversions = EwVector(N_BINS, half_life_minutes=p.curve_half_life_minutes)
+        self.orders = EwVector(3, half_life_minutes=p.curve_half_life_minutes)
+        self.last_latency_minute: int | None = None
+        self.last_matured_minute: int | None = None
+        self.last_seen_ms = 0
+        self.last_latency = LatencyVerdict(0.0, p.latency_threshold, False, None, math.nan)
+        self.touched: set[int] = set()  # minutes whose buckets changed since the last drain
+        self.dropped: list[int] = []  # minutes whose buckets were dropped since the last drain
+
+    # -- facts ---------------------------------------------------------------------------
+    def observe_session(self, start_ms: int, lcp_ms: float | None, commerce: bool) -> None:
+        """A human session started at ``start_ms`` (its landing LCP, if known)."""
+        minute = minute_of(start_ms)
+        if self._too_old(minute):
+            return
+        self.ring.bucket(minute).add_session(lcp_ms, commerce)
+        self.touched.add(minute)
+        self.last_seen_ms = max(self.last_seen_ms, start_ms)
+
+    def observe_order(self, start_ms: int, order_ts_ms: int, revenue: float, *,
+                      first_order: bool, known_session: bool, lcp_ms: float | None = None,
+                      commerce: bool = True) -> None:
+        """An order; the first of a known session is its conversion."""
+        self.orders.add(minute_of(order_ts_ms), np.array([1.0, revenue, revenue * revenue]))
+        self.last_seen_ms = max(self.last_seen_ms, order_ts_ms)
+        if not (first_order and known_session):
+            return
+        self.lag.update(max(order_ts_ms - start_ms, 0) / MINUTE_MS)
+        minute = minute_of(start_ms)
+        bucket = self.ring.get(minute)
+        if bucket is not None:
+            bucket.add_conversion(lcp_ms, commerce)
+            self.touched.add(minute)
+
+    def _too_old(self, minute: int) -> bool:
+        done = self.last_matured_minute
+        return done is not None and minute <= done
+
+    # -- tick ------------------------------------------------------------------------------
+    def tick(self, campaign: str, tick_ms: int, site_fit: CurveFit | None) -> CampaignVerdict:
+        """Close the minutes before ``tick_ms``, learn what matured, and say what we see."""
+        self._run_latency(tick_ms)
+        self._mature(tick_ms)
+        conversion = self._scan_conversion(tick_ms)
+        if conversion.p_value < self.params.flag_conversion_p and conversion.window_start_ms:
+            self._flag(conversion.window_start_ms, tick_ms)
+        return self._verdict(campaign, tick_ms, conversion, site_fit)
+
+    def _run_latency(self, tick_ms: int) -> None:
+        p = self.params
+        last = tick_ms - (p.latency_delay_minutes + 1) * MINUTE_MS
+        first = last if self.last_latency_minute is None else self.last_latency_minute + MINUTE_MS
+        for minute in range(max(first, last - p.keep_minutes * MINUTE_MS), last + 1, MINUTE_MS):
+            self._score_latency_minute(minute)
+            self._learn_latency(minute - p.latency_learn_delay_minutes * MINUTE_MS)
+        self.last_latency_minute = max(last, self.last_latency_minute or last)
+
+    def _score_latency_minute(self, minute: int) -> None:
+        bucket = self.ring.get(minute)
+        n = bucket.lcp_n if bucket else 0
+        if n == 0 or self.latency_baseline.level_weight < self.params.min_latency_weight:
+            return
+        assert bucket is not None
+        args = (minute, n, bucket.mean_log, self.latency_baseline.expected(minute), self._sd_log())
+        self.last_latency = self.cusum.score(*args)
+        self.cusum.update(*args)
+        if self.last_latency.statistic > self.params.flag_latency_fraction * self.params.latency_threshold:
+            self._flag(self.last_latency.started_ms or minute, minute + MINUTE_MS)
+
+    def _learn_latency(self, minute: int) -> None:
+        bucket = self.ring.get(minute)
+        if bucket is None or bucket.flagged or bucket.lcp_n == 0:
+            return
+        self.latency_baseline.update(minute, bucket.mean_log, float(bucket.lcp_n))
+        if bucket.lcp_n >= 2:
+            self.latency_var.update(minute, bucket.var_log, float(bucket.lcp_n - 1))
+
+    def _sd_log(self) -> float:
+        if self.latency_var.weight < 10:
+            return self.params.default_sd_log
+        return max(math.sqrt(self.latency_var.mean), 0.05)
+
+    def _flag(self, start_ms: int, end_ms: int) -> None:
+        for minute, bucket in self.ring.span(minute_of(start_ms), end_ms):
+            if not bucket.flagged:
+                bucket.flagged = True
+                self.touched.add(minute)
+
+    def _mature(self, tick_ms: int) -> None:
+        horizon = self.params.horizon_minutes * MINUTE_MS
+        last = minute_of(tick_ms - horizon) - MINUTE_MS
+        start = -1 if self.last_matured_minute is None else self.last_matured_minute + 1
+        for minute, bucket in list(self.ring.span(start, last + 1)):
+            if not bucket.flagged:
+                self._learn_matured(minute, bucket)
+        if self.last_matured_minute is None or last > self.last_matured_minute:
+            self.last_matured_minute = last
+        self.dropped.extend(self.ring.drop_before(tick_ms - self.params.keep_minutes * MINUTE_MS))
+
+    def _learn_matured(self, minute: int, bucket: MinuteBucket) -> None:
+        self.conv_base.add(minute, np.array([bucket.conversions, bucket.sessions], dtype=float))
+        self.curve_sessions.add(minute, _dense(bucket.commerce_sessions))
+        self.curve_conversions.add(minute, _dense(bucket.commerce_conversions))
+
+    def _scan_conversion(self, tick_ms: int) -> ConversionVerdict:
+        p = self.params
+        start = tick_ms - p.horizon_minutes * MINUTE_MS
+        rows = [(m, b.sessions, b.conversions) for m, b in self.ring.span(start, tick_ms)]
+        base_conv, base_sessions = self.conv_base.values
+        if not rows or base_conv < p.min_baseline_conversions:
+            return ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
+        table = np.asarray(rows, dtype=float)
+        ages = (tick_ms - table[:, 0]) / MINUTE_MS - 0.5
+        return conversion_scan(
+            table[:, 0].astype(np.int64), table[:, 1], table[:, 2], self.lag.cdf_array(ages),
+            float(base_conv), float(base_sessions),
+            windows_minutes=p.conversion_windows, tolerance=p.conversion_tolerance)
+
+    # -- reporting ------------------------------------------------------------------------
+    def _verdict(self, campaign: str, tick_ms: int, conv: ConversionVerdict,
+                 site_fit: CurveFit | None) -> CampaignVerdict:
+        recent = list(self.ring.span(tick_ms - self.params.recent_minutes * MINUTE_MS, tick_ms))
+        sessions = sum(b.sessions for _, b in recent)
+        base_conv, base_sessions = self.conv_base.values
+        lat = self.last_latency
+        return CampaignVerdict(
+            campaign=campaign, tick_ms=tick_ms,
+            warmed_up=bool(base_conv >= self.params.min_baseline_conversions),
+            sessions_per_minute=sessions / self.params.recent_minutes,
+            sessions_in_window=int(sum(b.sessions for _, b in self.ring.span(
+                tick_ms - self.params.horizon_minutes * MINUTE_MS, tick_ms))),
+            conversion_rate=self._recent_rate(tick_ms),
+            conversion_rate_baseline=base_conv / base_sessions if base_sessions else math.nan,
+            lcp_p75_ms=self._recent_p75(tick_ms), lcp_p75_baseline_ms=self._baseline_p75(tick_ms),
+            latency_regressed=lat.is_regression,
+            latency_statistic=lat.statistic, latency_threshold=lat.threshold,
+            latency_started_ms=lat.started_ms,
+            latency_shift=self._recent_shift(tick_ms),
+            conversion_p_value=conv.p_value, conversion_observed=conv.observed,
+            conversion_expected=conv.expected, conversion_ratio=conv.ratio,
+            conversion_window_start_ms=conv.window_start_ms,
+            **self._money(tick_ms, conv, site_fit),
+        )
+
+    def _money(self, tick_ms: int, conv: ConversionVerdict,
+               site_fit: CurveFit | None) -> dict[str, Any]:
+        aov, aov_se = self.average_order_value()
+        fit = shrunk_fit(self.curve_sessions.values, self.curve_conversions.values, site_fit)
+        window = self._current_window(tick_ms)
+        current = sum((_dense(b.commerce_sessions) for _, b in window), np.zeros(N_BINS))
+        minutes = max(len(window), 1)
+        slow = price_slow_pages(fit, self.curve_sessions.values, current, minutes, aov, aov_se)
+        base_conv, base_sessions = self.conv_base.values
+        window_sessions = sum(b.sessions for _, b in self.ring.span(
+            conv.window_start_ms or tick_ms, tick_ms))
+        lost = price_conversion_loss(conv, tick_ms, window_sessions, float(base_conv),
+                                     float(base_sessions), aov, aov_se)
+        return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
+                "conversion_loss_per_hour": lost}
+
+    def _current_window(self, tick_ms: int) -> list[tuple[int, MinuteBucket]]:
+        """Minutes that show the current latency: since the shift began, at most an hour."""
+        closed = tick_ms - (self.params.latency_delay_minutes + 1) * MINUTE_MS
+        start = closed - self.params.recent_minutes * MINUTE_MS
+        started = self.last_latency.started_ms
+        if started is not None:
+            start = max(min(start, started), closed - 60 * MINUTE_MS)
+        return list(self.ring.span(start, closed + MINUTE_MS))
+
+    def average_order_value(self) -> tuple[float, float]:
+        from detectors.revenue import average_order_value
+
+        n, total, total_sq = self.orders.values
+        return average_order_value(float(total), float(total_sq), float(n))
+
+    def _recent_rate(self, tick_ms: int) -> float:
+        start = tick_ms - 60 * MINUTE_MS
+        exposure = conversions = 0.0
+        for minute, bucket in self.ring.span(start, tick_ms):
+            exposure += bucket.sessions * self.lag.cdf((tick_ms - minute) / MINUTE_MS - 0.5)
+            conversions += bucket.conversions
+        return conversions / exposure if exposure > 0 else math.nan
+
+    def _recent_p75(self, tick_ms: int) -> float:
+        for minutes in (self.params.p75_minutes, self.params.recent_minutes, 60):
+            span = self.ring.span(tick_ms - minutes * MINUTE_MS, tick_ms)
+            sketch = merged(b.sketch for _, b in span)
+            if sketch.count >= self.params.min_p75_sessions:
+                return sketch.quantile(0.75)
+        return math.nan
+
+    def _recent_shift(self, tick_ms: int) -> float:
+        span = list(self.ring.span(tick_ms - self.params.recent_minutes * MINUTE_MS, tick_ms))
+        n = sum(b.lcp_n for _, b in span)
+        if n == 0 or self.latency_baseline.level_weight <= 0:
+            return math.nan
+        return sum(b.sum_log for _, b in span) / n - self.latency_baseline.expected(tick_ms)
+
+    def _baseline_p75(self, tick_ms: int) -> float:
+        if self.latency_baseline.level_weight <= 0:
+            return math.nan
+        return math.exp(self.latency_baseline.expected(tick_ms) + Z75 * self._sd_log())
+
+
+def _dense(counts: dict[int, int]) -> np.ndarray:
+    vector = np.zeros(N_BINS)
+    for index, count in counts.items():
+        vector[index] += count
+    return vector
+
+
+def model_to_state(model: CampaignModel) -> dict[str, Any]:
+    """Everything a campaign has learned, without its minute buckets (stored apart)."""
+    lat = model.last_latency
+    return {
+        "lb": model.latency_baseline.to_state(), "lv": model.latency_var.to_state(),
+        "cusum": model.cusum.to_state(), "lag": model.lag.to_state(),
+        "cb": model.conv_base.to_state(), "cs": model.curve_sessions.to_state(),
+        "cc": model.curve_conversions.to_state(), "orders": model.orders.to_state(),
+        "llm": model.last_latency_minute, "lmm": model.last_matured_minute,
+        "seen": model.last_seen_ms,
+        "lat": [lat.statistic, lat.threshold, lat.is_regression, lat.started_ms,
+                None if math.isnan(lat.shift) else lat.shift],
+    }
+
+
+def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
+                     ) -> CampaignModel:
+    """Rebuild a model from :func:`model_to_state` (buckets are restored separately)."""
+    model = CampaignModel(params)
+    model.latency_baseline = SeasonalBaseline.from_state(state["lb"])
+    model.latency_var = EwStats.from_state(state["lv"])
+    model.cusum = LatencyCusum.from_state(state["cusum"])
+    model.lag = LagModel.from_state(state["lag"])
+    model.conv_base = EwVector.from_state(state["cb"])
+    model.curve_sessions = EwVector.from_state(state["cs"])
+    model.curve_conversions = EwVector.from_state(state["cc"])
+    model.orders = EwVector.from_state(state["orders"])
+    model.last_latency_minute = state["llm"]
+    model.last_matured_minute = state["lmm"]
+    model.last_seen_ms = int(state["seen"])
+    stat, threshold, regressed, started, shift = state["lat"]
+    model.last_latency = LatencyVerdict(float(stat), float(threshold), bool(regressed), started,
+                                        math.nan if shift is None else float(shift))
+    return model

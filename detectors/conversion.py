@@ -1,0 +1,184 @@
+"""Window-scan test of observed against lag-adjusted expected conversions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.special import betainc, xlogy
+
+__all__ = ["MINUTE_MS", "ConversionVerdict", "conversion_scan"]
+
+MINUTE_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionVerdict:
+    """The conversion test at one tick, for the window that is most surprising.
+
+    Attributes:
+        p_value: Bonferroni-adjusted one-sided p-value of "rate >= (1 - tolerance) x
+            baseline" against a drop (1.0 when there is no drop, data or baseline).
+        observed: conversions seen so far in the window.
+        expected: lag-adjusted expected conversions at the baseline rate.
+        ratio: ``observed / expected`` (nan when ``expected`` is 0 or unknown).
+        window_start_ms: first minute of the window (``None`` without data).
+        statistic: signed root deviance of the conditional binomial (negative for a
+            drop, 0 when there is none).
+    """
+
+    p_value: float
+    observed: float
+    expected: float
+    ratio: float
+    window_start_ms: int | None
+    statistic: float
+
+
+_NO_DATA = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
+
+
+def conversion_scan(  # noqa: PLR0917  # six positional arguments: the agreed signature
+    minute_ms: npt.ArrayLike,
+    sessions: npt.ArrayLike,
+    conversions: npt.ArrayLike,
+    completeness: npt.ArrayLike,
+    baseline_conversions: float,
+    baseline_sessions: float,
+    *,
+    windows_minutes: Sequence[int] = (10, 20, 30, 60, 120),
+    tolerance: float = 0.1,
+) -> ConversionVerdict:
+    """Test the latest windows of session-minutes for a conversion drop.
+
+    Args:
+        minute_ms: session minutes, ascending; the last one is the latest closed minute.
+        sessions: sessions that started in each minute.
+        conversions: converted sessions of each minute seen so far.
+        completeness: ``F(age)`` of each minute from the lag model.
+        baseline_conversions: conversions of the matured baseline sessions.
+        baseline_sessions: matured baseline sessions.
+        windows_minutes: window lengths; window ``w`` holds the minutes later than
+            ``minute_ms[-1] - w`` minutes.
+        tolerance: drops smaller than this fraction of the baseline rate are no alarm.
+
+    Returns:
+        The verdict of the window with the smallest p-value.
+
+    Raises:
+        ValueError: on arrays of different lengths, empty or non-positive windows,
+            a tolerance outside [0, 1), or non-finite sums.
+
+    Notes:
+        Exact conditional test for two Poisson rates (Przyborowski & Wilenski 1940): given
+        ``k = O_w + O_b``, ``O_w ~ Binomial(k, p0)`` with ``p0 = r0 E_w / (r0 E_w + S_b)``,
+        ``r0 = 1 - tolerance``, where ``E_w = sum(sessions * completeness)`` is the
+        window's lag-adjusted exposure; ``p = P(X <= O_w)``. It is valid (conservative,
+        being discrete) when conversions are Poisson given the exposure, the lag model's
+        ``F`` is right and the baseline's sessions are independent of the window's.
+        Bonferroni over the distinct windows makes each tick's p-value valid; successive
+        ticks share data, so per-tick p-values are not independent. Over-dispersion of
+        the true rate (day-to-day swings) is what ``tolerance`` absorbs.
+
+    Examples:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(4)
+        >>> minutes = np.arange(90) * 60_000
+        >>> sessions = rng.poisson(67, size=90).astype(float)
+        >>> completeness = np.clip((90 - np.arange(90) - 0.5) / 15.0, 0.0, 1.0)
+        >>> rate = np.where(np.arange(90) >= 30, 0.015, 0.03)
+        >>> conversions = rng.binomial(sessions.astype(int), rate * completeness)
+        >>> verdict = conversion_scan(minutes, sessions, conversions, completeness, 3000, 1e5)
+        >>> verdict.p_value < 0.01, verdict.window_start_ms, round(verdict.ratio, 1)
+        (True, 1800000, 0.6)
+    """
+    if not 0.0 <= tolerance < 1.0:
+        msg = f"tolerance must be in [0, 1), got {tolerance!r}"
+        raise ValueError(msg)
+    minute = np.asarray(minute_ms)
+    arrays = [np.asarray(a, dtype=np.float64) for a in (sessions, conversions, completeness)]
+    if any(a.shape != minute.shape for a in arrays) or minute.ndim != 1:
+        msg = "minute_ms, sessions, conversions and completeness must be 1-d of one length"
+        raise ValueError(msg)
+    if minute.shape[0] == 0:
+        return _NO_DATA
+    starts = _window_starts(minute, windows_minutes)
+    # suffix sums: the window starting at index s sums the last n - s minutes
+    exposure_tail = np.cumsum((arrays[0] * arrays[2])[::-1])
+    observed_tail = np.cumsum(arrays[1][::-1])
+    if not (math.isfinite(exposure_tail[-1]) and math.isfinite(observed_tail[-1])):
+        msg = "sessions, conversions and completeness must be finite"
+        raise ValueError(msg)
+    lengths = minute.shape[0] - 1 - starts
+    exposure, observed = exposure_tail[lengths], observed_tail[lengths]
+    if not (baseline_sessions > 0 and baseline_conversions > 0):
+        return ConversionVerdict(
+            1.0, float(observed[0]), math.nan, math.nan, int(minute[starts[0]]), 0.0
+        )
+    return _best_window(
+        minute,
+        starts,
+        exposure,
+        observed,
+        baseline_conversions=baseline_conversions,
+        baseline_sessions=baseline_sessions,
+        r0=1.0 - tolerance,
+    )
+
+
+def _window_starts(
+    minute: npt.NDArray[np.int64], windows_minutes: Sequence[int]
+) -> npt.NDArray[np.intp]:
+    """Distinct first indices of the windows, longest window first."""
+    if not windows_minutes or min(windows_minutes) <= 0:
+        msg = f"windows_minutes must be non-empty positive ints, got {windows_minutes!r}"
+        raise ValueError(msg)
+    cutoffs = [int(minute[-1]) - w * MINUTE_MS for w in sorted(set(windows_minutes), reverse=True)]
+    starts = np.searchsorted(minute, cutoffs, side="right")
+    distinct: npt.NDArray[np.intp] = starts[np.concatenate(([True], starts[1:] != starts[:-1]))]
+    return distinct
+
+
+def _best_window(
+    minute: npt.NDArray[np.int64],
+    starts: npt.NDArray[np.intp],
+    exposure: npt.NDArray[np.float64],
+    observed: npt.NDArray[np.float64],
+    *,
+    baseline_conversions: float,
+    baseline_sessions: float,
+    r0: float,
+) -> ConversionVerdict:
+    """Conditional binomial p-value of every window; the smallest one, adjusted."""
+    expected = exposure * (baseline_conversions / baseline_sessions)
+    null_exposure = r0 * exposure
+    p0 = null_exposure / (null_exposure + baseline_sessions)
+    # P(Binomial(k, p0) <= O) = I_{1 - p0}(k - O, O + 1), k - O = baseline conversions
+    p_values = betainc(baseline_conversions, observed + 1.0, 1.0 - p0)
+    p_values[observed >= r0 * expected] = 1.0
+    best = int(np.argmin(p_values))
+    obs, exp_, p_best = float(observed[best]), float(expected[best]), float(p_values[best])
+    statistic = _signed_root_deviance(obs, obs + baseline_conversions, float(p0[best]))
+    return ConversionVerdict(
+        p_value=min(1.0, p_best * starts.size),
+        observed=obs,
+        expected=exp_,
+        ratio=obs / exp_ if exp_ > 0 else math.nan,
+        window_start_ms=int(minute[starts[best]]),
+        statistic=statistic if obs < r0 * exp_ else 0.0,
+    )
+
+
+def _signed_root_deviance(observed: float, total: float, p0: float) -> float:
+    """``-sqrt(G^2)`` of ``observed ~ Binomial(total, p0)`` when below its mean, else 0."""
+    mean = total * p0
+    if observed >= mean:
+        return 0.0
+    deviance = 2.0 * (
+        xlogy(observed, observed / mean)
+        + xlogy(total - observed, (total - observed) / (total - mean))
+    )
+    return -math.sqrt(max(0.0, float(deviance)))

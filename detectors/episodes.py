@@ -1,0 +1,269 @@
+"""What one campaign-tick says: is it hot, of what kind, and how the alert reads.
+
+The pieces :class:`detectors.incidents.IncidentManager` is built from, each pure and
+stateless: the parameters, the :class:`Alert` record of the contract, Benjamini-Hochberg
+across campaigns, the choice of kind, the evidence object and the one-line summary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from detectors.verdicts import CampaignVerdict, Estimate
+
+PERFORMANCE = "performance_conversion_loss"
+CONVERSION = "conversion_drop"
+LATENCY = "latency_regression"
+KINDS = (PERFORMANCE, CONVERSION, LATENCY)
+FIRING = "firing"
+RESOLVED = "resolved"
+MINUTE_MS = 60_000
+MINUTES_PER_DAY = 1440
+_CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
+
+
+def family(kind: str) -> str:
+    """The cause family a kind belongs to: ``"latency"`` or ``"conversion"``."""
+    return "conversion" if kind == CONVERSION else "latency"
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentParams:
+    """Tunables of :class:`detectors.incidents.IncidentManager` (see its docstring)."""
+
+    false_alarms_per_campaign_day: float = 0.02
+    min_revenue_per_hour: float = 100.0
+    open_ticks_conversion: int = 2
+    open_ticks_latency: int = 1
+    quiet_ticks_to_resolve: int = 10
+    update_every_ticks: int = 5
+    site_join_minutes: int = 15
+    site_min_campaigns: int = 3
+    explained_fraction_min: float = 0.5
+    currency: str = "USD"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.false_alarms_per_campaign_day < MINUTES_PER_DAY:
+            msg = f"false_alarms_per_campaign_day must be in (0, 1440), not {self}"
+            raise ValueError(msg)
+        counts = (self.open_ticks_conversion, self.open_ticks_latency,
+                  self.quiet_ticks_to_resolve, self.update_every_ticks, self.site_min_campaigns)
+        if min(counts) < 1 or self.site_join_minutes < 0 or not self.min_revenue_per_hour >= 0:
+            msg = f"tick counts must be >= 1 and minutes, money >= 0: {self}"
+            raise ValueError(msg)
+        if not 0 <= self.explained_fraction_min <= 1 or not self.currency:
+            msg = f"explained_fraction_min must be in [0, 1] and currency set: {self}"
+            raise ValueError(msg)
+
+    @property
+    def alpha_per_tick(self) -> float:
+        """The Benjamini-Hochberg level of one tick (one minute)."""
+        return self.false_alarms_per_campaign_day / MINUTES_PER_DAY
+
+    def open_ticks(self, kind: str) -> int:
+        """Consecutive hot ticks that open an episode whose tick is of ``kind``."""
+        return self.open_ticks_conversion if kind == CONVERSION else self.open_ticks_latency
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert update, field for field the contract's "Alert" (CONTRACT.md)."""
+
+    alert_id: str
+    incident_id: str
+    scope: str
+    ts: int
+    campaign: str
+    kind: str
+    state: str
+    started_at: int
+    revenue_at_risk_per_hour: float
+    revenue_at_risk_per_hour_low: float
+    revenue_at_risk_per_hour_high: float
+    revenue_lost: float
+    evidence: dict[str, Any]
+    summary: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able object of the contract (``nan`` becomes ``None``)."""
+        data = {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
+        data["evidence"] = {key: _json_value(v) for key, v in self.evidence.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Alert:
+        """Rebuild an alert from :meth:`to_dict` output (extra keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass(frozen=True, slots=True)
+class Heat:
+    """Why one campaign-tick is hot: its kind and the start its evidence points to."""
+
+    kind: str
+    start_ms: int | None
+
+
+def benjamini_hochberg(p_values: Sequence[float], alpha: float) -> list[bool]:
+    """Benjamini-Hochberg step-up: which hypotheses are rejected at FDR level ``alpha``.
+
+    Args:
+        p_values: one p-value per hypothesis; ``nan`` counts as 1 (never rejected).
+        alpha: the false discovery rate, in (0, 1).
+
+    Returns:
+        ``rejected[i]`` for each p-value, in the given order.
+
+    Notes:
+        Rejects the ``k`` smallest p-values, ``k`` the largest rank with
+        ``p_(k) <= k * alpha / m``; checked against ``scipy.stats.false_discovery_control``
+        in ``tests/unit/test_incidents.py``. Controls the FDR for independent or
+        positively dependent tests (campaigns sharing a site).
+
+    >>> benjamini_hochberg([0.02, 0.025, 0.9], 0.05)
+    [True, True, False]
+    """
+    clean = [1.0 if math.isnan(p) else p for p in p_values]
+    order = sorted(range(len(clean)), key=clean.__getitem__)
+    cutoff = 0
+    for rank, index in enumerate(order, start=1):
+        if clean[index] <= rank * alpha / len(clean):
+            cutoff = rank
+    rejected = [False] * len(clean)
+    for index in order[:cutoff]:
+        rejected[index] = True
+    return rejected
+
+
+def classify(verdict: CampaignVerdict, conversion_rejected: bool,
+             params: IncidentParams) -> Heat | None:
+    """The kind of a campaign-tick, or ``None`` when it is not hot.
+
+    A data gap (no sessions in the window) is never hot. The start is the earliest of the
+    latency change point (if latency regressed) and the conversion window's start (if the
+    conversion test rejected).
+    """
+    if verdict.sessions_in_window <= 0:
+        return None
+    latency = verdict.latency_regressed
+    if conversion_rejected:
+        kind = PERFORMANCE if latency and _slow_pages_explain(verdict, params) else CONVERSION
+    elif latency:
+        slow = verdict.slow_page_loss_per_hour
+        costly = slow.value >= params.min_revenue_per_hour and slow.low > 0
+        kind = PERFORMANCE if costly else LATENCY
+    else:
+        return None
+    starts = [verdict.latency_started_ms if latency else None,
+              verdict.conversion_window_start_ms if conversion_rejected else None]
+    known = [start for start in starts if start is not None]
+    return Heat(kind, min(known) if known else None)
+
+
+def _slow_pages_explain(verdict: CampaignVerdict, params: IncidentParams) -> bool:
+    fraction = verdict.explained_fraction
+    if not math.isnan(fraction) and fraction >= params.explained_fraction_min:
+        return True
+    slow, lost = verdict.slow_page_loss_per_hour, verdict.conversion_loss_per_hour
+    return slow.high > 0 and slow.low <= lost.high and lost.low <= slow.high
+
+
+def loss_for(kind: str, verdict: CampaignVerdict | None) -> Estimate:
+    """Revenue at risk per hour for an episode of ``kind`` (zero without a verdict)."""
+    if verdict is None:
+        return Estimate.zero()
+    est = verdict.slow_page_loss_per_hour
+    if kind == CONVERSION:
+        est = verdict.conversion_loss_per_hour
+    parts = [max(x, 0.0) if math.isfinite(x) else 0.0 for x in (est.value, est.low, est.high)]
+    return Estimate(parts[0], min(parts[1], parts[0]), max(parts[2], parts[0]))
+
+
+def evidence(verdict: CampaignVerdict, conversion_rejected: bool) -> dict[str, Any]:
+    """The alert's evidence object: rates, p75s, window size, test statistics."""
+    values: dict[str, Any] = {
+        "conversion_rate": verdict.conversion_rate,
+        "conversion_rate_baseline": verdict.conversion_rate_baseline,
+        "lcp_p75_ms": verdict.lcp_p75_ms,
+        "lcp_p75_baseline_ms": verdict.lcp_p75_baseline_ms,
+        "sessions_in_window": verdict.sessions_in_window,
+        "sessions_per_minute": verdict.sessions_per_minute,
+        "latency_cusum": verdict.latency_statistic,
+        "latency_threshold": verdict.latency_threshold,
+        "latency_shift_log": verdict.latency_shift,
+        "conversion_p_value": verdict.conversion_p_value,
+        "conversion_observed": verdict.conversion_observed,
+        "conversion_expected": verdict.conversion_expected,
+        "explained_fraction": verdict.explained_fraction,
+        "average_order_value": verdict.average_order_value,
+        "latency_regressed": verdict.latency_regressed,
+        "conversion_significant": conversion_rejected,
+    }
+    return {key: _json_value(value) for key, value in values.items()}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, Any],
+                   currency: str) -> str:
+    """One phone-sized line for a firing alert (``facts`` is the :func:`evidence` object)."""
+    lcp = f"p75 LCP {_seconds(facts['lcp_p75_ms'])} vs {_seconds(facts['lcp_p75_baseline_ms'])}"
+    rates = f"{_percent(facts['conversion_rate'])} vs {_percent(facts['conversion_rate_baseline'])}"
+    value = _money(risk.value, currency)
+    band = f"(90%: {_money(risk.low, currency)}-{_money(risk.high, currency)})"
+    if kind == PERFORMANCE:
+        return f"{campaign}: slow pages cost ~{value}/h {band}; {lcp} normal; conversion {rates}"
+    if kind == CONVERSION:
+        speed = (f"more than slower pages explain ({lcp})" if facts["latency_regressed"]
+                 else "with normal page speed")
+        return f"{campaign}: checkout? conversion {rates} {speed}; ~{value}/h at risk {band}"
+    return f"{campaign}: pages slower ({lcp}) but little revenue effect (~{value}/h)"
+
+
+def resolved_summary(campaign: str, kind: str, minutes: float, lost: float,
+                     currency: str) -> str:
+    """One line for the last alert of an episode."""
+    return (f"resolved: {campaign} {kind} after {_duration(minutes)}; "
+            f"~{_money(lost, currency)} lost")
+
+
+def site_prefix(campaigns: int) -> str:
+    """The prefix of a site-wide alert's summary."""
+    return f"site-wide ({campaigns} campaigns): "
+
+
+def _money(amount: float, currency: str) -> str:
+    text = f"{_round_significant(amount, 3):,.0f}"
+    symbol = _CURRENCY_SYMBOLS.get(currency)
+    return f"{symbol}{text}" if symbol else f"{currency} {text}"
+
+
+def _round_significant(amount: float, digits: int) -> float:
+    if amount <= 0 or not math.isfinite(amount):
+        return 0.0
+    return round(amount, digits - 1 - math.floor(math.log10(amount)))
+
+
+def _percent(rate: float | None) -> str:
+    if rate is None:
+        return "n/a"
+    return f"{rate * 100:.1f}%" if rate >= 0.01 else f"{rate * 100:.2f}%"
+
+
+def _seconds(ms: float | None) -> str:
+    return "n/a" if ms is None else f"{ms / 1000:.1f} s"
+
+
+def _duration(minutes: float) -> str:
+    whole = max(round(minutes), 0)
+    if whole < 90:
+        return f"{whole} min"
+    return f"{whole // 60} h {whole % 60} min"

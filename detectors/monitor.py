@@ -1,0 +1,152 @@
+"""Many campaigns: route facts to their models, tick them together, evict the idle.
+
+The monitor is what the campaign agent and the replay driver both run. It ticks every
+campaign once per whole event-time minute that the watermark crosses and returns one
+:class:`~detectors.verdicts.CampaignVerdict` per campaign per tick. It also fits the
+site-wide latency-to-conversion curve that every campaign's curve is shrunk towards.
+
+State is kept so that a Faust table can hold it with few writes: one key per campaign
+(what it learned, written once per tick) and one per campaign-minute bucket (written when
+the bucket changed). ``drain_changes()`` returns exactly those keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.buckets import MINUTE_MS, MinuteBucket, minute_of
+from detectors.campaign import CampaignModel, CampaignParams, model_from_state, model_to_state
+from detectors.elasticity import N_BINS, CurveFit, fit_curve
+from detectors.verdicts import CampaignVerdict
+
+MODEL_KEY = "model"
+SEPARATOR = "|"
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorParams:
+    """Tunables shared by every campaign of one monitor."""
+
+    campaign: CampaignParams = field(default_factory=CampaignParams)
+    idle_ttl_minutes: int = 24 * 60
+    site_refit_minutes: int = 10
+    max_catchup_minutes: int = 180
+
+
+class Monitor:
+    """Campaign models keyed by campaign name, ticked by event time."""
+
+    def __init__(self, params: MonitorParams | None = None) -> None:
+        self.params = params or MonitorParams()
+        self.models: dict[str, CampaignModel] = {}
+        self.last_tick_ms: int | None = None
+        self.site_fit: CurveFit | None = None
+        self._site_fit_tick: int | None = None
+        self._dirty_models: set[str] = set()
+        self._evicted: dict[str, list[int]] = {}
+
+    def model(self, campaign: str) -> CampaignModel:
+        found = self.models.get(campaign)
+        if found is None:
+            found = self.models[campaign] = CampaignModel(self.params.campaign)
+        return found
+
+    def observe_session(self, campaign: str, start_ms: int, lcp_ms: float | None,
+                        commerce: bool) -> None:
+        self.model(campaign).observe_session(start_ms, lcp_ms, commerce)
+
+    def observe_order(self, campaign: str, start_ms: int, order_ts_ms: int, revenue: float, *,
+                      first_order: bool, known_session: bool, lcp_ms: float | None = None,
+                      commerce: bool = True) -> None:
+        self.model(campaign).observe_order(
+            start_ms, order_ts_ms, revenue, first_order=first_order,
+            known_session=known_session, lcp_ms=lcp_ms, commerce=commerce)
+        self._dirty_models.add(campaign)
+
+    def advance(self, watermark_ms: int) -> list[CampaignVerdict]:
+        """Tick every whole minute up to ``watermark_ms``; verdicts of all those ticks."""
+        target = minute_of(watermark_ms)
+        if self.last_tick_ms is None:
+            self.last_tick_ms = target
+            return []
+        first = max(self.last_tick_ms + MINUTE_MS,
+                    target - self.params.max_catchup_minutes * MINUTE_MS)
+        verdicts: list[CampaignVerdict] = []
+        for tick in range(first, target + 1, MINUTE_MS):
+            verdicts.extend(self.tick(tick))
+        self.last_tick_ms = max(self.last_tick_ms, target)
+        return verdicts
+
+    def tick(self, tick_ms: int) -> list[CampaignVerdict]:
+        """One tick of every campaign (the monitor's own clock is advanced by ``advance``)."""
+        self._evict_idle(tick_ms)
+        self._refit_site(tick_ms)
+        verdicts = [model.tick(name, tick_ms, self.site_fit)
+                    for name, model in sorted(self.models.items())]
+        self._dirty_models.update(self.models)
+        return verdicts
+
+    def _evict_idle(self, tick_ms: int) -> None:
+        horizon = tick_ms - self.params.idle_ttl_minutes * MINUTE_MS
+        for name in [n for n, m in self.models.items() if m.last_seen_ms < horizon]:
+            model = self.models.pop(name)
+            minutes = [minute for minute, _ in model.ring.span(0, tick_ms + 1)]
+            self._evicted[name] = [*model.dropped, *model.touched, *minutes]
+
+    def _refit_site(self, tick_ms: int) -> None:
+        last = self._site_fit_tick
+        if last is not None and tick_ms - last < self.params.site_refit_minutes * MINUTE_MS:
+            return
+        sessions = np.zeros(N_BINS)
+        conversions = np.zeros(N_BINS)
+        for model in self.models.values():
+            sessions += model.curve_sessions.values
+            conversions += model.curve_conversions.values
+        self.site_fit = fit_curve(sessions, conversions, prior_slope_sd=1.0)
+        self._site_fit_tick = tick_ms
+
+    # -- storage ----------------------------------------------------------------------------
+    def drain_changes(self) -> dict[str, Any]:
+        """Table keys changed since the last drain: value = state, or None to delete."""
+        changes: dict[str, Any] = {}
+        for name, minutes in self._evicted.items():
+            changes[_key(name, MODEL_KEY)] = None
+            for minute in minutes:
+                changes[_key(name, str(minute))] = None
+        for name, model in self.models.items():
+            for minute in model.dropped:
+                changes[_key(name, str(minute))] = None
+            for minute in model.touched:
+                bucket = model.ring.get(minute)
+                changes[_key(name, str(minute))] = bucket.to_state() if bucket else None
+            model.dropped.clear()
+            model.touched.clear()
+        for name in self._dirty_models & self.models.keys():
+            changes[_key(name, MODEL_KEY)] = model_to_state(self.models[name])
+        self._dirty_models.clear()
+        self._evicted.clear()
+        return changes
+
+    def restore(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Load table items written by :meth:`drain_changes` (any order)."""
+        buckets: list[tuple[str, int, Any]] = []
+        for key, state in items:
+            name, _, part = key.rpartition(SEPARATOR)
+            if part == MODEL_KEY:
+                self.models[name] = model_from_state(state, self.params.campaign)
+            else:
+                buckets.append((name, int(part), state))
+        for name, minute, state in buckets:
+            self.model(name).ring.restore(minute, MinuteBucket.from_state(state))
+        ticks = [m.last_latency_minute for m in self.models.values() if m.last_latency_minute]
+        if ticks and self.last_tick_ms is None:
+            delay = self.params.campaign.latency_delay_minutes + 1
+            self.last_tick_ms = max(ticks) + delay * MINUTE_MS
+
+
+def _key(campaign: str, part: str) -> str:
+    return f"{campaign}{SEPARATOR}{part}"

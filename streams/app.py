@@ -1,0 +1,211 @@
+"""The Faust app: topics, tables, the three agents, and the HTTP endpoints of a worker.
+
+Agents are thin: they hand a batch to a stage (``streams/stages.py``), send what it returns
+and write its table changes. Every worker serves the collector, ``/metrics``,
+``/campaigns``, ``/healthz`` and ``/readyz``. Scale out by starting more workers: Faust
+spreads the partitions of the consumer group; each piece of state has one owner.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
+
+from detectors.incidents import IncidentManager
+from detectors.monitor import Monitor
+from streams.collector import install_collector
+from streams.delivery import Dispatcher
+from streams.health import campaigns_view, dumps_json
+from streams.metrics import Metrics
+from streams.pipeline import incident_params
+from streams.receivers import receivers_from_settings
+from streams.sessions import Sessionizer
+from streams.settings import Settings
+from streams.sink import KafkaSink
+from streams.stages import CampaignStage, IncidentStage, Out, SessionStage, Topics
+from streams.tables import table_items, write_changes
+
+BATCH = 1000
+WITHIN_S = 0.5
+
+
+@dataclass
+class Runtime:
+    """One worker: the Faust app and the live objects its agents and views share."""
+
+    settings: Settings
+    app: faust.App
+    registry: CollectorRegistry
+    metrics: Metrics
+    sessions: SessionStage
+    campaigns: CampaignStage
+    incidents: IncidentStage
+    sink: KafkaSink
+    dispatcher: Dispatcher
+    topics: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
+    recovered: bool = False
+
+
+def topics_of(settings: Settings) -> Topics:
+    return Topics(settings.beacons_topic, settings.orders_topic, settings.facts_topic,
+                  settings.verdicts_topic, settings.alerts_topic, settings.dead_letter_topic,
+                  settings.partitions)
+
+
+def create_app(settings: Settings) -> Runtime:
+    """Build a worker's app. Nothing connects until the worker starts."""
+    app = faust.App(
+        settings.app_id, broker=settings.broker, store="memory://",
+        web_port=settings.web_port, web_bind=settings.web_host, web_host=settings.web_host,
+        datadir=str(settings.data_dir / "faust"), topic_partitions=settings.partitions,
+        table_standby_replicas=0, stream_wait_empty=False, consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0, producer_linger=0.005, web_cors_options=None,
+    )
+    registry = CollectorRegistry(auto_describe=True)
+    metrics = Metrics(registry, max_campaign_labels=settings.max_campaign_labels)
+    setup_prometheus_sensors(app, registry=registry, name_prefix="revwatch_faust")
+    names = topics_of(settings)
+    rt = Runtime(
+        settings, app, registry, metrics,
+        SessionStage(Sessionizer.from_settings(settings), names, metrics),
+        CampaignStage(Monitor(), names, metrics),
+        IncidentStage(IncidentManager(incident_params(settings)), names, metrics),
+        KafkaSink(settings), Dispatcher(receivers_from_settings(settings),
+                                        queue_max=settings.delivery_queue_max,
+                                        on_outcome=metrics.count_delivery))
+    _declare(rt)
+    _agents(rt)
+    _web(rt)
+    _lifecycle(rt)
+    return rt
+
+
+def _raw_topic(app: faust.App, *names: str, partitions: int | None = None) -> Any:
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw", partitions=partitions)
+
+
+def _declare(rt: Runtime) -> None:
+    s, app = rt.settings, rt.app
+    facts = _raw_topic(app, s.facts_topic, partitions=s.partitions)
+    verdicts = _raw_topic(app, s.verdicts_topic, partitions=1)
+    rt.topics = {
+        "source": _raw_topic(app, s.beacons_topic, s.orders_topic),
+        "facts": facts, s.facts_topic: facts, "verdicts": verdicts, s.verdicts_topic: verdicts,
+        s.alerts_topic: _raw_topic(app, s.alerts_topic, partitions=s.partitions),
+        s.dead_letter_topic: _raw_topic(app, s.dead_letter_topic),
+    }
+    for name, partitions in (("sessions", s.partitions), ("campaigns", s.partitions),
+                             ("incidents", 1)):
+        rt.tables[name] = app.Table(name, default=None, partitions=partitions,
+                                    key_type=str, value_type=None, key_serializer="json",
+                                    value_serializer="json")
+    rt.tables["sessions"].on_recover(_reloader(rt, "sessions"))
+    rt.tables["campaigns"].on_recover(_reloader(rt, "campaigns"))
+    rt.tables["incidents"].on_recover(_reloader(rt, "incidents"))
+
+
+def _reloader(rt: Runtime, name: str) -> Any:
+    async def reload() -> None:
+        items = table_items(rt.tables[name])
+        if name == "sessions":
+            stage = rt.sessions
+            fresh = Sessionizer.from_settings(rt.settings)
+            fresh.restore(items, stage.sessionizer.watermark_ms)
+            stage.sessionizer = fresh
+        elif name == "campaigns":
+            monitor = Monitor()
+            monitor.restore(items)
+            rt.campaigns.monitor = monitor
+        else:
+            state = dict(items).get("site")
+            if state is not None:
+                rt.incidents.manager = IncidentManager.from_state(
+                    state, incident_params(rt.settings))
+        rt.recovered = True
+    return reload
+
+
+def _send(rt: Runtime, out: Out, table: str, partition_of: Any) -> None:
+    for topic, key, value, partition in out.records:
+        rt.topics[topic].send_soon(key=key, value=value, partition=partition)
+    write_changes(rt.tables[table], out.changes, partition_of)
+    for alert in out.alerts:
+        rt.dispatcher.submit(alert.to_dict())
+        rt.metrics.count_alert(alert.kind, alert.state)
+
+
+def _agents(rt: Runtime) -> None:
+    @rt.app.agent(rt.topics["source"], name="sessionize")
+    async def sessionize(stream: Any) -> None:
+        async for events in stream.take_events(BATCH, within=WITHIN_S):
+            out = rt.sessions.batch(events)
+            _send(rt, out, "sessions", rt.sessions.partition_of)
+            rt.metrics.set_event_lag(rt.settings.beacons_topic, _lag_s(rt.sessions))
+
+    @rt.app.agent(rt.topics["facts"], name="campaigns")
+    async def campaigns(stream: Any) -> None:
+        async for events in stream.take_events(BATCH, within=WITHIN_S):
+            out = rt.campaigns.batch(events)
+            _send(rt, out, "campaigns", rt.campaigns.partition_of)
+            rt.metrics.set_campaign_health(campaigns_view(rt).health_rows())
+
+    @rt.app.agent(rt.topics["verdicts"], name="incidents")
+    async def incidents(stream: Any) -> None:
+        async for events in stream.take_events(BATCH, within=WITHIN_S):
+            out = rt.incidents.batch(events)
+            _send(rt, out, "incidents", lambda _key: 0)
+            rt.metrics.set_alerts_firing(
+                (a.campaign, a.kind) for a in rt.incidents.manager.open_alerts())
+
+
+def _lag_s(stage: SessionStage) -> float:
+    watermark = stage.sessionizer.watermark_ms
+    return max(time.time() - watermark / 1000.0, 0.0) if watermark else 0.0
+
+
+def _web(rt: Runtime) -> None:
+    from aiohttp import web
+
+    install_collector(rt.app, rt.settings, rt.sink, rt.metrics)
+
+    async def campaigns(request: web.Request) -> web.Response:
+        return web.json_response(campaigns_view(rt).to_json_obj(), dumps=dumps_json)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        ready = rt.sink.connected and rt.app.consumer is not None and _assigned(rt)
+        body = {"ready": ready, "broker": rt.sink.connected, "recovered": rt.recovered}
+        return web.json_response(body, status=200 if ready else 503)
+
+    router = rt.app.web.web_app.router
+    router.add_get("/campaigns", campaigns)
+    router.add_get("/healthz", healthz)
+    router.add_get("/readyz", readyz)
+
+
+def _assigned(rt: Runtime) -> bool:
+    try:
+        return bool(rt.app.consumer.assignment())
+    except Exception:  # noqa: BLE001 - no consumer yet means not ready
+        return False
+
+
+def _lifecycle(rt: Runtime) -> None:
+    @rt.app.task
+    async def start_delivery() -> None:
+        await rt.sink.start()
+        await rt.dispatcher.start()
+
+    @rt.app.on_before_shutdown.connect
+    async def stop_delivery(app: Any, **_: Any) -> None:
+        await rt.sink.stop(5.0)
+        await rt.dispatcher.stop(5.0)

@@ -1,0 +1,376 @@
+"""RUM beacons as browsers send them -> canonical :class:`~streams.records.Beacon` (pure).
+
+What arrives (RUM-BEACONS.md, observed with Chromium, web-vitals 6.2.3, boomerang 1.815.1):
+
+* **web-vitals** defines no wire format; the page sends each metric as JSON with
+  ``sendBeacon`` (``text/plain``; ``application/json`` for a Blob), one object or an array.
+  The revwatch snippet (``streams/static/revwatch-rum.js``) adds ``session_id``,
+  ``page_view_id``, ``page_ts`` and ``page_url``. One record carries one metric.
+* **boomerang** posts ``application/x-www-form-urlencoded`` (``sendBeacon``) or sends a
+  ``GET`` image beacon: a page-load beacon and an unload beacon (``rt.quit``, with INP).
+* **canonical** beacons (CONTRACT.md) may be posted by any producer as JSON.
+
+Every beacon is validated by :func:`streams.records.beacon_from_dict` (ranges, lengths), its
+``page_url`` keeps only ``utm_*`` and the allowed query parameters, and it carries the
+collector's ``received_at`` and the request's user agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+
+from streams.errors import InvalidRecord
+from streams.records import Beacon, beacon_from_dict
+from streams.urls import scrub_url
+
+Source = Literal["web-vitals", "boomerang", "canonical"]
+
+MAX_ARRAY_LEN = 500
+MAX_FORM_FIELDS = 1_000
+MAX_USER_AGENT_LEN = 1_000
+MAX_RAW_BYTES = 4_096
+WEB_VITALS_METRICS = {"LCP": "lcp_ms", "FCP": "fcp_ms", "TTFB": "ttfb_ms", "INP": "inp_ms",
+                      "CLS": "cls"}
+BOOMERANG_METRICS = (("lcp_ms", "pt.lcp"), ("fcp_ms", "pt.fcp"), ("load_ms", "t_done"),
+                     ("inp_ms", "et.inp"), ("cls", "c.cls"))
+_PASS_THROUGH = ("campaign", "page_group", "device")
+_JSON_TYPES = frozenset({"text/plain", "application/json"})
+_FORM_TYPE = "application/x-www-form-urlencoded"
+_URL_KEYS = frozenset({"page_url", "navigationURL", "referrer", "u", "r", "pgu", "nu"})
+_BULKY_KEYS = frozenset({"attribution", "entries", "restiming"})
+
+
+@dataclass(frozen=True, slots=True)
+class ParseResult:
+    """What one collector request held.
+
+    Attributes:
+        beacons: the records that were read, scrubbed and stamped.
+        errors: one per record that could not be read (an unreadable body raises instead).
+        source: ``web-vitals``, ``boomerang`` or ``canonical`` (for counting).
+        rejected_raw: parallel to ``errors``: each bad element as bytes for the dead-letter
+            topic, with its URLs scrubbed and bulky fields dropped.
+    """
+
+    beacons: tuple[Beacon, ...]
+    errors: tuple[InvalidRecord, ...]
+    source: Source = "web-vitals"
+    rejected_raw: tuple[bytes, ...] = ()
+
+    def rejected(self) -> Iterator[tuple[InvalidRecord, bytes]]:
+        """Each error with its raw element."""
+        return zip(self.errors, self.rejected_raw, strict=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    received_at_ms: int
+    user_agent: str | None
+    allowed_params: Collection[str]
+
+
+def parse_web_vitals(
+    record: Mapping[str, Any], *, received_at_ms: int, user_agent: str | None
+) -> Beacon:
+    """Read one web-vitals metric record (the snippet's or the web-vitals README's shape).
+
+    ``beacon_id`` is ``session_id:page_view_id`` (else ``:navigationId``); ``ts`` is
+    ``page_ts``, else ``sent_at``, else the receive time.
+
+    Raises:
+        InvalidRecord: no ``session_id``, unknown metric name, bad value, or no page view id.
+    """
+    session_id = record.get("session_id")
+    if session_id is None or session_id == "":
+        msg = ("web-vitals record has no 'session_id': web-vitals keeps no session of its "
+               "own, so the page must add one (revwatch-rum.js does)")
+        raise InvalidRecord(msg, field="session_id")
+    field, value = _web_vitals_metric(record)
+    return beacon_from_dict({
+        "beacon_id": f"{session_id}:{_page_view(record)}",
+        "session_id": session_id,
+        "ts": _first_set(record, ("page_ts", "sent_at"), received_at_ms),
+        "page_url": record.get("page_url") or record.get("navigationURL"),
+        field: value,
+        "received_at": received_at_ms,
+        "user_agent": _clip_user_agent(user_agent),
+        **{key: record[key] for key in _PASS_THROUGH if key in record},
+    })
+
+
+def parse_boomerang(
+    params: Sequence[tuple[str, str]], *, received_at_ms: int, user_agent: str | None
+) -> Beacon:
+    """Read one boomerang beacon (page-load or ``rt.quit`` unload), as decoded pairs.
+
+    ``beacon_id`` is ``rt.si:pid``; ``ts`` is ``rt.tstart``, else ``nt_nav_st``, else the
+    receive time; ``ttfb_ms`` is ``t_resp``, else ``nt_res_st - nt_nav_st``.
+
+    Raises:
+        InvalidRecord: no ``rt.si`` or ``pid``, a non-numeric or out-of-range timer.
+    """
+    fields = _first_values(params)
+    if not fields.get("rt.si"):
+        raise InvalidRecord(_no_session_reason(fields), field="rt.si")
+    if not fields.get("pid"):
+        msg = "boomerang beacon has no 'pid' (page view id)"
+        raise InvalidRecord(msg, field="pid")
+    return beacon_from_dict({
+        "beacon_id": f"{fields['rt.si']}:{fields['pid']}",
+        "session_id": fields["rt.si"],
+        "ts": _boomerang_ts(fields, received_at_ms),
+        "page_url": fields.get("u"),
+        "ttfb_ms": _boomerang_ttfb(fields),
+        **{field: _number(fields, key) for field, key in BOOMERANG_METRICS},
+        "received_at": received_at_ms,
+        "user_agent": _clip_user_agent(user_agent),
+        **{key: fields[key] for key in _PASS_THROUGH if fields.get(key)},
+    })
+
+
+def parse_canonical(obj: Mapping[str, Any]) -> Beacon:
+    """Read one canonical beacon object (CONTRACT.md)."""
+    return beacon_from_dict(dict(obj))
+
+
+def body_source(method: str, content_type: str | None) -> Source:
+    """The source a request is counted under before (or without) reading its body."""
+    if method.upper() == "GET" or _base_type(content_type) == _FORM_TYPE:
+        return "boomerang"
+    return "web-vitals"
+
+
+def parse_collector_body(
+    method: str,
+    content_type: str | None,
+    body: bytes,
+    query: str,
+    *,
+    received_at_ms: int,
+    user_agent: str | None,
+    allowed_params: Collection[str],
+) -> ParseResult:
+    """Read one ``/beacon`` request: JSON (object or array), a form POST, or a GET query.
+
+    A readable body whose records are invalid returns them in ``errors``; the collector
+    answers 204 when at least one record was read, else 400.
+
+    Raises:
+        InvalidRecord: the body cannot be read at all (empty, not UTF-8, bad JSON, wrong
+            top-level type, too many elements, unsupported content type).
+    """
+    request = _Request(received_at_ms, user_agent, allowed_params)
+    if method.upper() == "GET":
+        return _boomerang_result(_decode_pairs(query.encode(), "query string"), request)
+    base = _base_type(content_type)
+    if base in _JSON_TYPES:
+        return _json_result(_json_items(body), request)
+    if base == _FORM_TYPE:
+        return _boomerang_result(_decode_pairs(body, "form body"), request)
+    msg = ("unsupported content type: send JSON as text/plain or application/json, or "
+           "boomerang beacons as application/x-www-form-urlencoded")
+    raise InvalidRecord(msg)
+
+
+def _base_type(content_type: str | None) -> str:
+    return (content_type or "").partition(";")[0].strip().lower()
+
+
+def _boomerang_result(pairs: list[tuple[str, str]], request: _Request) -> ParseResult:
+    try:
+        beacon = _scrub(parse_boomerang(pairs, received_at_ms=request.received_at_ms,
+                                        user_agent=request.user_agent), request)
+    except InvalidRecord as exc:
+        return ParseResult((), (exc,), "boomerang", (_raw_form(pairs),))
+    return ParseResult((beacon,), (), "boomerang")
+
+
+def _json_result(items: list[Any], request: _Request) -> ParseResult:
+    beacons: list[Beacon] = []
+    errors: list[InvalidRecord] = []
+    raws: list[bytes] = []
+    for item in items:
+        try:
+            beacons.append(_scrub(_json_item(item, request), request))
+        except InvalidRecord as exc:
+            errors.append(exc)
+            raws.append(_raw_json(item))
+    first = items[0]
+    source: Source = "canonical" if isinstance(first, dict) and "beacon_id" in first \
+        else "web-vitals"
+    return ParseResult(tuple(beacons), tuple(errors), source, tuple(raws))
+
+
+def _json_item(item: Any, request: _Request) -> Beacon:
+    if not isinstance(item, dict):
+        msg = f"expected a JSON object, got {type(item).__name__}"
+        raise InvalidRecord(msg)
+    if "beacon_id" in item:
+        beacon = beacon_from_dict(item)
+        return dataclasses.replace(
+            beacon, received_at=request.received_at_ms,
+            user_agent=beacon.user_agent or _clip_user_agent(request.user_agent))
+    if "name" in item and "value" in item:
+        return parse_web_vitals(item, received_at_ms=request.received_at_ms,
+                                user_agent=request.user_agent)
+    msg = ("neither a web-vitals metric (needs 'name' and 'value') nor a canonical beacon "
+           "(needs 'beacon_id')")
+    raise InvalidRecord(msg)
+
+
+def _json_items(body: bytes) -> list[Any]:
+    if not body.strip():
+        msg = "empty body"
+        raise InvalidRecord(msg)
+    try:
+        data = orjson.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        msg = "body is not UTF-8"
+        raise InvalidRecord(msg) from None
+    except orjson.JSONDecodeError as exc:
+        msg = f"not valid JSON: {exc.msg}"
+        raise InvalidRecord(msg) from None
+    if isinstance(data, dict):
+        return [data]
+    if not isinstance(data, list) or not data:
+        msg = f"expected a JSON object or a non-empty array, got {type(data).__name__}"
+        raise InvalidRecord(msg)
+    if len(data) > MAX_ARRAY_LEN:
+        msg = f"array of {len(data)} records; at most {MAX_ARRAY_LEN} per request"
+        raise InvalidRecord(msg)
+    return data
+
+
+def _decode_pairs(raw: bytes, what: str) -> list[tuple[str, str]]:
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True,
+                          max_num_fields=MAX_FORM_FIELDS, errors="strict")
+    except UnicodeDecodeError:
+        msg = f"{what} is not UTF-8"
+        raise InvalidRecord(msg) from None
+    except ValueError:
+        msg = f"{what} has more than {MAX_FORM_FIELDS} fields"
+        raise InvalidRecord(msg) from None
+    if not pairs:
+        msg = f"empty {what}"
+        raise InvalidRecord(msg)
+    return pairs
+
+
+def _scrub(beacon: Beacon, request: _Request) -> Beacon:
+    try:
+        page_url = scrub_url(beacon.page_url, request.allowed_params)
+    except ValueError:
+        msg = "'page_url' is not a URL"
+        raise InvalidRecord(msg, field="page_url") from None
+    return dataclasses.replace(beacon, page_url=page_url)
+
+
+def _web_vitals_metric(record: Mapping[str, Any]) -> tuple[str, Any]:
+    name = record.get("name")
+    field = WEB_VITALS_METRICS.get(name) if isinstance(name, str) else None
+    if field is None:
+        msg = f"'name' must be one of {', '.join(sorted(WEB_VITALS_METRICS))}"
+        raise InvalidRecord(msg, field="name")
+    value = record.get("value")
+    if value is None:
+        msg = f"{name} record has no 'value'"
+        raise InvalidRecord(msg, field="value")
+    return field, value
+
+
+def _page_view(record: Mapping[str, Any]) -> str:
+    page_view = record.get("page_view_id") or record.get("navigationId")
+    if isinstance(page_view, bool) or not isinstance(page_view, str | int):
+        msg = ("web-vitals record needs a page view id: 'page_view_id' (revwatch-rum.js) "
+               "or 'navigationId' (web-vitals >= 6), a string or an integer")
+        raise InvalidRecord(msg, field="page_view_id")
+    return str(page_view)
+
+
+def _first_set(record: Mapping[str, Any], names: Sequence[str], default: int) -> Any:
+    return next((record[name] for name in names if record.get(name) is not None), default)
+
+
+def _first_values(params: Sequence[tuple[str, str]]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for key, value in params:
+        fields.setdefault(key, value)
+    return fields
+
+
+def _no_session_reason(fields: Mapping[str, str]) -> str:
+    reason = "boomerang beacon has no 'rt.si' (session id)"
+    if fields.get("nocookie") == "1":
+        return (f"{reason} and says nocookie=1: boomerang could not set its cookie; set "
+                "site_domain to the page's host name in BOOMR.init (the default cookie "
+                "domain fails on IP hosts such as 127.0.0.1)")
+    return f"{reason}: the RT plugin keeps it in a cookie; check site_domain in BOOMR.init"
+
+
+def _number(fields: Mapping[str, str], key: str) -> float | None:
+    text = fields.get(key)
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        msg = f"'{key}' must be a finite number"
+        raise InvalidRecord(msg, field=key)
+    return value
+
+
+def _boomerang_ts(fields: Mapping[str, str], default: int) -> float:
+    start = _number(fields, "rt.tstart")
+    if start is None:
+        start = _number(fields, "nt_nav_st")
+    return default if start is None else start
+
+
+def _boomerang_ttfb(fields: Mapping[str, str]) -> float | None:
+    ttfb = _number(fields, "t_resp")
+    if ttfb is not None:
+        return ttfb
+    response, navigation = _number(fields, "nt_res_st"), _number(fields, "nt_nav_st")
+    return None if response is None or navigation is None else response - navigation
+
+
+def _clip_user_agent(user_agent: str | None) -> str | None:
+    return user_agent[:MAX_USER_AGENT_LEN] if user_agent else None
+
+
+def _raw_json(item: Any) -> bytes:
+    """A bad element for the dead-letter topic: URLs scrubbed, bulky fields dropped."""
+    if isinstance(item, dict):
+        item = {key: _scrub_raw_value(key, value) for key, value in item.items()
+                if key not in _BULKY_KEYS}
+    try:
+        raw = orjson.dumps(item)
+    except TypeError:  # e.g. integers beyond 64 bits
+        raw = b'"(not serialisable)"'
+    return raw[:MAX_RAW_BYTES]
+
+
+def _raw_form(params: Sequence[tuple[str, str]]) -> bytes:
+    """A bad boomerang beacon for the dead-letter topic: URLs scrubbed, ``restiming`` dropped."""
+    kept = [(key, _scrub_raw_value(key, value)) for key, value in params
+            if key not in _BULKY_KEYS]
+    return urlencode(kept).encode()[:MAX_RAW_BYTES]
+
+
+def _scrub_raw_value(key: str, value: Any) -> Any:
+    if key not in _URL_KEYS or not isinstance(value, str):
+        return value
+    try:
+        return scrub_url(value)
+    except ValueError:
+        return "(unreadable URL)"

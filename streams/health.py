@@ -1,0 +1,87 @@
+"""Live campaign health for ``GET /campaigns`` and the campaign gauges of ``/metrics``.
+
+Built from the latest verdict of each campaign this worker owns and the alerts its
+incident stage holds open. With several workers each serves the campaigns of its own
+partitions (Prometheus sums them; the JSON names the worker's share).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from detectors.incidents import Alert
+from detectors.verdicts import CampaignVerdict
+from streams.metrics import CampaignHealth
+
+EVIDENCE_P = 1e-3
+
+
+def revenue_at_risk(verdict: CampaignVerdict) -> float:
+    """Revenue per hour at risk now, counting only figures backed by evidence."""
+    figures = [0.0]
+    if verdict.latency_regressed:
+        figures.append(verdict.slow_page_loss_per_hour.value)
+    if verdict.conversion_p_value < EVIDENCE_P:
+        figures.append(verdict.conversion_loss_per_hour.value)
+    return max(figures)
+
+
+@dataclass(frozen=True)
+class CampaignsView:
+    verdicts: tuple[CampaignVerdict, ...]
+    alerts: tuple[Alert, ...]
+    currency: str
+
+    def health_rows(self) -> list[CampaignHealth]:
+        return [CampaignHealth(v.campaign, v.sessions_per_minute, v.conversion_rate,
+                               v.conversion_rate_baseline, v.lcp_p75_ms,
+                               v.lcp_p75_baseline_ms, revenue_at_risk(v))
+                for v in self.verdicts]
+
+    def to_json_obj(self) -> dict[str, Any]:
+        firing: dict[str, list[dict[str, Any]]] = {}
+        for alert in self.alerts:
+            firing.setdefault(alert.campaign, []).append(alert.to_dict())
+        rows = [self._row(v, firing.get(v.campaign, [])) for v in self.verdicts]
+        rows.sort(key=lambda r: (-r["sessions_per_minute"], r["campaign"]))
+        tick = max((v.tick_ms for v in self.verdicts), default=None)
+        return {"as_of": tick, "currency": self.currency, "campaigns": rows}
+
+    @staticmethod
+    def _row(v: CampaignVerdict, alerts: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "campaign": v.campaign,
+            "sessions_per_minute": round(v.sessions_per_minute, 3),
+            "conversion_rate": _num(v.conversion_rate),
+            "conversion_rate_baseline": _num(v.conversion_rate_baseline),
+            "lcp_p75_ms": _num(v.lcp_p75_ms),
+            "lcp_p75_baseline_ms": _num(v.lcp_p75_baseline_ms),
+            "revenue_at_risk_per_hour": round(revenue_at_risk(v), 2),
+            "warmed_up": v.warmed_up,
+            "firing_alerts": alerts,
+        }
+
+
+def _num(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 6)
+
+
+def build_view(verdicts: Iterable[CampaignVerdict], alerts: Iterable[Alert],
+               currency: str) -> CampaignsView:
+    return CampaignsView(tuple(verdicts), tuple(alerts), currency)
+
+
+def campaigns_view(rt: Any) -> CampaignsView:
+    """The view of a running worker (``streams.app.Runtime``)."""
+    return build_view(rt.campaigns.latest.values(), rt.incidents.manager.open_alerts(),
+                      rt.settings.currency)
+
+
+def dumps_json(obj: Any) -> str:
+    """JSON text for aiohttp's ``json_response`` (orjson: fast, NaN-safe via None)."""
+    return orjson.dumps(obj).decode()

@@ -1,0 +1,263 @@
+"""Prometheus metrics of one worker (CONTRACT.md "Metrics"), every name prefixed ``revwatch_``.
+
+Metrics never do I/O: the worker's ``GET /metrics`` serves the registry passed in here
+(the same one given to Faust's ``setup_prometheus_sensors``). Tests pass a fresh
+``CollectorRegistry()`` and read values with ``registry.get_sample_value(...)``.
+
+The ``campaign`` label is bounded: :meth:`Metrics.set_campaign_health` exports the
+busiest ``max_campaign_labels`` campaigns by sessions per minute (ties by name) and
+folds the rest into ``campaign="other"``; label sets of campaigns that went away (idle,
+or moved to another worker in a rebalance) are removed, so a worker never reports a
+campaign it no longer owns. Durations are exported in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+OTHER = "other"
+"""The ``campaign`` label value of every campaign beyond the label budget."""
+
+REASON_CLASSES = ("not_json", "not_object", "bad_field", "too_large", "other")
+"""Bounded ``reason_class`` values of ``revwatch_dead_letter_total``."""
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignHealth:
+    """One campaign's health now. ``nan`` means "not known": that series is not exported.
+
+    Attributes:
+        campaign: campaign name (``(none)`` for sessions without one).
+        sessions_per_minute: human sessions per minute, recent window.
+        conversion_rate: converted sessions / sessions, lag-adjusted by the detector.
+        conversion_rate_baseline: the campaign's normal conversion rate.
+        lcp_p75_ms: p75 of session LCP now, milliseconds.
+        lcp_p75_baseline_ms: the campaign's normal p75 LCP, milliseconds.
+        revenue_at_risk_per_hour: expected revenue lost per hour now (reporting currency).
+    """
+
+    campaign: str
+    sessions_per_minute: float
+    conversion_rate: float = math.nan
+    conversion_rate_baseline: float = math.nan
+    lcp_p75_ms: float = math.nan
+    lcp_p75_baseline_ms: float = math.nan
+    revenue_at_risk_per_hour: float = math.nan
+
+
+def reason_class(reason: str) -> str:
+    """Map a free-form :class:`~streams.errors.InvalidRecord` reason to a bounded class."""
+    text = reason.lower()
+    if "expected a json object" in text or "not a session fact" in text:
+        return "not_object"
+    if "json" in text:
+        return "not_json"
+    if "too large" in text or "size limit" in text:
+        return "too_large"
+    if text.startswith("'") or "must be" in text or "out of range" in text:
+        return "bad_field"
+    return "other"
+
+
+class Metrics:
+    """Every revwatch metric, registered on ``registry``.
+
+    Args:
+        registry: where to register (the one the worker's ``/metrics`` serves).
+        max_campaign_labels: campaigns exported under their own name; the rest are
+            ``other``. So each per-campaign metric has at most ``max + 1`` label values.
+
+    Notes:
+        ``other`` aggregates: sessions and revenue at risk are summed; conversion rates
+        and p75 LCP (current and baseline alike) are session-weighted means of the
+        members that have them. Quantiles do not merge exactly; the weighted mean of the
+        p75s equals the pooled p75 when the members share a distribution, and unlike the
+        max it is not driven by the smallest campaign's one slow session. Current and
+        baseline use the same weights, so their ratio stays meaningful.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, max_campaign_labels: int = 50) -> None:
+        if max_campaign_labels < 1:
+            msg = f"max_campaign_labels must be >= 1, got {max_campaign_labels}"
+            raise ValueError(msg)
+        self.max_campaign_labels = max_campaign_labels
+        self._define_counters(registry)
+        self._define_pipeline_gauges(registry)
+        self._define_campaign_gauges(registry)
+        self._exported: dict[str, set[str]] = {name: set() for name in self._campaign_gauges}
+        self._labelled: list[str] = []
+        self._firing: set[tuple[str, str]] = set()
+
+    def _define_counters(self, r: CollectorRegistry) -> None:
+        self.beacons = Counter("revwatch_beacons", "Beacon records read, by source and outcome.",
+                               ["source", "outcome"], registry=r)
+        self.orders = Counter("revwatch_orders", "Order records read, by outcome.",
+                              ["outcome"], registry=r)
+        self.dead_letters = Counter("revwatch_dead_letter", "Records sent to the dead-letter "
+                                    "topic, by source topic and reason class.",
+                                    ["topic", "reason_class"], registry=r)
+        self.sessions = Counter("revwatch_sessions", "Human sessions started.", registry=r)
+        self.bot_sessions = Counter("revwatch_bot_sessions",
+                                    "Sessions flagged as bots (counted nowhere else).", registry=r)
+        self.alerts_emitted = Counter("revwatch_alerts_emitted", "Alert updates emitted.",
+                                      ["kind", "state"], registry=r)
+        self.deliveries = Counter("revwatch_delivery", "Alert deliveries by receiver and outcome "
+                                  "(delivered, retried, failed, dropped).",
+                                  ["receiver", "outcome"], registry=r)
+
+    def _define_pipeline_gauges(self, r: CollectorRegistry) -> None:
+        self.event_lag = Gauge("revwatch_event_lag_seconds", "Wall clock minus the event-time "
+                               "watermark, per input topic.", ["topic"], registry=r)
+        self.delivery_queue = Gauge("revwatch_delivery_queue_depth",
+                                    "Alerts waiting for delivery, per receiver.",
+                                    ["receiver"], registry=r)
+        self.collector_buffered = Gauge("revwatch_collector_buffered_records", "Beacons "
+                                        "accepted by the collector, not yet sent to Kafka.",
+                                        registry=r)
+        self.campaigns_tracked = Gauge("revwatch_campaigns_tracked",
+                                       "Campaigns this worker tracks (before label bounding).",
+                                       registry=r)
+        self.alerts_firing = Gauge("revwatch_alerts_firing", "Firing revwatch alerts "
+                                   "(1 per campaign and kind; a count for other).",
+                                   ["campaign", "kind"], registry=r)
+
+    def _define_campaign_gauges(self, r: CollectorRegistry) -> None:
+        specs = {
+            "sessions_per_minute": "Human sessions per minute.",
+            "conversion_rate": "Converted sessions / sessions (lag-adjusted).",
+            "conversion_rate_baseline": "The campaign's normal conversion rate.",
+            "lcp_p75_seconds": "p75 of session LCP now, seconds.",
+            "lcp_p75_baseline_seconds": "The campaign's normal p75 LCP, seconds.",
+            "revenue_at_risk_per_hour": "Expected revenue lost per hour now.",
+        }
+        self._campaign_gauges = {
+            name: Gauge(f"revwatch_campaign_{name}", doc, ["campaign"], registry=r)
+            for name, doc in specs.items()
+        }
+
+    # --- counters -------------------------------------------------------------------
+
+    def count_beacons(self, source: str, outcome: str, n: int = 1) -> None:
+        """Count beacon records (``source``: web-vitals, boomerang, canonical...)."""
+        self.beacons.labels(source, outcome).inc(n)
+
+    def count_orders(self, outcome: str, n: int = 1) -> None:
+        self.orders.labels(outcome).inc(n)
+
+    def count_dead_letter(self, topic: str, reason: str) -> None:
+        """Count one dead-lettered record; ``reason`` is mapped by :func:`reason_class`."""
+        self.dead_letters.labels(topic, reason_class(reason)).inc()
+
+    def count_sessions(self, n: int = 1, *, bot: bool = False) -> None:
+        (self.bot_sessions if bot else self.sessions).inc(n)
+
+    def count_alert(self, kind: str, state: str) -> None:
+        self.alerts_emitted.labels(kind, state).inc()
+
+    def count_delivery(self, receiver: str, outcome: str) -> None:
+        """Fits :class:`~streams.delivery.Dispatcher`'s ``on_outcome``."""
+        self.deliveries.labels(receiver, outcome).inc()
+
+    # --- gauges ---------------------------------------------------------------------
+
+    def set_event_lag(self, topic: str, seconds: float) -> None:
+        self.event_lag.labels(topic).set(seconds)
+
+    def set_delivery_queue_depth(self, receiver: str, depth: int) -> None:
+        """Fits :class:`~streams.delivery.Dispatcher`'s ``on_queue_depth``."""
+        self.delivery_queue.labels(receiver).set(depth)
+
+    def set_collector_buffered(self, records: int) -> None:
+        self.collector_buffered.set(records)
+
+    def set_campaign_health(self, rows: Sequence[CampaignHealth]) -> None:
+        """Export every campaign's health now; remove campaigns no longer present."""
+        self.campaigns_tracked.set(len(rows))
+        kept, rest = self._split(rows)
+        self._labelled = [row.campaign for row in kept]
+        exported = [*kept, _aggregate(rest)] if rest else kept
+        for name, gauge in self._campaign_gauges.items():
+            values = {row.campaign: _gauge_value(row, name) for row in exported}
+            present = {c for c, v in values.items() if not math.isnan(v)}
+            for campaign in present:
+                gauge.labels(campaign).set(values[campaign])
+            for campaign in self._exported[name] - present:
+                gauge.remove(campaign)
+            self._exported[name] = present
+
+    def set_alerts_firing(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Export the firing ``(campaign, kind)`` pairs; remove the ones that stopped.
+
+        Campaigns already labelled by :meth:`set_campaign_health` keep their name first,
+        then others by name, up to ``max_campaign_labels``; the rest count under ``other``.
+        """
+        unique = set(pairs)
+        labelled = set(self._labelled)
+        ranked = sorted({c for c, _ in unique}, key=lambda c: (c not in labelled, c))
+        named = set(ranked[: self.max_campaign_labels]) - {OTHER}
+        counts: dict[tuple[str, str], int] = {}
+        for campaign, kind in unique:
+            key = (campaign if campaign in named else OTHER, kind)
+            counts[key] = counts.get(key, 0) + 1
+        for (campaign, kind), count in counts.items():
+            self.alerts_firing.labels(campaign, kind).set(count)
+        for campaign, kind in self._firing - counts.keys():
+            self.alerts_firing.remove(campaign, kind)
+        self._firing = set(counts)
+
+    def _split(self, rows: Sequence[CampaignHealth]) -> tuple[list[CampaignHealth],
+                                                             list[CampaignHealth]]:
+        """The busiest ``max_campaign_labels`` campaigns (not named ``other``), and the rest."""
+        ranked = sorted(rows, key=lambda row: (-_finite(row.sessions_per_minute), row.campaign))
+        named = [row for row in ranked if row.campaign != OTHER]
+        kept = named[: self.max_campaign_labels]
+        kept_names = {row.campaign for row in kept}
+        return kept, [row for row in ranked if row.campaign not in kept_names]
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+
+
+def _gauge_value(row: CampaignHealth, name: str) -> float:
+    if name == "lcp_p75_seconds":
+        return row.lcp_p75_ms / 1000.0
+    if name == "lcp_p75_baseline_seconds":
+        return row.lcp_p75_baseline_ms / 1000.0
+    value: float = getattr(row, name)
+    return value
+
+
+def _weighted(rows: Sequence[CampaignHealth], attr: str) -> float:
+    """Session-weighted mean of ``attr`` over rows that have it (nan if none do)."""
+    pairs = [(_finite(r.sessions_per_minute), float(getattr(r, attr))) for r in rows]
+    pairs = [(w, v) for w, v in pairs if math.isfinite(v)]
+    total = math.fsum(w for w, _ in pairs)
+    if not pairs:
+        return math.nan
+    if total <= 0:
+        return math.fsum(v for _, v in pairs) / len(pairs)
+    return math.fsum(w * v for w, v in pairs) / total
+
+
+def _sum(rows: Sequence[CampaignHealth], attr: str) -> float:
+    values = [float(getattr(r, attr)) for r in rows]
+    finite = [v for v in values if math.isfinite(v)]
+    return math.fsum(finite) if finite else math.nan
+
+
+def _aggregate(rows: Sequence[CampaignHealth]) -> CampaignHealth:
+    """Fold campaigns beyond the label budget into one ``other`` row (see Metrics Notes)."""
+    return CampaignHealth(
+        campaign=OTHER,
+        sessions_per_minute=_sum(rows, "sessions_per_minute"),
+        conversion_rate=_weighted(rows, "conversion_rate"),
+        conversion_rate_baseline=_weighted(rows, "conversion_rate_baseline"),
+        lcp_p75_ms=_weighted(rows, "lcp_p75_ms"),
+        lcp_p75_baseline_ms=_weighted(rows, "lcp_p75_baseline_ms"),
+        revenue_at_risk_per_hour=_sum(rows, "revenue_at_risk_per_hour"),
+    )

@@ -1,0 +1,143 @@
+"""Session parameters, counters and per-session state for :mod:`streams.sessions`.
+
+:class:`SessionState` is one row of the sessionizer's Faust table: ``to_state()`` gives
+plain, compact JSON-able data and ``from_state()`` rebuilds an equal object.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
+
+MINUTE_MS = 60_000
+NO_WATERMARK = -(1 << 62)  # the watermark before the first record
+# A page view is a list: [ts, lcp_ms, fcp_ms, ttfb_ms, inp_ms, load_ms, cls, commerce].
+TS, LCP, FCP, TTFB, INP, LOAD, CLS, COMMERCE = range(8)
+_FIRST_PATH_SEGMENT = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?://[^/?#]*)?/([^/?#]*)")
+
+PendingOrder = tuple[str, int, float, str | None]  # order_id, ts, revenue, campaign
+
+
+@dataclass(frozen=True, slots=True)
+class SessionParams:
+    """How sessions are cut and judged. Times in epoch milliseconds."""
+
+    session_timeout_ms: int = 30 * MINUTE_MS
+    order_grace_ms: int = 60 * MINUTE_MS
+    allowed_lateness_ms: int = 30_000
+    lcp_wait_ms: int = MINUTE_MS
+    non_commerce_groups: frozenset[str] = frozenset({"blog", "content", "help"})
+    max_pages_per_minute: int = 60
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "non_commerce_groups",
+                           frozenset(g.lower() for g in self.non_commerce_groups))
+        checks = (("session_timeout_ms", self.session_timeout_ms > 0),
+                  ("order_grace_ms", self.order_grace_ms >= 0),
+                  ("allowed_lateness_ms", self.allowed_lateness_ms >= 0),
+                  ("lcp_wait_ms", self.lcp_wait_ms >= 0),
+                  ("max_pages_per_minute", self.max_pages_per_minute >= 1))
+        for name, ok in checks:
+            if not ok:
+                msg = f"{name} out of range: {getattr(self, name)!r}"
+                raise ValueError(msg)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionParams:
+        """The parameters ``settings`` name (minutes and seconds become milliseconds)."""
+        return cls(session_timeout_ms=round(settings.session_timeout_minutes * MINUTE_MS),
+                   order_grace_ms=round(settings.order_grace_minutes * MINUTE_MS),
+                   allowed_lateness_ms=round(settings.allowed_lateness_seconds * 1000),
+                   lcp_wait_ms=round(settings.lcp_wait_seconds * 1000),
+                   non_commerce_groups=frozenset(settings.non_commerce_groups))
+
+    @property
+    def ttl_ms(self) -> int:
+        """How long after its last activity a session is kept."""
+        return self.session_timeout_ms + self.order_grace_ms
+
+    def page_group_of(self, url: str, page_group: str | None = None) -> str | None:
+        """``page_group`` if set, else the URL's first path segment if it is non-commerce.
+
+        >>> SessionParams().page_group_of("https://shop.example/blog/speed?utm_campaign=x")
+        'blog'
+        >>> SessionParams().page_group_of("https://shop.example/cart") is None
+        True
+        """
+        if page_group:
+            return page_group
+        match = _FIRST_PATH_SEGMENT.match(url)
+        segment = match.group(1).lower() if match else ""
+        return segment if segment in self.non_commerce_groups else None
+
+    def is_commerce(self, url: str, page_group: str | None = None) -> bool:
+        """Whether a page view counts in the latency-to-conversion curve."""
+        group = self.page_group_of(url, page_group)
+        return group is None or group.lower() not in self.non_commerce_groups
+
+
+@dataclass(slots=True)
+class SessionStats:
+    """Counters since start (not persisted: they feed Prometheus counters)."""
+
+    sessions_started: int = 0
+    bot_sessions: int = 0
+    bot_orders: int = 0
+    duplicate_beacons: int = 0
+    duplicate_orders: int = 0
+    expired_sessions: int = 0
+    late_records: int = 0
+    late_dropped: int = 0
+    orphan_orders: int = 0
+
+
+@dataclass(slots=True)
+class SessionState:
+    """One session. ``landing`` is empty until the first beacon; ``lcp_ms`` is set on emission.
+
+    ``campaign_ts`` is the ``ts`` of the beacon that named the campaign; ``lcp_count`` and
+    ``log_lcp_sum`` summarise the LCP (ms, natural log) of the commerce page views.
+    """
+
+    campaign: str | None = None
+    campaign_ts: int | None = None
+    start_ms: int = 0
+    landing: str = ""
+    lcp_ms: float | None = None
+    commerce: bool = True
+    device: str | None = None
+    is_bot: bool = False
+    pages: dict[str, list[Any]] = field(default_factory=dict)
+    order_ids: list[str] = field(default_factory=list)
+    pending: list[PendingOrder] = field(default_factory=list)
+    converted: bool = False
+    revenue: float = 0.0
+    last_activity_ms: int = NO_WATERMARK
+    emitted: bool = False
+    lcp_count: int = 0
+    log_lcp_sum: float = 0.0
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain JSON-able data (short keys: one table row per live session)."""
+        return {"c": self.campaign, "ct": self.campaign_ts, "s": self.start_ms,
+                "l": self.landing, "lcp": self.lcp_ms, "cm": self.commerce, "d": self.device,
+                "bot": self.is_bot, "p": {k: list(v) for k, v in self.pages.items()},
+                "o": list(self.order_ids), "po": [list(o) for o in self.pending],
+                "cv": self.converted, "r": self.revenue, "a": self.last_activity_ms,
+                "e": self.emitted, "n": self.lcp_count, "ll": self.log_lcp_sum}
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> SessionState:
+        """Rebuild the state :meth:`to_state` wrote."""
+        pending = [(str(o[0]), int(o[1]), float(o[2]), o[3]) for o in data["po"]]
+        return cls(campaign=data["c"], campaign_ts=data["ct"], start_ms=data["s"],
+                   landing=data["l"], lcp_ms=data["lcp"], commerce=data["cm"],
+                   device=data["d"], is_bot=data["bot"],
+                   pages={k: list(v) for k, v in data["p"].items()},
+                   order_ids=list(data["o"]), pending=pending, converted=data["cv"],
+                   revenue=data["r"], last_activity_ms=data["a"], emitted=data["e"],
+                   lcp_count=data["n"], log_lcp_sum=data["ll"])

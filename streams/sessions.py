@@ -1,0 +1,352 @@
+"""The sessionizer: beacons and orders in, session facts out (pure; time comes from records).
+
+One :class:`Sessionizer` owns the sessions of the partitions it is given. Per session it
+keeps a :class:`SessionState` and emits (ARCHITECTURE.md, "Sessions"):
+
+* one ``session`` fact per human session, when the landing page view (earliest ``ts``) has
+  its LCP, or ``lcp_wait_ms`` after the landing with ``lcp_ms=None``;
+* one ``order`` fact per distinct order; ``first_order`` marks the conversion. Orders seen
+  before the session fact wait and follow it; orders whose session never shows a beacon are
+  emitted on expiry with ``known_session=False`` under the order's own campaign;
+* one ``heartbeat`` each time the watermark enters a new minute.
+
+The watermark is the largest ``received_at`` (else ``ts``) seen, less the allowed lateness;
+it never goes back. A session is deleted once the watermark passes its last activity by
+``session_timeout_ms + order_grace_ms``; a later beacon with the same id starts a new
+session. A record older than ``watermark - session_timeout_ms`` is counted late; it still
+updates a live session but never creates one (it would recount an expired session).
+
+Bots (known user agents, LCP below TTFB, more than ``max_pages_per_minute`` page views in
+a minute) emit nothing from the moment they are flagged. Live state stays in memory; the
+Faust agent writes :meth:`Sessionizer.drain_changes` to its table after each batch and
+reloads it with :meth:`Sessionizer.restore`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from streams.bots import is_bot_user_agent
+from streams.records import NONE_CAMPAIGN, Beacon, Order, SessionFact
+from streams.session_state import (
+    COMMERCE,
+    LCP,
+    MINUTE_MS,
+    NO_WATERMARK,
+    TS,
+    TTFB,
+    PendingOrder,
+    SessionParams,
+    SessionState,
+    SessionStats,
+)
+from streams.urls import MAX_CAMPAIGN_LEN, campaign_from_url
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
+
+__all__ = ["NO_WATERMARK", "SessionParams", "SessionState", "SessionStats", "Sessionizer"]
+
+
+class Sessionizer:
+    """Sessions of beacons and orders -> :class:`~streams.records.SessionFact` records.
+
+    Call :meth:`observe_beacon` / :meth:`observe_order` per record and :meth:`advance`
+    after each batch; each returns the facts to send, in order.
+    """
+
+    def __init__(self, params: SessionParams | None = None) -> None:
+        self.params = params or SessionParams()
+        self.stats = SessionStats()
+        self._sessions: OrderedDict[str, SessionState] = OrderedDict()  # by last activity
+        self._due: list[tuple[int, str]] = []  # (landing + lcp_wait, session id), lazy
+        self._wm = NO_WATERMARK
+        self._heartbeat_minute: int | None = None
+        self._changed: set[str] = set()
+        self._deleted: set[str] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Sessionizer:
+        return cls(SessionParams.from_settings(settings))
+
+    @property
+    def watermark_ms(self) -> int:
+        """Event time: largest ``received_at`` (else ``ts``) less the lateness."""
+        return self._wm
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def session(self, session_id: str) -> SessionState | None:
+        """The live state of a session (for inspection; do not mutate)."""
+        return self._sessions.get(session_id)
+
+    def observe_beacon(self, b: Beacon) -> list[SessionFact]:
+        """Merge one beacon record; returns the session fact if it became due."""
+        self._see(b.ts if b.received_at is None else b.received_at)
+        st = self._touch(b.session_id, b.ts)
+        if st is None or st.is_bot:
+            return []
+        if b.user_agent is not None and is_bot_user_agent(b.user_agent):
+            self._flag_bot(st)
+        elif self._record_page(b, st) and not st.emitted:
+            self._note_campaign(b, st)
+            if st.pages[st.landing][LCP] is not None:
+                return self._emit_session(b.session_id, st)
+        return []
+
+    def observe_order(self, o: Order) -> list[SessionFact]:
+        """Record one order; returns its fact if its session fact is already out."""
+        self._see(o.ts if o.received_at is None else o.received_at)
+        st = self._touch(o.session_id, o.ts)
+        if st is None:
+            return []
+        if st.is_bot:
+            self.stats.bot_orders += 1
+            return []
+        if o.order_id in st.order_ids:
+            self.stats.duplicate_orders += 1
+            return []
+        st.order_ids.append(o.order_id)
+        if st.emitted:
+            return [self._order_fact(o.session_id, st, o.order_id, o.ts, o.revenue)]
+        st.pending.append((o.order_id, o.ts, o.revenue, o.campaign))
+        return []
+
+    def advance(self, to_ms: int | None = None) -> list[SessionFact]:
+        """Emit what is due at the watermark: LCP waits, expiries, then a heartbeat.
+
+        Args:
+            to_ms: raise the watermark to at least this first (end of a replay, tests).
+        """
+        if to_ms is not None:
+            self._see(to_ms + self.params.allowed_lateness_ms)
+        facts = self._emit_due()
+        facts.extend(self._expire())
+        minute = self._wm // MINUTE_MS
+        if self._wm != NO_WATERMARK and (self._heartbeat_minute is None
+                                         or minute > self._heartbeat_minute):
+            self._heartbeat_minute = minute
+            facts.append(SessionFact(kind="heartbeat", campaign="", watermark_ms=self._wm))
+        return facts
+
+    # -- persistence -------------------------------------------------------------------
+
+    def drain_changes(self) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """States of the sessions changed since the last drain, and the ids deleted since."""
+        sessions = self._sessions
+        changed = {sid: sessions[sid].to_state() for sid in self._changed}
+        deleted = sorted(self._deleted)
+        self._changed.clear()
+        self._deleted.clear()
+        return changed, deleted
+
+    def snapshot_watermark(self) -> int:
+        """The watermark to store with the table (pass it back to :meth:`restore`)."""
+        return self._wm
+
+    def restore(self, items: Iterable[tuple[str, dict[str, Any]]], watermark_ms: int) -> None:
+        """Load table rows written by :meth:`drain_changes` (any order; adds to live ones).
+
+        After ``advance()``, drain and restore give a sessionizer with identical outputs.
+        """
+        loaded = [(sid, SessionState.from_state(data)) for sid, data in items]
+        merged = [*self._sessions.items(), *loaded]
+        merged.sort(key=lambda item: item[1].last_activity_ms)
+        self._sessions = OrderedDict(merged)
+        for sid, st in loaded:
+            if st.landing and not st.emitted and not st.is_bot:
+                heapq.heappush(self._due, (st.start_ms + self.params.lcp_wait_ms, sid))
+        if watermark_ms > self._wm:
+            self._wm = watermark_ms
+            self._heartbeat_minute = watermark_ms // MINUTE_MS
+
+    def forget(self, session_ids: Iterable[str]) -> None:
+        """Drop sessions without emitting or recording a deletion (partitions revoked)."""
+        for sid in session_ids:
+            self._sessions.pop(sid, None)
+            self._changed.discard(sid)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _see(self, arrival_ms: int) -> None:
+        watermark = arrival_ms - self.params.allowed_lateness_ms
+        if watermark > self._wm:  # noqa: PLR1730 - per record: a branch is cheaper than max()
+            self._wm = watermark
+
+    def _touch(self, sid: str, ts: int) -> SessionState | None:
+        """The live session ``sid`` (created if new), moved to the back; None: dropped."""
+        wm = self._wm
+        st = self._sessions.get(sid)
+        late = ts < wm - self.params.session_timeout_ms
+        if late:
+            self.stats.late_records += 1
+        if st is None:
+            if late:
+                self.stats.late_dropped += 1
+                return None
+            st = self._sessions[sid] = SessionState(last_activity_ms=wm)
+            self._deleted.discard(sid)
+        elif st.last_activity_ms != wm:  # else already among the newest: order holds
+            st.last_activity_ms = wm
+            self._sessions.move_to_end(sid)
+        self._changed.add(sid)
+        return st
+
+    def _record_page(self, b: Beacon, st: SessionState) -> bool:
+        """Add or merge the page view; False if nothing changed or the session is a bot."""
+        page = st.pages.get(b.beacon_id)
+        if page is None:
+            page = self._add_page(b, st)
+        elif not self._merge(b, page, st):
+            self.stats.duplicate_beacons += 1
+            return False
+        if page[LCP] is not None and page[TTFB] is not None and page[LCP] < page[TTFB]:
+            self._flag_bot(st)
+        return not st.is_bot
+
+    def _add_page(self, b: Beacon, st: SessionState) -> list[Any]:
+        commerce = self.params.is_commerce(b.page_url, b.page_group)
+        page = [b.ts, b.lcp_ms, b.fcp_ms, b.ttfb_ms, b.inp_ms, b.load_ms, b.cls, commerce]
+        st.pages[b.beacon_id] = page
+        if len(st.pages) == 1:
+            self.stats.sessions_started += 1
+        if st.device is None:
+            st.device = b.device
+        if not st.emitted and (not st.landing or (b.ts, b.beacon_id) < (st.start_ms, st.landing)):
+            st.start_ms, st.landing, st.commerce = b.ts, b.beacon_id, commerce
+            heapq.heappush(self._due, (b.ts + self.params.lcp_wait_ms, b.session_id))
+        if commerce and b.lcp_ms is not None:
+            _add_lcp(st, None, b.lcp_ms)
+        if len(st.pages) > self.params.max_pages_per_minute and self._too_fast(st):
+            self._flag_bot(st)
+        return page
+
+    @staticmethod
+    def _merge(b: Beacon, page: list[Any], st: SessionState) -> bool:
+        """Latest value of each metric wins; False when the record brings nothing new."""
+        changed = False
+        values = (b.lcp_ms, b.fcp_ms, b.ttfb_ms, b.inp_ms, b.load_ms, b.cls)
+        for slot, value in enumerate(values, start=LCP):
+            if value is not None and value != page[slot]:
+                if slot == LCP and page[COMMERCE]:
+                    _add_lcp(st, page[LCP], value)
+                page[slot] = value
+                changed = True
+        return changed
+
+    def _too_fast(self, st: SessionState) -> bool:
+        """More than ``max_pages_per_minute`` page views within one minute."""
+        times = sorted(page[TS] for page in st.pages.values())
+        k = self.params.max_pages_per_minute
+        return any(times[i + k] - times[i] < MINUTE_MS for i in range(len(times) - k))
+
+    @staticmethod
+    def _note_campaign(b: Beacon, st: SessionState) -> None:
+        """The earliest beacon (by ``ts``) that names a campaign names the session's."""
+        if st.campaign_ts is not None and b.ts >= st.campaign_ts:
+            return
+        name = _clean(b.campaign) or campaign_from_url(b.page_url)
+        if name:
+            st.campaign, st.campaign_ts = name, b.ts
+
+    def _flag_bot(self, st: SessionState) -> None:
+        if not st.is_bot:
+            st.is_bot = True
+            self.stats.bot_sessions += 1
+            self.stats.bot_orders += len(st.pending)
+            st.pages.clear()
+            st.pending.clear()
+
+    def _emit_session(self, sid: str, st: SessionState) -> list[SessionFact]:
+        st.emitted = True
+        st.lcp_ms = st.pages[st.landing][LCP]
+        facts = [SessionFact(kind="session", campaign=st.campaign or NONE_CAMPAIGN,
+                             watermark_ms=self._wm, session_id=sid, start_ms=st.start_ms,
+                             lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device)]
+        for order_id, ts, revenue, _ in sorted(st.pending, key=_by_ts):
+            facts.append(self._order_fact(sid, st, order_id, ts, revenue))
+        st.pending.clear()
+        self._changed.add(sid)
+        return facts
+
+    def _order_fact(self, sid: str, st: SessionState, order_id: str, ts: int,
+                    revenue: float) -> SessionFact:
+        first, st.converted = not st.converted, True
+        st.revenue += revenue
+        return SessionFact(kind="order", campaign=st.campaign or NONE_CAMPAIGN,
+                           watermark_ms=self._wm, session_id=sid, start_ms=st.start_ms,
+                           lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device,
+                           order_id=order_id, order_ts_ms=ts, revenue=revenue,
+                           first_order=first)
+
+    def _emit_due(self) -> list[SessionFact]:
+        """Session facts whose landing has waited ``lcp_wait_ms`` for its LCP."""
+        facts: list[SessionFact] = []
+        due, wait = self._due, self.params.lcp_wait_ms
+        while due and due[0][0] <= self._wm:
+            sid = heapq.heappop(due)[1]
+            st = self._sessions.get(sid)
+            if (st is not None and st.landing and not st.emitted and not st.is_bot
+                    and st.start_ms + wait <= self._wm):
+                facts.extend(self._emit_session(sid, st))
+        return facts
+
+    def _expire(self) -> list[SessionFact]:
+        """Delete sessions idle for ``ttl_ms``; flush what they still hold (by session id)."""
+        limit = self._wm - self.params.ttl_ms
+        sessions, expired = self._sessions, []
+        while sessions:
+            sid = next(iter(sessions))
+            if sessions[sid].last_activity_ms >= limit:
+                break
+            expired.append((sid, sessions.popitem(last=False)[1]))
+            self._changed.discard(sid)
+            self._deleted.add(sid)
+        self.stats.expired_sessions += len(expired)
+        facts: list[SessionFact] = []
+        for sid, st in sorted(expired, key=lambda item: item[0]):
+            facts.extend(self._flush(sid, st))
+        return facts
+
+    def _flush(self, sid: str, st: SessionState) -> list[SessionFact]:
+        if st.is_bot:
+            return []
+        if st.landing and not st.emitted:
+            return self._emit_session(sid, st)
+        return self._orphans(sid, st)
+
+    def _orphans(self, sid: str, st: SessionState) -> list[SessionFact]:
+        """Orders whose session never showed a beacon: revenue under their own campaign."""
+        facts = [SessionFact(kind="order", campaign=_clean(campaign) or NONE_CAMPAIGN,
+                             watermark_ms=self._wm, session_id=sid, start_ms=ts,
+                             order_id=order_id, order_ts_ms=ts, revenue=revenue,
+                             first_order=i == 0, known_session=False)
+                 for i, (order_id, ts, revenue, campaign)
+                 in enumerate(sorted(st.pending, key=_by_ts))]
+        self.stats.orphan_orders += len(facts)
+        return facts
+
+
+def _add_lcp(st: SessionState, old_ms: float | None, new_ms: float) -> None:
+    """Replace ``old_ms`` (None: add) by ``new_ms`` in the commerce LCP summary."""
+    if old_ms is None:
+        st.lcp_count += 1
+    else:
+        st.log_lcp_sum -= math.log(max(old_ms, 1.0))
+    st.log_lcp_sum += math.log(max(new_ms, 1.0))
+
+
+def _clean(campaign: str | None) -> str | None:
+    """A campaign name as reported: stripped, at most ``MAX_CAMPAIGN_LEN`` characters."""
+    if campaign is None:
+        return None
+    return campaign.strip()[:MAX_CAMPAIGN_LEN].strip() or None
+
+
+def _by_ts(order: PendingOrder) -> tuple[int, str]:
+    return order[1], order[0]

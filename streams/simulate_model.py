@@ -1,0 +1,368 @@
+"""The traffic model behind ``revwatch simulate``: scenarios, rates and conversion.
+
+A :class:`Scenario` names campaigns (:class:`CampaignSpec`), incidents with known effect
+(:class:`IncidentSpec`) and traps that must not raise an alert (:class:`TrapSpec`). The
+functions here are pure and vectorised; :mod:`streams.simulate` draws the sessions.
+
+Model (per campaign, per event-time minute):
+
+* human sessions ~ Poisson(peak x scale x daily cycle (0.3..1.0, peak 20:00 UTC) x e-mail
+  blast x traffic-dip trap);
+* landing LCP ~ log-normal(campaign median x device factor x incident factors, sd_log 0.45);
+* conversion p = conversion_rate x device factor x exp(slope x (LCP_s - reference_s)),
+  capped at 0.95, times active conversion-drop factors. The reference is the campaign's
+  normal median LCP. Non-commerce landings (``/blog/...``) do not depend on LCP.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from streams.records import NONE_CAMPAIGN
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+DEFAULT_START_MS = 1_740_960_000_000  # 2025-03-03T00:00:00Z, a Monday
+LCP_SD_LOG = 0.45
+MAX_P = 0.95
+NON_COMMERCE_GROUPS = ("blog", "content", "help")  # Settings.non_commerce_groups default
+DEVICES = ("desktop", "mobile", "tablet")  # codes 0, 1, 2
+DEVICE_LCP_FACTOR = np.array([1.0, 1.4, 1.15])
+DEVICE_CR_FACTOR = np.array([1.0, 0.7, 0.85])
+TABLET_SHARE = 0.06
+SECOND_ORDER_FRACTION = 0.03
+
+IncidentKind = Literal["performance_conversion_loss", "conversion_drop", "latency_regression"]
+TrapKind = Literal["bot_burst", "traffic_dip", "data_gap"]
+
+
+def page_group(path: str) -> str:
+    """The page group of a URL path: its first segment, ``home`` for ``/``."""
+    segment = path.split("?", 1)[0].strip("/").split("/", 1)[0]
+    return segment or "home"
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    """One traffic source. Rates are human sessions per minute at the daily peak, scale 1.
+
+    ``conversion_rate`` is a desktop session's probability of ordering at the campaign's
+    normal median LCP (``lcp_median_ms``, desktop); mobile converts x0.7 and is x1.4 slower.
+    """
+
+    name: str
+    sessions_per_minute_peak: float
+    conversion_rate: float
+    aov: float
+    landing_path: str
+    mobile_share: float
+    lcp_median_ms: float
+    utm_source: str = "google"
+    utm_medium: str = "cpc"
+    blast_at_ms: int | None = None  # an e-mail blast: x blast_factor for blast_hours, decays
+    blast_factor: float = 5.0
+    blast_hours: float = 2.0
+
+    @property
+    def landing_group(self) -> str:
+        return page_group(self.landing_path)
+
+    @property
+    def commerce(self) -> bool:
+        """Whether landing sessions' conversion depends on LCP."""
+        return self.landing_group not in NON_COMMERCE_GROUPS
+
+    @property
+    def landing_url(self) -> str:
+        base = f"https://shop.example{self.landing_path}"
+        if self.name == NONE_CAMPAIGN:
+            return base
+        return (f"{base}?utm_campaign={self.name}&utm_source={self.utm_source}"
+                f"&utm_medium={self.utm_medium}")
+
+
+@dataclass(frozen=True)
+class IncidentSpec:
+    """A problem with a known effect; ``campaigns`` empty with scope ``site`` = all commerce.
+
+    ``page_group`` None slows every commerce page of the campaigns, else that group only.
+    """
+
+    id: str
+    kind: IncidentKind
+    campaigns: tuple[str, ...]
+    start_ms: int
+    end_ms: int
+    lcp_factor: float = 1.0
+    conversion_factor: float = 1.0
+    page_group: str | None = None
+    scope: Literal["campaign", "site"] = "campaign"
+
+    def slows(self, group: str) -> bool:
+        """Whether pages of this group are slowed (when the incident has an LCP factor)."""
+        if self.page_group is None:
+            return group not in NON_COMMERCE_GROUPS
+        return group == self.page_group
+
+
+@dataclass(frozen=True)
+class TrapSpec:
+    """Something that looks odd and is no incident. ``campaigns`` empty = every campaign.
+
+    ``factor``: bot_burst adds bot sessions at factor x the human rate; traffic_dip
+    multiplies human sessions; data_gap ignores it (nothing is received in the window).
+    """
+
+    id: str
+    kind: TrapKind
+    start_ms: int
+    end_ms: int
+    campaigns: tuple[str, ...] = ()
+    factor: float = 1.0
+
+    def covers(self, campaign: str) -> bool:
+        return not self.campaigns or campaign in self.campaigns
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Everything the simulator needs; the same scenario and seed give the same bytes."""
+
+    seed: int
+    start_ms: int
+    days: float
+    campaigns: tuple[CampaignSpec, ...]
+    incidents: tuple[IncidentSpec, ...] = ()
+    traps: tuple[TrapSpec, ...] = ()
+    scale: float = 1.0
+    curve_slope_per_s: float = -0.09
+    order_lag_median_min: float = 6.0
+    order_lag_sigma: float = 0.9
+    late_fraction: float = 0.02
+    duplicate_fraction: float = 0.02
+    split_metrics_fraction: float = 0.3
+    boomerang_fraction: float = 0.15  # page views sent as a load + an unload record
+    background_bot_fraction: float = 0.01
+    currency: str = "USD"
+
+    @property
+    def minutes(self) -> int:
+        """Whole minutes of event time simulated (at least one)."""
+        return max(1, round(self.days * DAY_MS / MINUTE_MS))
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + self.minutes * MINUTE_MS
+
+    def campaign(self, name: str) -> CampaignSpec:
+        for spec in self.campaigns:
+            if spec.name == name:
+                return spec
+        msg = f"no campaign named {name!r}"
+        raise KeyError(msg)
+
+
+def affected_campaigns(incident: IncidentSpec, scenario: Scenario) -> tuple[str, ...]:
+    """The campaigns an incident touches (site scope without names: every commerce one)."""
+    if incident.campaigns:
+        return incident.campaigns
+    return tuple(c.name for c in scenario.campaigns if c.commerce)
+
+
+def daily_factor(t_ms: int) -> float:
+    """Traffic level by hour of day (UTC): 1.0 at 20:00, 0.3 at 08:00."""
+    hour = (t_ms % DAY_MS) / HOUR_MS
+    wave = (1.0 + math.cos(2.0 * math.pi * (hour - 20.0) / 24.0)) / 2.0
+    return 0.3 + 0.7 * math.pow(wave, 1.5)
+
+
+def blast_factor(spec: CampaignSpec, t_ms: int) -> float:
+    """x blast_factor for blast_hours after the blast, then decaying (1 h time constant)."""
+    if spec.blast_at_ms is None or t_ms < spec.blast_at_ms:
+        return 1.0
+    hours = (t_ms - spec.blast_at_ms) / HOUR_MS
+    if hours < spec.blast_hours:
+        return spec.blast_factor
+    return 1.0 + (spec.blast_factor - 1.0) * math.exp(-(hours - spec.blast_hours))
+
+
+def normal_rate(s: Scenario, spec: CampaignSpec, t_ms: int) -> float:
+    """Expected human sessions per minute without traps."""
+    return spec.sessions_per_minute_peak * s.scale * daily_factor(t_ms) * blast_factor(spec, t_ms)
+
+
+def trap_factor(s: Scenario, kind: TrapKind, campaign: str, t_ms: int) -> float | None:
+    """The factor of the active trap of this kind on this campaign, or None."""
+    for trap in s.traps:
+        if trap.kind == kind and trap.start_ms <= t_ms < trap.end_ms and trap.covers(campaign):
+            return trap.factor
+    return None
+
+
+def human_rate(s: Scenario, spec: CampaignSpec, t_ms: int) -> float:
+    """Expected human sessions per minute, with any traffic dip applied."""
+    dip = trap_factor(s, "traffic_dip", spec.name, t_ms)
+    return normal_rate(s, spec, t_ms) * (1.0 if dip is None else dip)
+
+
+def conversion_probability(spec: CampaignSpec, lcp_ms: FloatArray, device: IntArray,
+                           slope_per_s: float) -> FloatArray:
+    """Probability that a session with this landing LCP and device converts (no incident)."""
+    base = spec.conversion_rate * DEVICE_CR_FACTOR[device]
+    if not spec.commerce:
+        return np.minimum(base, MAX_P)
+    curve = np.exp(slope_per_s * (lcp_ms - spec.lcp_median_ms) / 1000.0)
+    return np.minimum(base * curve, MAX_P)
+
+
+def _h(start_ms: int, hours: float) -> int:
+    return start_ms + round(hours * HOUR_MS)
+
+
+def _campaigns(start_ms: int) -> tuple[CampaignSpec, ...]:
+    """The default shop: one huge campaign, mid ones, small, tiny, a blog and ``(none)``."""
+    spec = CampaignSpec
+    return (
+        spec("spring_sale", 80.0, 0.030, 85.0, "/product/trail-runner-3000", 0.60, 2200.0),
+        spec("google_shopping", 14.0, 0.025, 60.0, "/product/rain-jacket", 0.55, 2000.0,
+             "google", "shopping"),
+        spec("loyalty_email", 6.0, 0.045, 120.0, "/product/gift-box", 0.70, 1900.0,
+             "newsletter", "email", blast_at_ms=_h(start_ms, 33.0)),
+        spec("meta_retargeting", 7.0, 0.035, 70.0, "/product/wool-socks", 0.80, 2400.0,
+             "facebook", "paid_social"),
+        spec("tiktok_launch", 5.0, 0.012, 45.0, "/product/bottle", 0.90, 2600.0,
+             "tiktok", "paid_social"),
+        spec("affiliate_deals", 5.0, 0.020, 55.0, "/product/headlamp", 0.50, 2100.0,
+             "affiliate", "referral"),
+        spec("partner_promo", 3.5, 0.040, 95.0, "/product/tent-2p", 0.50, 2300.0,
+             "partner", "referral"),
+        spec("podcast_code", 1.0, 0.050, 110.0, "/product/backpack-30l", 0.40, 2000.0,
+             "podcast", "audio"),
+        spec("print_qr", 0.06, 0.030, 150.0, "/product/sleeping-bag", 0.95, 2500.0,
+             "print", "offline"),
+        spec("blog_guides", 6.0, 0.006, 80.0, "/blog/how-to-choose-trail-shoes", 0.65, 1800.0,
+             "google", "organic"),
+        spec(NONE_CAMPAIGN, 15.0, 0.020, 75.0, "/", 0.60, 2000.0, "", ""),
+    )
+
+
+def _incidents(start_ms: int, commerce: tuple[str, ...]) -> tuple[IncidentSpec, ...]:
+    inc = IncidentSpec
+    span = [(12.0, 60), (16.0, 45), (20.0, 90), (30.0, 40), (38.0, 120), (46.0, 30), (56.0, 60)]
+    (a, b, c, d, e, f, g) = [(_h(start_ms, h), _h(start_ms, h + m / 60.0)) for h, m in span]
+    return (
+        inc("perf-spring-sale", "performance_conversion_loss", ("spring_sale",), *a,
+            lcp_factor=2.2),
+        inc("checkout-google-shopping", "conversion_drop", ("google_shopping",), *b,
+            conversion_factor=0.4),
+        inc("slow-blog", "latency_regression", ("blog_guides",), *c, lcp_factor=2.5,
+            page_group="blog"),
+        inc("site-slowdown", "performance_conversion_loss", commerce, *d, lcp_factor=1.8,
+            scope="site"),
+        inc("perf-partner-promo", "performance_conversion_loss", ("partner_promo",), *e,
+            lcp_factor=3.0),
+        inc("checkout-spring-sale", "conversion_drop", ("spring_sale",), *f,
+            conversion_factor=0.5),
+        inc("perf-meta-retargeting", "performance_conversion_loss", ("meta_retargeting",), *g,
+            lcp_factor=2.5),
+    )
+
+
+def _traps(start_ms: int) -> tuple[TrapSpec, ...]:
+    return (
+        TrapSpec("bots-spring-sale", "bot_burst", _h(start_ms, 26.0), _h(start_ms, 26.75),
+                 ("spring_sale",), 2.0),
+        TrapSpec("dip-spring-sale", "traffic_dip", _h(start_ms, 50.0), _h(start_ms, 50.5),
+                 ("spring_sale",), 0.3),
+        TrapSpec("collector-outage", "data_gap", _h(start_ms, 60.0), _h(start_ms, 60.05)),
+    )
+
+
+def default_scenario(seed: int = 1, *, days: float = 3.0, scale: float = 1.0,
+                     start_ms: int | None = None) -> Scenario:
+    """Eleven campaigns, seven incidents (first after 12 h) and three traps over 3 days.
+
+    Incidents and traps that would start after ``days`` are left out. At scale 1 the three
+    days hold about 2.2 million beacon records (about 270,000 human sessions).
+    """
+    start = DEFAULT_START_MS if start_ms is None else start_ms
+    campaigns = _campaigns(start)
+    end = start + round(days * DAY_MS)
+    commerce = tuple(c.name for c in campaigns if c.commerce)
+    incidents = tuple(i for i in _incidents(start, commerce) if i.start_ms < end)
+    traps = tuple(t for t in _traps(start) if t.start_ms < end)
+    return Scenario(seed=seed, start_ms=start, days=days, campaigns=campaigns,
+                    incidents=incidents, traps=traps, scale=scale)
+
+
+def demo_scenario(seed: int = 1, *, warmup_hours: float = 4.0, incident_minutes: float = 20.0,
+                  start_ms: int | None = None) -> Scenario:
+    """A short run: five campaigns, one slowdown on the biggest after the warm-up.
+
+    The scenario ends 40 minutes after the incident, so a detector sees it resolve.
+    """
+    start = DEFAULT_START_MS + 12 * HOUR_MS if start_ms is None else start_ms
+    keep = ("spring_sale", "google_shopping", "partner_promo", "blog_guides", NONE_CAMPAIGN)
+    campaigns = tuple(c for c in _campaigns(start) if c.name in keep)
+    inc_start = _h(start, warmup_hours)
+    inc_end = inc_start + round(incident_minutes * MINUTE_MS)
+    incident = IncidentSpec("demo-slowdown", "performance_conversion_loss", ("spring_sale",),
+                            inc_start, inc_end, lcp_factor=2.5)
+    days = (inc_end + 40 * MINUTE_MS - start) / DAY_MS
+    return Scenario(seed=seed, start_ms=start, days=days, campaigns=campaigns,
+                    incidents=(incident,))
+
+
+# What the browsers look like -------------------------------------------------------------
+USER_AGENTS: tuple[tuple[str, ...], ...] = (  # by device code: desktop, mobile, tablet
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "Chrome/124.0.0.0 Safari/537.36",
+     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     "Version/17.4 Safari/605.1.15",
+     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
+     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.51"),
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+     "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+     "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "Chrome/124.0.0.0 Mobile Safari/537.36",
+     "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "SamsungBrowser/24.0 Chrome/117.0.0.0 Mobile Safari/537.36"),
+    ("Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     "Version/17.4 Mobile/15E148 Safari/604.1",
+     "Mozilla/5.0 (Linux; Android 13; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "Chrome/124.0.0.0 Safari/537.36"),
+)
+BOT_USER_AGENTS = (
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "HeadlessChrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+    "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
+)
+
+# Pages after the landing: path, LCP factor, weight after a commerce / a content landing.
+_FURTHER = (
+    ("/product/trail-runner-3000", 1.0, 0.08, 0.04), ("/product/rain-jacket", 1.0, 0.08, 0.04),
+    ("/product/wool-socks", 1.0, 0.07, 0.04), ("/product/headlamp", 1.0, 0.07, 0.04),
+    ("/product/tent-2p", 1.0, 0.07, 0.04), ("/product/bottle", 1.0, 0.07, 0.04),
+    ("/category/shoes", 0.9, 0.08, 0.04), ("/category/outdoor", 0.9, 0.07, 0.04),
+    ("/cart", 0.75, 0.12, 0.04), ("/checkout", 0.8, 0.06, 0.02), ("/", 0.9, 0.10, 0.10),
+    ("/search?q=jacket", 0.85, 0.07, 0.04),
+    ("/blog/how-to-choose-trail-shoes", 0.8, 0.03, 0.25),
+    ("/blog/packing-list", 0.8, 0.03, 0.23),
+)
+FURTHER_URLS = tuple(f"https://shop.example{p[0]}" for p in _FURTHER)
+FURTHER_GROUPS = tuple(page_group(p[0]) for p in _FURTHER)
+FURTHER_LCP_FACTOR = np.array([p[1] for p in _FURTHER])
+FURTHER_WEIGHTS = (np.array([p[2] for p in _FURTHER]), np.array([p[3] for p in _FURTHER]))
+FURTHER_COUNT_P = np.array([0.5, 0.25, 0.12, 0.08, 0.05])  # 1..5 pages after the landing

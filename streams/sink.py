@@ -1,0 +1,191 @@
+"""Where the collector puts accepted beacons: a bounded buffer drained to Kafka.
+
+``offer()`` never blocks and never fails silently: it returns ``False`` when the buffer is
+full (the collector answers 503) and otherwise keeps every record until the broker has
+acknowledged it (``acks="all"``), retrying with backoff while the broker is away. So a
+record answered with 204 is lost only if the process dies or :meth:`KafkaSink.stop` runs
+out of time with the broker away (the loss is logged with a count).
+
+Records are sent at least once: a batch that failed part-way is sent again whole, and the
+sessionizer merges repeats by ``beacon_id`` (CONTRACT.md).
+
+The sink lives on the event loop that serves the collector (Faust's default,
+``web_in_thread=False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+
+from streams.records import Beacon
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX_RECORDS = 500
+BACKOFF_START_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+
+class BeaconSink(Protocol):
+    """Accepts parsed beacons without blocking."""
+
+    def offer(self, beacons: Sequence[Beacon]) -> bool:
+        """Take all of ``beacons`` (True) or none of them because the buffer is full."""
+        ...
+
+
+class Producer(Protocol):
+    """The part of :class:`aiokafka.AIOKafkaProducer` the sink uses."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> Awaitable[Any]: ...
+
+
+class ListSink:
+    """A sink for tests: keeps what it is offered, up to ``capacity`` records."""
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self.beacons: list[Beacon] = []
+        self.capacity = capacity
+
+    def offer(self, beacons: Sequence[Beacon]) -> bool:
+        if self.capacity is not None and len(self.beacons) + len(beacons) > self.capacity:
+            return False
+        self.beacons.extend(beacons)
+        return True
+
+
+def aiokafka_producer(settings: Settings) -> Producer:
+    """An idempotent ``acks="all"`` producer for ``settings.broker``."""
+    producer: Producer = AIOKafkaProducer(
+        bootstrap_servers=settings.broker_host_port,
+        client_id=f"{settings.app_id}-collector",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        request_timeout_ms=10_000,
+    )
+    return producer
+
+
+class KafkaSink:
+    """A bounded buffer that a background task drains to the beacons topic.
+
+    Attributes:
+        sent: records acknowledged by the broker.
+        failed_attempts: connection or send attempts that failed (each followed by backoff).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        topic: str | None = None,
+        producer_factory: Callable[[], Producer] | None = None,
+    ) -> None:
+        self.topic = topic or settings.beacons_topic
+        self.max_records = settings.buffer_max_records
+        self.sent = 0
+        self.failed_attempts = 0
+        self._factory = producer_factory or (lambda: aiokafka_producer(settings))
+        self._buffer: deque[Beacon] = deque()
+        self._producer: Producer | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Records accepted and not yet acknowledged."""
+        return len(self._buffer)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the producer is started and has not failed since (for readiness)."""
+        return self._producer is not None
+
+    def offer(self, beacons: Sequence[Beacon]) -> bool:
+        if len(self._buffer) + len(beacons) > self.max_records:
+            return False
+        self._buffer.extend(beacons)
+        self._wake.set()
+        return True
+
+    async def start(self) -> None:
+        """Start the background task (it connects, and reconnects, by itself)."""
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="revwatch-kafka-sink")
+
+    async def stop(self, flush_timeout_s: float = 10.0) -> None:
+        """Send what is buffered (for at most ``flush_timeout_s``), then close the producer."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping = True
+            self._wake.set()
+            done, _ = await asyncio.wait({task}, timeout=flush_timeout_s)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._buffer:
+            log.warning("beacon sink stopped with %d records unsent", len(self._buffer))
+        await self._close_producer()
+
+    async def _run(self) -> None:
+        backoff_s = BACKOFF_START_S
+        while not (self._stopping and not self._buffer):
+            try:
+                await self._step()
+                backoff_s = BACKOFF_START_S
+            except Exception as exc:  # any failure (broker away, timeout): keep records, retry
+                self.failed_attempts += 1
+                log.warning("beacon sink: %s: %s; retrying in %.1fs",
+                            type(exc).__name__, exc, backoff_s)
+                await self._close_producer()
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+
+    async def _step(self) -> None:
+        """Connect (eagerly, so ``connected`` means something), then send or wait."""
+        producer = await self._ensure_producer()
+        if not self._buffer:
+            await self._wake.wait()
+            self._wake.clear()
+            return
+        batch = [self._buffer[i] for i in range(min(len(self._buffer), BATCH_MAX_RECORDS))]
+        pending = [await producer.send(self.topic, beacon.to_json(), beacon.session_id.encode())
+                   for beacon in batch]
+        await asyncio.gather(*pending)
+        for _ in batch:
+            self._buffer.popleft()
+        self.sent += len(batch)
+
+    async def _ensure_producer(self) -> Producer:
+        if self._producer is None:
+            producer = self._factory()
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()

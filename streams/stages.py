@@ -1,0 +1,181 @@
+"""What each agent does with a batch of raw records: decode, call pure code, say what to emit.
+
+These functions are synchronous and do no I/O: they return the records to send and the
+table changes to write, and the agents in ``streams/app.py`` do the sending. Tests drive
+them directly with fake events.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from detectors.incidents import Alert, IncidentManager
+from detectors.monitor import SEPARATOR, Monitor
+from detectors.verdicts import CampaignVerdict
+from streams.errors import InvalidRecord
+from streams.metrics import Metrics
+from streams.pipeline import TickAssembler, apply_fact
+from streams.records import SessionFact, parse_beacon, parse_order
+from streams.sessions import Sessionizer
+
+
+class EventLike(Protocol):
+    """What we read of a Faust event: ``value`` bytes and ``message.topic/partition``."""
+
+    @property
+    def value(self) -> Any: ...
+    @property
+    def message(self) -> Any: ...
+
+
+@dataclass
+class Out:
+    """What a batch produced: records per topic (key, value, partition) and table changes."""
+
+    records: list[tuple[str, bytes | None, bytes, int | None]] = field(default_factory=list)
+    changes: dict[str, Any] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
+
+    def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+             ) -> None:
+        self.records.append((topic, key, value, partition))
+
+
+@dataclass
+class Topics:
+    beacons: str
+    orders: str
+    facts: str
+    verdicts: str
+    alerts: str
+    dead_letter: str
+    facts_partitions: int
+
+
+def dead_letter(out: Out, topics: Topics, topic: str, raw: bytes, exc: InvalidRecord,
+                metrics: Metrics) -> None:
+    out.send(topics.dead_letter, None, orjson.dumps(exc.to_dead_letter(topic, raw)))
+    metrics.count_dead_letter(topic, exc.reason)
+
+
+@dataclass
+class SessionStage:
+    """rum-beacons + orders -> session facts (key campaign) and session-table changes."""
+
+    sessionizer: Sessionizer
+    topics: Topics
+    metrics: Metrics
+    partitions: dict[str, int] = field(default_factory=dict)
+
+    def batch(self, events: Sequence[EventLike]) -> Out:
+        out = Out()
+        facts: list[SessionFact] = []
+        for event in events:
+            facts.extend(self._one(event, out))
+        facts.extend(self.sessionizer.advance())
+        for fact in facts:
+            self._emit(fact, out)
+        states, deleted = self.sessionizer.drain_changes()
+        out.changes.update(states)
+        out.changes.update(dict.fromkeys(deleted))
+        return out
+
+    def _one(self, event: EventLike, out: Out) -> list[SessionFact]:
+        raw: bytes = event.value
+        topic: str = event.message.topic
+        try:
+            if topic == self.topics.orders:
+                order = parse_order(raw)
+                self.partitions[order.session_id] = event.message.partition
+                self.metrics.count_orders("accepted")
+                return self.sessionizer.observe_order(order)
+            beacon = parse_beacon(raw)
+        except InvalidRecord as exc:
+            dead_letter(out, self.topics, topic, raw, exc, self.metrics)
+            return []
+        self.partitions[beacon.session_id] = event.message.partition
+        return self.sessionizer.observe_beacon(beacon)
+
+    def _emit(self, fact: SessionFact, out: Out) -> None:
+        value = fact.to_json()
+        if fact.kind == "heartbeat":
+            for partition in range(self.topics.facts_partitions):
+                out.send(self.topics.facts, b"", value, partition)
+        else:
+            out.send(self.topics.facts, fact.campaign.encode(), value)
+
+    def partition_of(self, session_id: str) -> int | None:
+        return self.partitions.get(session_id)
+
+
+@dataclass
+class CampaignStage:
+    """Session facts -> per-campaign verdicts (key "site") and campaign-table changes."""
+
+    monitor: Monitor
+    topics: Topics
+    metrics: Metrics
+    partitions: dict[str, int] = field(default_factory=dict)
+    latest: dict[str, CampaignVerdict] = field(default_factory=dict)
+    watermark_ms: int = 0
+
+    def batch(self, events: Sequence[EventLike]) -> Out:
+        out = Out()
+        for event in events:
+            try:
+                fact = SessionFact.from_json(event.value)
+            except InvalidRecord as exc:
+                dead_letter(out, self.topics, self.topics.facts, event.value, exc, self.metrics)
+                continue
+            if fact.kind != "heartbeat":
+                self.partitions[fact.campaign] = event.message.partition
+            apply_fact(self.monitor, fact)
+            self.watermark_ms = max(self.watermark_ms, fact.watermark_ms)
+        for verdict in self.monitor.advance(self.watermark_ms):
+            self.latest[verdict.campaign] = verdict
+            out.send(self.topics.verdicts, b"site", orjson.dumps(verdict.to_state(),
+                     option=orjson.OPT_SERIALIZE_NUMPY), 0)
+        for name in [n for n in self.latest if n not in self.monitor.models]:
+            del self.latest[name]
+        out.changes.update(self.monitor.drain_changes())
+        return out
+
+    def partition_of(self, key: str) -> int | None:
+        return self.partitions.get(key.rpartition(SEPARATOR)[0])
+
+
+@dataclass
+class IncidentStage:
+    """Verdicts of every campaign -> alerts (key campaign) and the incident state."""
+
+    manager: IncidentManager
+    topics: Topics
+    metrics: Metrics
+    assembler: TickAssembler = field(default_factory=TickAssembler)
+
+    def batch(self, events: Sequence[EventLike]) -> Out:
+        out = Out()
+        for event in events:
+            try:
+                verdict = CampaignVerdict.from_state(orjson.loads(event.value))
+            except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+                error = InvalidRecord(f"not a verdict: {exc}")
+                dead_letter(out, self.topics, self.topics.verdicts, event.value, error,
+                            self.metrics)
+                continue
+            for tick, verdicts in self.assembler.add(verdict):
+                out.alerts.extend(self.manager.process_tick(tick, verdicts))
+        for alert in out.alerts:
+            out.send(self.topics.alerts, alert.campaign.encode(), orjson.dumps(alert.to_dict()))
+        if events:
+            out.changes["site"] = self.manager.to_state()
+        return out
+
+
+def nan_to_none(value: float) -> float | None:
+    return None if math.isnan(value) else value

@@ -1,0 +1,60 @@
+"""Page-URL helpers: the campaign a URL names, and the query scrubbing the collector applies.
+
+Both work on the raw query text (split on ``&``), so the parameters that are kept stay
+byte-for-byte as the browser sent them (no re-encoding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+MAX_CAMPAIGN_LEN = 100
+_UTM_PREFIX = "utm_"
+
+
+def campaign_from_url(url: str) -> str | None:
+    """The first non-empty ``utm_campaign`` of ``url``'s query, stripped, at most 100 characters.
+
+    The value is kept as sent (not lower-cased). Used by the sessionizer on every beacon, so
+    URLs that do not mention ``utm_campaign`` return at once.
+
+    >>> campaign_from_url("https://shop.example/p?sku=1&utm_campaign=Spring%20Sale+")
+    'Spring Sale'
+    >>> campaign_from_url("https://shop.example/p#utm_campaign=x") is None
+    True
+    """
+    if "utm_campaign" not in url:
+        return None
+    query = url.partition("?")[2].partition("#")[0]
+    for piece in query.split("&"):
+        key, _, value = piece.partition("=")
+        if unquote_plus(key) == "utm_campaign":
+            campaign = unquote_plus(value).strip()[:MAX_CAMPAIGN_LEN].strip()
+            if campaign:
+                return campaign
+    return None
+
+
+def scrub_url(url: str, allowed_params: Collection[str] = ()) -> str:
+    """``url`` without its fragment, its user info and every query parameter but ``utm_*``.
+
+    Parameters named in ``allowed_params`` are kept too. Raises ``ValueError`` for a URL
+    :func:`urllib.parse.urlsplit` cannot read (e.g. a broken IPv6 host).
+
+    >>> scrub_url("https://u:pw@shop.example/p?sku=1&utm_source=news&email=a%40b#top")
+    'https://shop.example/p?utm_source=news'
+    >>> scrub_url("https://shop.example/p?sku=1&q=x", allowed_params={"sku"})
+    'https://shop.example/p?sku=1'
+    """
+    parts = urlsplit(url)
+    kept = [piece for piece in parts.query.split("&") if _keep(piece, allowed_params)]
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(kept), ""))
+
+
+def _keep(piece: str, allowed_params: Collection[str]) -> bool:
+    if not piece:
+        return False
+    key = unquote_plus(piece.partition("=")[0])
+    return key.lower().startswith(_UTM_PREFIX) or key in allowed_params

@@ -1,0 +1,27 @@
+"""``revwatch worker``: one Faust worker process.
+
+Creates the topics it needs (idempotent; partition counts from the settings), builds the app
+and runs it until SIGTERM/SIGINT. Start more workers with the same settings (and another
+``REVWATCH_WEB_PORT``) to spread the partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from streams.app import create_app
+from streams.settings import Settings
+from streams.topics import ensure_topics, revwatch_topics
+
+
+def run_worker(settings: Settings, *, loglevel: str | None = None) -> int:
+    """Run until stopped; the exit code is Faust's."""
+    from faust import Worker
+
+    ensure_topics(settings.broker_host_port, revwatch_topics(settings))
+    runtime = create_app(settings)
+    level = loglevel or settings.log_level
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    worker = Worker(runtime.app, loglevel=level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,420 @@
+"""IncidentManager: BH across campaigns, kinds, episodes, money, site incidents, state."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.stats import false_discovery_control
+
+from detectors.episodes import benjamini_hochberg, classify
+from detectors.incidents import Alert, IncidentManager, IncidentParams
+from detectors.verdicts import CampaignVerdict, Estimate
+
+MIN = 60_000
+T0 = 28_333_334 * MIN  # a whole minute
+ALPHA = 0.02 / 1440
+ONE_TICK = IncidentParams(open_ticks_conversion=1)
+
+
+def verdict(campaign: str = "spring_sale", tick_ms: int = T0, **overrides: Any) -> CampaignVerdict:
+    """A normal, warmed-up, quiet verdict; keyword overrides change any field."""
+    fields: dict[str, Any] = {
+        "campaign": campaign, "tick_ms": tick_ms, "warmed_up": True,
+        "sessions_per_minute": 40.0, "sessions_in_window": 1200,
+        "conversion_rate": 0.031, "conversion_rate_baseline": 0.031,
+        "lcp_p75_ms": 2300.0, "lcp_p75_baseline_ms": 2300.0,
+        "latency_regressed": False, "latency_statistic": 0.4, "latency_threshold": 8.0,
+        "latency_started_ms": None, "latency_shift": 0.0,
+        "conversion_p_value": 0.6, "conversion_observed": 37.0, "conversion_expected": 37.2,
+        "conversion_ratio": 0.99, "conversion_window_start_ms": None,
+        "average_order_value": 80.0,
+        "slow_page_loss_per_hour": Estimate.zero(), "conversion_loss_per_hour": Estimate.zero(),
+    }
+    fields.update(overrides)
+    return CampaignVerdict(**fields)
+
+
+def slow(campaign: str, tick_ms: int, loss: tuple[float, float, float] = (1240, 900, 1600),
+         **overrides: Any) -> CampaignVerdict:
+    """Pages slower (CUSUM fired 5 minutes ago), costing ``loss`` per hour."""
+    base = {"latency_regressed": True, "lcp_p75_ms": 4100.0, "latency_statistic": 12.0,
+            "latency_started_ms": tick_ms - 5 * MIN, "latency_shift": 0.58,
+            "slow_page_loss_per_hour": Estimate(*loss)}
+    return verdict(campaign, tick_ms, **{**base, **overrides})
+
+
+def dropped(campaign: str, tick_ms: int, **overrides: Any) -> CampaignVerdict:
+    """Conversion far below normal with normal page speed (a checkout bug)."""
+    base = {"conversion_p_value": 1e-9, "conversion_rate": 0.012, "conversion_observed": 14.0,
+            "conversion_window_start_ms": tick_ms - 20 * MIN,
+            "conversion_loss_per_hour": Estimate(2300, 1800, 2900)}
+    return verdict(campaign, tick_ms, **{**base, **overrides})
+
+
+def run(manager: IncidentManager, ticks: list[list[CampaignVerdict]],
+        start: int = 0) -> list[list[Alert]]:
+    """Feed one list of verdicts per tick, the ticks at ``start``, ``start + 1``... minutes."""
+    return [manager.process_tick(at(start + i), tick) for i, tick in enumerate(ticks)]
+
+
+def at(i: int) -> int:
+    return T0 + i * MIN
+
+
+# ---------------------------------------------------------------- Benjamini-Hochberg
+
+
+@pytest.mark.parametrize(
+    ("p_values", "alpha", "expected"),
+    [
+        pytest.param([0.02, 0.025, 0.9], 0.05, [True, True, False], id="step-up-rescues-rank-1"),
+        pytest.param([0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205], 0.05,
+                     [True, True, False, False, False, False, False, False], id="textbook-8"),
+        pytest.param([0.05, 0.04, 0.03, 0.02, 0.01], 0.05, [True] * 5, id="all-on-the-line"),
+        pytest.param([0.3, math.nan, 0.001], 0.01, [False, False, True], id="nan-is-one"),
+        pytest.param([], 0.05, [], id="empty"),
+    ],
+)
+def test_bh_hand_computed(p_values: list[float], alpha: float, expected: list[bool]) -> None:
+    assert benjamini_hochberg(p_values, alpha) == expected
+
+
+def reference_bh(p_values: np.ndarray, alpha: float) -> list[bool]:
+    """Independent BH: adjusted p = min over j >= i of p_(j) * m / j, reject if <= alpha."""
+    m = len(p_values)
+    order = np.argsort(p_values)
+    adjusted = np.minimum.accumulate((p_values[order] * m / np.arange(1, m + 1))[::-1])[::-1]
+    out = np.empty(m, dtype=bool)
+    out[order] = adjusted <= alpha
+    return out.tolist()
+
+
+def test_bh_matches_scipy_and_an_independent_reference() -> None:
+    rng = np.random.default_rng(7)
+    rejections = 0
+    for _ in range(300):
+        m = int(rng.integers(1, 40))
+        p = rng.uniform(size=m) ** rng.uniform(1, 12)  # a mix of nulls and strong signals
+        mine = benjamini_hochberg(p.tolist(), 0.05)
+        assert mine == reference_bh(p, 0.05)
+        assert mine == (false_discovery_control(p) <= 0.05).tolist()
+        rejections += sum(mine)
+    assert rejections > 100  # the comparison exercised rejections, not only acceptances
+
+
+def test_manager_applies_bh_over_warmed_up_campaigns_only() -> None:
+    # m = 4 warmed up; thresholds k * alpha / 4 = 3.5e-6, 6.9e-6, 1.04e-5, 1.39e-5
+    p_values = {"a": 5e-6, "b": 6e-6, "c": 1.2e-5, "d": 0.5}
+    ticks = [dropped(name, T0, conversion_p_value=p) for name, p in p_values.items()]
+    ticks.append(dropped("cold", T0, conversion_p_value=1e-12, warmed_up=False))
+    alerts = IncidentManager(ONE_TICK).process_tick(T0, ticks)
+    # c alone would pass alpha (1.2e-5 < 1.39e-5) but not BH over four campaigns
+    assert sorted(a.campaign for a in alerts) == ["a", "b"]
+    assert {a.kind for a in alerts} == {"conversion_drop"}
+    assert [a.evidence["conversion_significant"] for a in alerts] == [True, True]
+
+
+# ---------------------------------------------------------------- hot or not, and kinds
+
+
+def test_single_tick_conversion_blip_does_not_open() -> None:
+    manager = IncidentManager()
+    out = run(manager, [[dropped("s", at(0))], [verdict("s", at(1))], [dropped("s", at(2))],
+                        [verdict("s", at(3))]])
+    assert out == [[], [], [], []]
+    opened = run(manager, [[dropped("s", at(4))], [dropped("s", at(5))]], start=4)
+    assert [len(a) for a in opened] == [0, 1]
+    assert opened[1][0].ts == at(5)
+    assert opened[1][0].kind == "conversion_drop"
+
+
+def test_data_gap_is_never_hot() -> None:
+    gap = {"sessions_in_window": 0, "sessions_per_minute": 0.0, "conversion_rate": math.nan}
+    manager = IncidentManager(ONE_TICK)
+    hot_but_empty = {"latency_regressed": True, "conversion_p_value": 1e-12,
+                     "slow_page_loss_per_hour": Estimate(5000, 4000, 6000), **gap}
+    out = run(manager, [[verdict("s", at(i), **hot_but_empty)] for i in range(30)])
+    assert all(alerts == [] for alerts in out)
+    # and a gap inside an episode counts towards resolving it
+    firing = IncidentManager(IncidentParams(quiet_ticks_to_resolve=3))
+    out = run(firing, [[slow("s", at(0))]] + [[verdict("s", at(i), **hot_but_empty)]
+                                              for i in range(1, 4)])
+    assert [a.state for a in out[-1]] == ["resolved"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "kind"),
+    [
+        pytest.param({"conversion_p_value": 1e-9}, "performance_conversion_loss",
+                     id="conversion+latency, explained 0.54"),
+        pytest.param({"conversion_p_value": 1e-9, "slow_page_loss_per_hour": Estimate(300, 0, 700),
+                      "conversion_loss_per_hour": Estimate(900, 650, 1200)},
+                     "performance_conversion_loss", id="conversion+latency, intervals overlap"),
+        pytest.param({"conversion_p_value": 1e-9, "slow_page_loss_per_hour": Estimate(100, 50, 200),
+                      "conversion_loss_per_hour": Estimate(2300, 1800, 2900)},
+                     "conversion_drop", id="conversion+latency, not explained"),
+        pytest.param({"conversion_p_value": 1e-9, "latency_regressed": False},
+                     "conversion_drop", id="conversion only"),
+        pytest.param({}, "performance_conversion_loss", id="latency costing money"),
+        pytest.param({"slow_page_loss_per_hour": Estimate(150, 0, 400)}, "latency_regression",
+                     id="latency, interval touches zero"),
+        pytest.param({"slow_page_loss_per_hour": Estimate(40, 10, 80)}, "latency_regression",
+                     id="latency, below min revenue"),
+    ],
+)
+def test_kind_of_a_hot_tick(overrides: dict[str, Any], kind: str) -> None:
+    base = {"conversion_loss_per_hour": Estimate(2300, 1800, 2900)}
+    tick = slow("s", T0, **{**base, **overrides})
+    (alert,) = IncidentManager(ONE_TICK).process_tick(T0, [tick])
+    assert alert.kind == kind
+    expected = tick.slow_page_loss_per_hour
+    if kind == "conversion_drop":
+        expected = tick.conversion_loss_per_hour
+    got = (alert.revenue_at_risk_per_hour, alert.revenue_at_risk_per_hour_low,
+           alert.revenue_at_risk_per_hour_high)
+    assert got == (expected.value, expected.low, expected.high)
+
+
+def test_quiet_verdict_is_not_hot() -> None:
+    assert classify(verdict(), conversion_rejected=False, params=IncidentParams()) is None
+
+
+# ---------------------------------------------------------------- episode life cycle
+
+
+def test_open_update_cadence_and_resolve() -> None:
+    manager = IncidentManager()
+    out = run(manager, [[slow("s", at(i))] for i in range(12)]
+              + [[verdict("s", at(12 + i))] for i in range(10)])
+    emitted = [(i, a.state) for i, alerts in enumerate(out) for a in alerts]
+    # open; every 5 ticks; at once when revenue at risk falls to 0; resolved on the 10th quiet
+    assert emitted == [(0, "firing"), (5, "firing"), (10, "firing"), (12, "firing"),
+                       (17, "firing"), (21, "resolved")]
+    assert out[12][0].revenue_at_risk_per_hour == 0.0
+    alerts = [a for tick in out for a in tick]
+    assert len({a.alert_id for a in alerts}) == 1
+    assert len(alerts[0].alert_id) == 16
+    assert len({a.incident_id for a in alerts}) == 1
+    assert [a.ts for a in alerts] == [at(i) for i, _ in emitted]
+    assert {a.started_at for a in alerts} == {at(0) - 5 * MIN}
+    assert manager.open_alerts() == []
+
+
+def test_resolved_alert_has_zero_risk_and_final_loss() -> None:
+    manager = IncidentManager()
+    run(manager, [[slow("s", at(i))] for i in range(4)])
+    firing_lost = manager.open_alerts()[0].revenue_lost
+    assert firing_lost == pytest.approx(1240 * (5 + 3) / 60)
+    out = run(manager, [[verdict("s", at(4 + i))] for i in range(10)], start=4)
+    (final,) = out[-1]
+    assert final.state == "resolved"
+    assert (final.revenue_at_risk_per_hour, final.revenue_at_risk_per_hour_low,
+            final.revenue_at_risk_per_hour_high) == (0.0, 0.0, 0.0)
+    assert final.revenue_lost == pytest.approx(firing_lost)  # quiet ticks cost ~0 here
+    assert final.summary == "resolved: s performance_conversion_loss after 18 min; ~$165 lost"
+
+
+def test_revenue_lost_backfills_then_accumulates_per_minute() -> None:
+    manager = IncidentManager()
+    out = run(manager, [[slow("s", at(i), loss=(600 + 60 * i, 300, 1200))] for i in range(6)])
+    opening = out[0][0]
+    assert opening.started_at == at(-5)
+    assert opening.revenue_lost == pytest.approx(600 * 5 / 60)  # 5 minutes at the opening rate
+    expected = 600 * 5 / 60 + sum(600 + 60 * i for i in range(1, 6)) / 60
+    assert manager.open_alerts()[0].revenue_lost == pytest.approx(expected)
+
+
+def test_started_at_is_earliest_evidence_or_first_hot_tick() -> None:
+    manager = IncidentManager()
+    run(manager, [[dropped("a", at(0), conversion_window_start_ms=at(-30)),
+                   dropped("b", at(0), conversion_window_start_ms=None)],
+                  [dropped("a", at(1), conversion_window_start_ms=at(-25)),
+                   dropped("b", at(1), conversion_window_start_ms=None)]])
+    starts = {a.campaign: a.started_at for a in manager.open_alerts()}
+    assert starts == {"a": at(-30), "b": at(-1)}
+
+
+def test_updates_on_revenue_move_and_kind_change_but_never_downgrade() -> None:
+    manager = IncidentManager(IncidentParams(update_every_ticks=100))
+    ticks = [
+        slow("s", at(0), loss=(1000, 800, 1200)),
+        slow("s", at(1), loss=(1100, 900, 1300)),   # +10%: silent
+        slow("s", at(2), loss=(1300, 900, 1600)),   # +30% of what was sent: update
+        slow("s", at(3), loss=(1300, 900, 1600)),
+        slow("s", at(4), loss=(60, 10, 90)),         # now a latency_regression tick: no downgrade
+        slow("s", at(5), loss=(60, 10, 90), latency_regressed=False, conversion_p_value=1e-9,
+             conversion_loss_per_hour=Estimate(2300, 1800, 2900)),  # -> conversion_drop
+        slow("s", at(6), loss=(60, 10, 90), latency_regressed=False, conversion_p_value=1e-9,
+             conversion_loss_per_hour=Estimate(2300, 1800, 2900)),
+    ]
+    out = run(manager, [[tick] for tick in ticks])
+    kinds = [[(a.kind, a.revenue_at_risk_per_hour) for a in alerts] for alerts in out]
+    assert kinds == [
+        [("performance_conversion_loss", 1000)], [], [("performance_conversion_loss", 1300)], [],
+        [("performance_conversion_loss", 60)],  # revenue fell > 20%, kind kept
+        [("conversion_drop", 2300)], [],
+    ]
+
+
+def test_hot_tick_restarts_the_quiet_count() -> None:
+    manager = IncidentManager(IncidentParams(quiet_ticks_to_resolve=4))
+    script = [[slow("s", at(0))], [], [], [], [slow("s", at(4))], [], [], [], []]
+    states = [[a.state for a in alerts] for alerts in run(manager, script)]
+    assert [i for i, s in enumerate(states) if "resolved" in s] == [8]
+
+
+def test_missing_campaign_counts_as_quiet() -> None:
+    manager = IncidentManager(IncidentParams(quiet_ticks_to_resolve=3))
+    out = run(manager, [[slow("s", at(0))], [], [verdict("other", at(2))], []])
+    # tick 1: the missing campaign's revenue at risk drops to 0, which is news
+    assert [[a.state for a in alerts] for alerts in out] == [
+        ["firing"], ["firing"], [], ["resolved"]]
+    assert out[1][0].revenue_at_risk_per_hour == 0.0
+
+
+def test_new_episode_after_resolve_gets_a_new_alert_id() -> None:
+    manager = IncidentManager(IncidentParams(quiet_ticks_to_resolve=2))
+    out = run(manager, [[slow("s", at(0))], [], [], [slow("s", at(3))]])
+    assert out[2][0].state == "resolved"
+    assert out[3][0].state == "firing"
+    assert out[3][0].alert_id != out[0][0].alert_id
+
+
+def test_repeated_or_old_tick_is_ignored() -> None:
+    manager = IncidentManager()
+    assert len(manager.process_tick(at(5), [slow("s", at(5))])) == 1
+    assert manager.process_tick(at(5), [slow("t", at(5))]) == []
+    assert manager.process_tick(at(4), [slow("t", at(4))]) == []
+    assert [a.campaign for a in manager.open_alerts()] == ["s"]
+
+
+# ---------------------------------------------------------------- incidents and scope
+
+
+def test_site_incident_groups_campaigns_going_hot_together() -> None:
+    names = [f"c{i}" for i in range(5)]
+    bystanders = [verdict(f"quiet{i}", T0) for i in range(10)]
+    ticks = [[slow(n, at(i)) for n in names[: i + 1]] + bystanders for i in range(5)]
+    manager = IncidentManager()
+    out = run(manager, ticks)
+    alerts = [a for tick in out for a in tick]
+    assert len({a.incident_id for a in alerts}) == 1
+    assert [(a.campaign, a.scope) for a in out[1]] == [("c1", "campaign")]
+    # the third campaign makes it site-wide: everyone open is re-emitted at once with the scope
+    assert sorted((a.campaign, a.scope) for a in out[2]) == [
+        ("c0", "site"), ("c1", "site"), ("c2", "site")]
+    assert out[2][0].summary.startswith("site-wide (3 campaigns): c0: slow pages cost ~$1,240/h")
+    assert [a.campaign for a in out[3]] == ["c3"]
+    assert {a.scope for a in manager.open_alerts()} == {"site"}
+    assert out[4][0].incident_id == out[0][0].incident_id
+
+
+def test_unrelated_episodes_hours_apart_are_separate_incidents() -> None:
+    manager = IncidentManager(IncidentParams(quiet_ticks_to_resolve=500))
+    first = manager.process_tick(at(0), [slow("a", at(0)), verdict("b", at(0))])
+    later = manager.process_tick(at(180), [slow("a", at(180)), slow("b", at(180))])
+    (b_alert,) = [a for a in later if a.campaign == "b"]
+    assert b_alert.incident_id != first[0].incident_id
+    assert first[0].incident_id.startswith("inc-")
+    assert len(first[0].incident_id) == 16
+    assert {a.scope for a in manager.open_alerts()} == {"campaign"}
+
+
+def test_different_cause_families_do_not_join() -> None:
+    manager = IncidentManager(ONE_TICK)
+    alerts = manager.process_tick(T0, [slow("a", T0), dropped("b", T0),
+                                       *(verdict(f"q{i}", T0) for i in range(5))])
+    assert len({a.incident_id for a in alerts}) == 2
+
+
+def test_two_of_three_campaigns_is_site_wide() -> None:
+    manager = IncidentManager()
+    alerts = manager.process_tick(T0, [slow("a", T0), slow("b", T0), verdict("c", T0)])
+    assert [a.scope for a in alerts] == ["site", "site"]
+    assert alerts[0].summary.startswith("site-wide (2 campaigns): ")
+
+
+# ---------------------------------------------------------------- text and JSON
+
+
+@pytest.mark.parametrize(
+    ("tick", "currency", "summary"),
+    [
+        pytest.param(slow("spring_sale", T0, conversion_rate=0.019), "USD",
+                     "spring_sale: slow pages cost ~$1,240/h (90%: $900-$1,600); "
+                     "p75 LCP 4.1 s vs 2.3 s normal; conversion 1.9% vs 3.1%", id="performance"),
+        pytest.param(dropped("spring_sale", T0), "EUR",
+                     "spring_sale: checkout? conversion 1.2% vs 3.1% with normal page speed; "
+                     "~€2,300/h at risk (90%: €1,800-€2,900)", id="conversion"),
+        pytest.param(slow("spring_sale", T0, loss=(41.3, 12, 80), lcp_p75_ms=3900.0,
+                          lcp_p75_baseline_ms=2200.0), "CHF",
+                     "spring_sale: pages slower (p75 LCP 3.9 s vs 2.2 s) but little revenue "
+                     "effect (~CHF 41/h)", id="latency"),
+    ],
+)
+def test_firing_summary(tick: CampaignVerdict, currency: str, summary: str) -> None:
+    params = IncidentParams(open_ticks_conversion=1, currency=currency)
+    (alert,) = IncidentManager(params).process_tick(T0, [tick])
+    assert alert.summary == summary
+
+
+def test_alert_dict_is_strict_json_and_round_trips() -> None:
+    tick = slow("s", T0, conversion_rate=math.nan, lcp_p75_baseline_ms=math.nan)
+    (alert,) = IncidentManager().process_tick(T0, [tick])
+    data = alert.to_dict()
+    text = json.dumps(data, allow_nan=False)
+    assert data["evidence"]["conversion_rate"] is None
+    assert data["evidence"]["explained_fraction"] is None  # no conversion loss: nan
+    assert set(data) == {
+        "alert_id", "incident_id", "scope", "ts", "campaign", "kind", "state", "started_at",
+        "revenue_at_risk_per_hour", "revenue_at_risk_per_hour_low",
+        "revenue_at_risk_per_hour_high", "revenue_lost", "evidence", "summary"}
+    assert {"conversion_rate_baseline", "lcp_p75_ms", "sessions_in_window", "latency_cusum",
+            "conversion_p_value", "average_order_value"} <= set(data["evidence"])
+    assert Alert.from_dict(json.loads(text)) == alert
+
+
+# ---------------------------------------------------------------- state and parameters
+
+
+def test_state_round_trip_mid_episode_gives_identical_alerts() -> None:
+    script = ([[slow("a", at(i)), dropped("b", at(i))] for i in range(3)]
+              + [[dropped("b", at(3 + i))] for i in range(15)])
+    first, second = IncidentManager(), IncidentManager()
+    run(first, script[:2])
+    run(second, script[:2])
+    restored = IncidentManager.from_state(json.loads(json.dumps(second.to_state())))
+    assert restored.open_alerts() == second.open_alerts()
+    rest = script[2:]
+    expected = [first.process_tick(at(2 + i), tick) for i, tick in enumerate(rest)]
+    assert [restored.process_tick(at(2 + i), tick) for i, tick in enumerate(rest)] == expected
+    assert any(a.state == "resolved" for tick in expected for a in tick)
+
+
+def test_from_state_rejects_another_version() -> None:
+    with pytest.raises(ValueError, match="version"):
+        IncidentManager.from_state({"version": 99})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"false_alarms_per_campaign_day": 0.0}, id="no-budget"),
+        pytest.param({"open_ticks_conversion": 0}, id="zero-ticks"),
+        pytest.param({"site_join_minutes": -1}, id="negative-minutes"),
+        pytest.param({"min_revenue_per_hour": math.nan}, id="nan-money"),
+        pytest.param({"explained_fraction_min": 1.5}, id="fraction>1"),
+        pytest.param({"currency": ""}, id="no-currency"),
+    ],
+)
+def test_params_reject_bad_values(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        IncidentParams(**overrides)
+
+
+def test_alpha_per_tick() -> None:
+    assert IncidentParams().alpha_per_tick == pytest.approx(ALPHA)
