@@ -26,6 +26,7 @@ from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
 from detectors.latency import LatencyCusum, LatencyVerdict
 from detectors.pricing import price_conversion_loss, price_slow_pages
+from detectors.revenue import average_order_value
 from detectors.sketch import merged
 from detectors.verdicts import CampaignVerdict
 
@@ -145,7 +146,8 @@ class CampaignModel:
         args = (minute, n, bucket.mean_log, self.latency_baseline.expected(minute), self._sd_log())
         self.last_latency = self.cusum.score(*args)
         self.cusum.update(*args)
-        if self.last_latency.statistic > self.params.flag_latency_fraction * self.params.latency_threshold:
+        p = self.params
+        if self.last_latency.statistic > p.flag_latency_fraction * p.latency_threshold:
             self._flag(self.last_latency.started_ms or minute, minute + MINUTE_MS)
 
     def _learn_latency(self, minute: int) -> None:
@@ -230,12 +232,15 @@ class CampaignModel:
         window = self._current_window(tick_ms)
         current = sum((_dense(b.commerce_sessions) for _, b in window), np.zeros(N_BINS))
         minutes = max(len(window), 1)
-        slow = price_slow_pages(fit, self.curve_sessions.values, current, minutes, aov, aov_se)
+        slow = price_slow_pages(fit, self.curve_sessions.values, current, minutes=minutes,
+                                aov=aov, aov_se=aov_se)
         base_conv, base_sessions = self.conv_base.values
         window_sessions = sum(b.sessions for _, b in self.ring.span(
             conv.window_start_ms or tick_ms, tick_ms))
-        lost = price_conversion_loss(conv, tick_ms, window_sessions, float(base_conv),
-                                     float(base_sessions), aov, aov_se)
+        lost = price_conversion_loss(
+            conv, tick_ms=tick_ms, window_sessions=window_sessions,
+            baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
+            aov=aov, aov_se=aov_se)
         return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
                 "conversion_loss_per_hour": lost}
 
@@ -249,8 +254,6 @@ class CampaignModel:
         return list(self.ring.span(start, closed + MINUTE_MS))
 
     def average_order_value(self) -> tuple[float, float]:
-        from detectors.revenue import average_order_value
-
         n, total, total_sq = self.orders.values
         return average_order_value(float(total), float(total_sq), float(n))
 

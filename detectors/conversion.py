@@ -66,7 +66,8 @@ def conversion_scan(  # noqa: PLR0917  # six positional arguments: the agreed si
         tolerance: drops smaller than this fraction of the baseline rate are no alarm.
 
     Returns:
-        The verdict of the window with the smallest p-value.
+        The verdict of the window with the smallest p-value (the longest window when no
+        window shows a drop).
 
     Raises:
         ValueError: on arrays of different lengths, empty or non-positive windows,
@@ -81,7 +82,10 @@ def conversion_scan(  # noqa: PLR0917  # six positional arguments: the agreed si
         ``F`` is right and the baseline's sessions are independent of the window's.
         Bonferroni over the distinct windows makes each tick's p-value valid; successive
         ticks share data, so per-tick p-values are not independent. Over-dispersion of
-        the true rate (day-to-day swings) is what ``tolerance`` absorbs.
+        the true rate (day-to-day swings) is what ``tolerance`` absorbs. Measured power
+        (tests/unit/test_conversion.py): a sustained 50% drop at 2 orders/min (lag median
+        6 min) reaches p < 1e-5 after a median of about an hour; no test reaches 95% power
+        within 60 minutes at that level (the matched-window exact test has 92%).
 
     Examples:
         >>> import numpy as np

@@ -136,7 +136,7 @@ def fit_curve(
     Args:
         sessions_by_bin: sessions per LCP bin (``N_BINS`` non-negative numbers; may be
             fractional, e.g. exponentially weighted counts).
-        conversions_by_bin: conversions per LCP bin.
+        conversions_by_bin: conversions per LCP bin (ignored in bins without sessions).
         prior_slope: prior mean of the slope (per second).
         prior_slope_sd: prior sd of the slope; ``math.inf`` gives the plain MLE.
         min_conversions: below this many conversions, no fit.

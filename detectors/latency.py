@@ -51,8 +51,11 @@ class LatencyCusum:
         without sessions leaves ``S`` unchanged. It is valid when session log-LCPs are
         roughly normal with the given ``sd`` and the baseline is close to the true
         in-control mean; then the in-control average run length is of order
-        ``exp(threshold)`` minutes or more (the cap only lengthens it). Measured for
-        ``threshold=10``, cap 1/3, ``n=20``, ``sd=0.5``: see ``tests/unit/test_latency.py``.
+        ``exp(threshold)`` minutes or more (overshoot and the cap lengthen it): measured
+        about 2.6e5 minutes for ``threshold=10``, cap 1/3, ``n=20``, ``sd=0.5``. A real
+        ``log(1.5)`` slowdown is caught after 8.3 minutes on average at ``n=5`` and 3-4
+        at ``n >= 20`` (tests/unit/test_latency.py). An estimated ``sd`` or baseline that
+        is off shortens the in-control run length: keep both conservative.
 
     Examples:
         >>> import numpy as np

@@ -18,23 +18,25 @@ HOUR_MS = 3_600_000
 
 
 def price_slow_pages(fit: CurveFit | None, baseline_mix: np.ndarray, current_mix: np.ndarray,
-                     minutes: int, aov: float, aov_se: float) -> Estimate:
+                     *, minutes: int, aov: float, aov_se: float) -> Estimate:
     """Revenue per hour the current sessions lose to their LCP mix, against the normal mix."""
     observed = float(current_mix.sum())
     if fit is None or observed <= 0 or float(baseline_mix.sum()) <= 0 or minutes <= 0:
         return Estimate.zero()
     return slow_page_loss(fit, baseline_mix, current_mix,
                           sessions_per_hour=observed * 60.0 / minutes,
-                          sessions_observed=observed, average_order_value=aov, aov_se=aov_se)
+                          sessions_observed=observed, average_order_value=aov, aov_se=aov_se,
+                          baseline_sessions=float(baseline_mix.sum()))
 
 
-def price_conversion_loss(conv: ConversionVerdict, tick_ms: int, window_sessions: int,
+def price_conversion_loss(conv: ConversionVerdict, *, tick_ms: int, window_sessions: int,
                           baseline_conversions: float, baseline_sessions: float,
                           aov: float, aov_se: float) -> Estimate:
     """Revenue per hour missing from the scan's best window, scaled to eventual orders.
 
     The window's expected conversions are lag-adjusted (only the share of orders that should
-    have arrived by now); dividing both observed and expected by that share gives the
+    have arrived by now); the shortfall priced from the counts seen so far (so the Poisson
+    noise is that of the real counts) is scaled by the inverse of that share to the
     eventual shortfall of the window's sessions.
     """
     start = conv.window_start_ms
@@ -45,7 +47,7 @@ def price_conversion_loss(conv: ConversionVerdict, tick_ms: int, window_sessions
     scale = window_sessions / exposure if exposure > 0 else 1.0
     hours = max((tick_ms - start) / HOUR_MS, 1.0 / 60.0)
     return conversion_loss(
-        observed=conv.observed * scale, expected=conv.expected * scale,
+        observed=conv.observed, expected=conv.expected,
         baseline_conversions=baseline_conversions, baseline_sessions=baseline_sessions,
-        exposure_sessions=float(window_sessions), window_hours=hours,
-        average_order_value=aov, aov_se=aov_se)
+        exposure_sessions=exposure, window_hours=hours,
+        average_order_value=aov, aov_se=aov_se).scaled(scale)

@@ -70,7 +70,8 @@ class CampaignVerdict:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> CampaignVerdict:
-        data = {k: (math.nan if v is None and k in _FLOATS else v) for k, v in state.items()}
+        data: dict[str, Any] = {k: (math.nan if v is None and k in _FLOATS else v)
+                                for k, v in state.items()}
         for name in ("slow_page_loss_per_hour", "conversion_loss_per_hour"):
             est = data[name]
             data[name] = Estimate(*(math.nan if est[k] is None else float(est[k])

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
+import orjson
+from aiohttp import web
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
@@ -20,6 +22,7 @@ from detectors.incidents import IncidentManager
 from detectors.monitor import Monitor
 from streams.collector import install_collector
 from streams.delivery import Dispatcher
+from streams.errors import InvalidRecord
 from streams.health import campaigns_view, dumps_json
 from streams.metrics import Metrics
 from streams.pipeline import incident_params
@@ -78,7 +81,8 @@ def create_app(settings: Settings) -> Runtime:
         IncidentStage(IncidentManager(incident_params(settings)), names, metrics),
         KafkaSink(settings), Dispatcher(receivers_from_settings(settings),
                                         queue_max=settings.delivery_queue_max,
-                                        on_outcome=metrics.count_delivery))
+                                        on_outcome=metrics.count_delivery,
+                                        on_queue_depth=metrics.set_delivery_queue_depth))
     _declare(rt)
     _agents(rt)
     _web(rt)
@@ -171,9 +175,12 @@ def _lag_s(stage: SessionStage) -> float:
 
 
 def _web(rt: Runtime) -> None:
-    from aiohttp import web
+    def on_invalid(error: InvalidRecord, raw: bytes) -> None:
+        value = orjson.dumps(error.to_dead_letter(rt.settings.beacons_topic, raw))
+        rt.topics[rt.settings.dead_letter_topic].send_soon(key=None, value=value)
+        rt.metrics.count_dead_letter(rt.settings.beacons_topic, error.reason)
 
-    install_collector(rt.app, rt.settings, rt.sink, rt.metrics)
+    install_collector(rt.app, rt.settings, rt.sink, rt.metrics.count_beacons, on_invalid)
 
     async def campaigns(request: web.Request) -> web.Response:
         return web.json_response(campaigns_view(rt).to_json_obj(), dumps=dumps_json)
@@ -186,7 +193,7 @@ def _web(rt: Runtime) -> None:
         body = {"ready": ready, "broker": rt.sink.connected, "recovered": rt.recovered}
         return web.json_response(body, status=200 if ready else 503)
 
-    router = rt.app.web.web_app.router
+    router = cast(Any, rt.app.web).web_app.router
     router.add_get("/campaigns", campaigns)
     router.add_get("/healthz", healthz)
     router.add_get("/readyz", readyz)
@@ -195,17 +202,18 @@ def _web(rt: Runtime) -> None:
 def _assigned(rt: Runtime) -> bool:
     try:
         return bool(rt.app.consumer.assignment())
-    except Exception:  # noqa: BLE001 - no consumer yet means not ready
+    except Exception:
         return False
 
 
 def _lifecycle(rt: Runtime) -> None:
-    @rt.app.task
     async def start_delivery() -> None:
         await rt.sink.start()
         await rt.dispatcher.start()
 
-    @rt.app.on_before_shutdown.connect
     async def stop_delivery(app: Any, **_: Any) -> None:
         await rt.sink.stop(5.0)
         await rt.dispatcher.stop(5.0)
+
+    rt.app.task(start_delivery)
+    cast(Any, rt.app.on_before_shutdown).connect(stop_delivery)

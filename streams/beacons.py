@@ -43,6 +43,7 @@ BOOMERANG_METRICS = (("lcp_ms", "pt.lcp"), ("fcp_ms", "pt.fcp"), ("load_ms", "t_
 _PASS_THROUGH = ("campaign", "page_group", "device")
 _JSON_TYPES = frozenset({"text/plain", "application/json"})
 _FORM_TYPE = "application/x-www-form-urlencoded"
+_UNTYPED = "application/octet-stream"
 _URL_KEYS = frozenset({"page_url", "navigationURL", "referrer", "u", "r", "pgu", "nu"})
 _BULKY_KEYS = frozenset({"attribution", "entries", "restiming"})
 
@@ -140,9 +141,10 @@ def parse_canonical(obj: Mapping[str, Any]) -> Beacon:
     return beacon_from_dict(dict(obj))
 
 
-def body_source(method: str, content_type: str | None) -> Source:
+def body_source(method: str, content_type: str | None, body: bytes = b"") -> Source:
     """The source a request is counted under before (or without) reading its body."""
-    if method.upper() == "GET" or _base_type(content_type) == _FORM_TYPE:
+    base = _base_type(content_type) or (_sniff_type(body) if body else "")
+    if method.upper() == "GET" or base == _FORM_TYPE:
         return "boomerang"
     return "web-vitals"
 
@@ -159,6 +161,9 @@ def parse_collector_body(
 ) -> ParseResult:
     """Read one ``/beacon`` request: JSON (object or array), a form POST, or a GET query.
 
+    A body without a content type (or ``application/octet-stream``) is read as JSON when it
+    starts with ``{`` or ``[``, else as a form.
+
     A readable body whose records are invalid returns them in ``errors``; the collector
     answers 204 when at least one record was read, else 400.
 
@@ -169,7 +174,7 @@ def parse_collector_body(
     request = _Request(received_at_ms, user_agent, allowed_params)
     if method.upper() == "GET":
         return _boomerang_result(_decode_pairs(query.encode(), "query string"), request)
-    base = _base_type(content_type)
+    base = _base_type(content_type) or _sniff_type(body)
     if base in _JSON_TYPES:
         return _json_result(_json_items(body), request)
     if base == _FORM_TYPE:
@@ -180,7 +185,14 @@ def parse_collector_body(
 
 
 def _base_type(content_type: str | None) -> str:
-    return (content_type or "").partition(";")[0].strip().lower()
+    """The lower-cased media type; "" when absent or ``application/octet-stream``."""
+    base = (content_type or "").partition(";")[0].strip().lower()
+    return "" if base == _UNTYPED else base
+
+
+def _sniff_type(body: bytes) -> str:
+    """A body sent without a type (e.g. ``sendBeacon`` of an ArrayBuffer): JSON or a form."""
+    return "application/json" if body.lstrip()[:1] in {b"{", b"["} else _FORM_TYPE
 
 
 def _boomerang_result(pairs: list[tuple[str, str]], request: _Request) -> ParseResult:
@@ -213,7 +225,7 @@ def _json_item(item: Any, request: _Request) -> Beacon:
         msg = f"expected a JSON object, got {type(item).__name__}"
         raise InvalidRecord(msg)
     if "beacon_id" in item:
-        beacon = beacon_from_dict(item)
+        beacon = beacon_from_dict({**item, "received_at": None})  # the collector stamps it
         return dataclasses.replace(
             beacon, received_at=request.received_at_ms,
             user_agent=beacon.user_agent or _clip_user_agent(request.user_agent))

@@ -21,10 +21,12 @@ for the rate limit; it is never logged or stored.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -48,7 +50,9 @@ PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Headers": "content-type",
     "Access-Control-Max-Age": "600",
 }
-_PLAIN_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+_NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+_PLAIN_HEADERS = {"Cache-Control": "no-store", **_NOSNIFF}
+SNIPPET_PATH = Path(__file__).parent / "static" / "revwatch-rum.js"
 _READ_CHUNK = 16_384
 
 
@@ -145,7 +149,8 @@ class _BeaconView:
                 allowed_params=self._settings.allowed_query_params)
         except InvalidRecord as exc:
             self._dead_letter(exc, raw[:MAX_RAW_BYTES])
-            raise _Reject(400, "invalid", exc.reason) from None
+            source = body_source(request.method, request.headers.get(hdrs.CONTENT_TYPE), body)
+            raise _Reject(400, "invalid", exc.reason, source=source) from None
         for error, element in result.rejected():
             self._dead_letter(error, element)
         if not result.beacons:
@@ -176,7 +181,7 @@ def collector_routes(
     clock: Clock = time.time,
     limiter: RateLimiter | None = None,
 ) -> list[web.RouteDef]:
-    """The ``/beacon`` routes (POST, GET, OPTIONS) for an :class:`aiohttp.web.Application`.
+    """The ``/beacon`` routes (POST, GET, OPTIONS) and ``GET /revwatch-rum.js``.
 
     Args:
         settings: ``max_body_bytes``, ``cors_origins``, ``allowed_query_params`` and
@@ -193,7 +198,19 @@ def collector_routes(
         web.post("/beacon", view.beacon),
         web.get("/beacon", view.beacon, allow_head=False),
         web.options("/beacon", view.preflight),
+        web.get("/revwatch-rum.js", _snippet),
     ]
+
+
+@functools.cache
+def _snippet_bytes() -> bytes:
+    return SNIPPET_PATH.read_bytes()
+
+
+async def _snippet(_: web.Request) -> web.Response:
+    """``GET /revwatch-rum.js``: the page snippet (docs/INTEGRATION.md)."""
+    return web.Response(body=_snippet_bytes(), content_type="text/javascript", charset="utf-8",
+                        headers={"Cache-Control": "public, max-age=3600", **_NOSNIFF})
 
 
 def install_collector(

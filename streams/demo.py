@@ -96,16 +96,14 @@ async def _demo(run: Settings, worker: subprocess.Popen[bytes], duration_s: floa
           f"{_clock(incident.start_ms)} for {(incident.end_ms - incident.start_ms) // 60000} min",
           flush=True)
     stop = asyncio.Event()
-    tasks = [
-        asyncio.create_task(_feed(run, scenario, incident.start_ms - 30 * 60_000, speed)),
-        asyncio.create_task(_print_alerts(run, stop)),
-        asyncio.create_task(_print_health(base, stop)),
-    ]
+    feeding = asyncio.create_task(_feed(run, scenario, incident.start_ms - 30 * 60_000, speed))
+    printers = [asyncio.create_task(_print_alerts(run, stop)),
+                asyncio.create_task(_print_health(base, stop))]
     deadline = None if duration_s is None else time.monotonic() + duration_s
-    await _until(tasks[0], deadline, worker)
-    await _linger(tasks[0], deadline)
+    await _until(feeding, deadline, worker)
+    await _linger(feeding, deadline)
     stop.set()
-    await asyncio.gather(*tasks[1:], return_exceptions=True)
+    await asyncio.gather(*printers, return_exceptions=True)
 
 
 async def _wait_ready(base: str, worker: subprocess.Popen[bytes], run: Settings) -> None:
@@ -114,15 +112,15 @@ async def _wait_ready(base: str, worker: subprocess.Popen[bytes], run: Settings)
         while time.monotonic() < deadline:
             if worker.poll() is not None:
                 log = run.data_dir / f"{run.app_id}.log"
-                msg = f"the worker exited (code {worker.returncode}); see {log}"
-                raise SystemExit(f"revwatch demo: {msg}")
+                msg = f"revwatch demo: the worker exited (code {worker.returncode}); see {log}"
+                raise SystemExit(msg)
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with http.get(f"{base}/readyz", timeout=aiohttp.ClientTimeout(2)) as r:
                     if r.status == 200:
                         return
             await asyncio.sleep(0.5)
-    msg = f"the worker was not ready within {READY_TIMEOUT_S:.0f} s"
-    raise SystemExit(f"revwatch demo: {msg}")
+    msg = f"revwatch demo: the worker was not ready within {READY_TIMEOUT_S:.0f} s"
+    raise SystemExit(msg)
 
 
 async def _feed(run: Settings, scenario: Any, live_from_ms: int, speed: float) -> FeedStats:

@@ -4,7 +4,8 @@
     ├── InvalidRecord             a beacon, order or fact that cannot be read (-> dead letter, 400)
     ├── SettingsError             a bad REVWATCH_* value; start-up stops naming the variable
     ├── BrokerError               the local broker could not be installed, started or reached
-    └── InputFileError            a replay input line that cannot be read (names file and line)
+    ├── InputFileError            a replay input line that cannot be read (names file and line)
+    └── DeliveryError             a receiver answered an alert with an error (streams/delivery.py)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class RevwatchError(Exception):
     """Root of every error revwatch raises on purpose."""
 
 
-class InvalidRecord(RevwatchError):  # noqa: N818 - the name says what the record is
+class InvalidRecord(RevwatchError):
     """A record that cannot be read. ``reason`` is safe to show to the sender."""
 
     def __init__(self, reason: str, *, field: str | None = None) -> None:
@@ -25,7 +26,8 @@ class InvalidRecord(RevwatchError):  # noqa: N818 - the name says what the recor
         self.field = field
         super().__init__(reason)
 
-    def to_dead_letter(self, topic: str, raw: bytes, received_at_ms: int | None = None) -> dict[str, Any]:
+    def to_dead_letter(self, topic: str, raw: bytes,
+                       received_at_ms: int | None = None) -> dict[str, Any]:
         """The dead-letter value: ``{"error", "topic", "raw", "received_at"}`` (CONTRACT.md)."""
         if received_at_ms is None:
             received_at_ms = int(time.time() * 1000)

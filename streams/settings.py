@@ -84,7 +84,8 @@ class Settings:
         ]
         for name, ok, message in checks:
             if not ok:
-                raise SettingsError(f"REVWATCH_{name.upper()}", message)
+                variable = f"REVWATCH_{name.upper()}"
+                raise SettingsError(variable, message)
 
     @property
     def broker_host_port(self) -> str:

@@ -5,6 +5,10 @@ revenue lost is an expectation over the sessions actually drawn: for each sessio
 started during the incident, its conversion probability without the incident (same LCP
 draw, no slowdown, no conversion drop) minus its probability with it, times the campaign's
 revenue per conversion (``aov`` x (1 + the share of sessions with a second order)).
+
+``campaigns`` counts human sessions, bot sessions and unique orders as drawn (including
+those a data gap then hid); ``records`` counts what was emitted (retries included), page
+views, late page views, retries and records dropped in data gaps.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class Topics:
     facts_partitions: int
 
 
-def dead_letter(out: Out, topics: Topics, topic: str, raw: bytes, exc: InvalidRecord,
+def dead_letter(out: Out, topics: Topics, topic: str, raw: bytes, exc: InvalidRecord, *,
                 metrics: Metrics) -> None:
     out.send(topics.dead_letter, None, orjson.dumps(exc.to_dead_letter(topic, raw)))
     metrics.count_dead_letter(topic, exc.reason)
@@ -96,7 +96,7 @@ class SessionStage:
                 return self.sessionizer.observe_order(order)
             beacon = parse_beacon(raw)
         except InvalidRecord as exc:
-            dead_letter(out, self.topics, topic, raw, exc, self.metrics)
+            dead_letter(out, self.topics, topic, raw, exc, metrics=self.metrics)
             return []
         self.partitions[beacon.session_id] = event.message.partition
         return self.sessionizer.observe_beacon(beacon)
@@ -130,7 +130,8 @@ class CampaignStage:
             try:
                 fact = SessionFact.from_json(event.value)
             except InvalidRecord as exc:
-                dead_letter(out, self.topics, self.topics.facts, event.value, exc, self.metrics)
+                dead_letter(out, self.topics, self.topics.facts, event.value, exc,
+                            metrics=self.metrics)
                 continue
             if fact.kind != "heartbeat":
                 self.partitions[fact.campaign] = event.message.partition
@@ -166,7 +167,7 @@ class IncidentStage:
             except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
                 error = InvalidRecord(f"not a verdict: {exc}")
                 dead_letter(out, self.topics, self.topics.verdicts, event.value, error,
-                            self.metrics)
+                            metrics=self.metrics)
                 continue
             for tick, verdicts in self.assembler.add(verdict):
                 out.alerts.extend(self.manager.process_tick(tick, verdicts))

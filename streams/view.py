@@ -35,7 +35,8 @@ def format_health(body: dict[str, Any]) -> str:
         alerts = row.get("firing_alerts") or []
         lines.append(
             f"{row['campaign'][:17]:<18}{row['sessions_per_minute']:>9.1f}  "
-            f"{_pct(row.get('conversion_rate')):>8} {_pct(row.get('conversion_rate_baseline')):>7}  "
+            f"{_pct(row.get('conversion_rate')):>8} "
+            f"{_pct(row.get('conversion_rate_baseline')):>7}  "
             f"{_secs(row.get('lcp_p75_ms')):>7} {_secs(row.get('lcp_p75_baseline_ms')):>6}  "
             f"{symbol}{row.get('revenue_at_risk_per_hour', 0):>9,.0f}  "
             f"{alerts[0]['kind'] if alerts else ''}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from faust import Worker
+
 from streams.app import create_app
 from streams.settings import Settings
 from streams.topics import ensure_topics, revwatch_topics
@@ -16,8 +18,6 @@ from streams.topics import ensure_topics, revwatch_topics
 
 def run_worker(settings: Settings, *, loglevel: str | None = None) -> int:
     """Run until stopped; the exit code is Faust's."""
-    from faust import Worker
-
     ensure_topics(settings.broker_host_port, revwatch_topics(settings))
     runtime = create_app(settings)
     level = loglevel or settings.log_level

@@ -37,9 +37,10 @@ DIFF = R_FAST - R_SLOW  # 0.0160770...
 
 
 def _loss(fit: CurveFit | None = None, baseline: np.ndarray | None = None,
-          current: np.ndarray | None = None, **kwargs: float) -> Estimate:
+          current: np.ndarray | None = None, options: dict[str, float] | None = None,
+          **kwargs: float) -> Estimate:
     args = {"sessions_per_hour": 1000.0, "sessions_observed": math.inf,
-            "average_order_value": 50.0, "aov_se": 0.0} | kwargs
+            "average_order_value": 50.0, "aov_se": 0.0} | (options or {}) | kwargs
     return slow_page_loss(fit or _fit(), _mix(b0=1.0) if baseline is None else baseline,
                           _mix(b8=1.0) if current is None else current, **args)
 
@@ -73,7 +74,7 @@ def test_point_value_is_sessions_times_rate_difference_times_aov() -> None:
 )
 def test_each_variance_term(cov: tuple[tuple[float, float], tuple[float, float]],
                             kwargs: dict[str, float], sd: float) -> None:
-    loss = _loss(_fit(cov), **kwargs)
+    loss = _loss(_fit(cov), options=kwargs)
     assert loss.value == pytest.approx(1000 * DIFF * 50, rel=1e-12)
     assert _half_width(loss) == pytest.approx(abs(sd), rel=1e-9)
 
@@ -94,6 +95,11 @@ def test_capped_rates_carry_no_parameter_uncertainty() -> None:
     fit = _fit(((1.0, 0.0), (0.0, 1.0)), intercept=1.0, slope=-0.1)  # p = 1 up to 10 s
     loss = _loss(fit, baseline=_mix(b0=1.0), current=_mix(b8=1.0))
     assert loss == Estimate(0.0, 0.0, 0.0)
+    half = _fit(((1e-4, 0.0), (0.0, 0.0)), intercept=0.1, slope=-0.1)  # capped in bin 0 only
+    r8 = math.exp(0.1 - 0.1 * 2.125)
+    loss = _loss(half, baseline=_mix(b0=1.0), current=_mix(b8=1.0))
+    assert loss.value == pytest.approx(1000 * 50 * (1 - r8), rel=1e-12)
+    assert _half_width(loss) == pytest.approx(1000 * 50 * r8 * 0.01, rel=1e-9)
 
 
 def test_faster_pages_are_no_loss_but_keep_an_upper_bound() -> None:
@@ -114,7 +120,7 @@ def test_faster_pages_are_no_loss_but_keep_an_upper_bound() -> None:
 )
 def test_nothing_to_price_is_zero(baseline: np.ndarray | None, current: np.ndarray | None,
                                   kwargs: dict[str, float]) -> None:
-    assert _loss(baseline=baseline, current=current, **kwargs) == Estimate.zero()
+    assert _loss(baseline=baseline, current=current, options=kwargs) == Estimate.zero()
 
 
 @pytest.mark.parametrize(
@@ -128,7 +134,7 @@ def test_nothing_to_price_is_zero(baseline: np.ndarray | None, current: np.ndarr
 )
 def test_slow_page_loss_rejects_bad_numbers(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="non-negative"):
-        _loss(**kwargs)
+        _loss(options=kwargs)
 
 
 def test_slow_page_loss_rejects_a_mix_of_the_wrong_shape() -> None:
@@ -165,6 +171,12 @@ def test_no_orders_at_all_still_has_a_finite_interval() -> None:
     loss = _conversion_loss(observed=0.0, expected=30.0)
     assert loss.value == pytest.approx(30 * 85)
     assert 0.0 < loss.low < loss.value < loss.high < math.inf
+
+
+def test_zero_orders_count_as_one_for_the_poisson_variance() -> None:
+    loss = _conversion_loss(observed=0.0, expected=30.0, baseline_conversions=1e15,
+                            baseline_sessions=1e16, exposure_sessions=1e15, aov_se=0.0)
+    assert _half_width(loss) == pytest.approx(85.0, rel=1e-6)
 
 
 def test_more_orders_than_expected_is_no_loss() -> None:

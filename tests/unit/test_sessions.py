@@ -150,6 +150,15 @@ def test_late_order_within_grace_counts_then_session_expires() -> None:
     assert sz.stats.expired_sessions == 1
 
 
+def test_expiry_follows_last_activity_not_creation() -> None:
+    sz = Sessionizer()
+    run(sz, beacon(sid="old", lcp_ms=1e3), beacon(sid="new", ts=T0 + 20 * MIN, lcp_ms=1e3))
+    run(sz, order(sid="old", ts=T0 + 50 * MIN))
+    sz.advance(to_ms=T0 + 20 * MIN + 91 * MIN)
+    assert (sz.session("old") is not None, sz.session("new") is None) == (True, True)
+    assert sz.drain_changes()[1] == ["new"]
+
+
 def test_orders_without_beacons_emit_as_unknown_on_expiry() -> None:
     sz = Sessionizer()
     run(sz, order("o1", ts=T0, campaign="promo"), order("o2", ts=T0 + 1, revenue=3.0))
@@ -330,6 +339,17 @@ def test_restore_continues_identically() -> None:
     assert run(first, *rest) == run(second, *rest)
     assert first.advance(to_ms=T0 + 3 * 60 * MIN) == second.advance(to_ms=T0 + 3 * 60 * MIN)
     assert len(first) == len(second) == 0
+
+
+def test_restore_keeps_expiry_in_activity_order() -> None:
+    first = Sessionizer()
+    run(first, beacon(sid="a", lcp_ms=1e3), beacon(sid="b", ts=T0 + 60 * MIN, lcp_ms=1e3))
+    changed, _ = first.drain_changes()
+    second = Sessionizer()
+    second.restore(sorted(changed.items(), reverse=True), first.snapshot_watermark())
+    second.advance(to_ms=T0 + 91 * MIN)
+    assert (second.session("a"), second.drain_changes()[1]) == (None, ["a"])
+    assert second.session("b") is not None
 
 
 @pytest.mark.parametrize("bad", [
