@@ -15,6 +15,10 @@ class Estimate:
     low: float
     high: float
 
+    def __post_init__(self) -> None:  # numpy scalars in, builtin floats out (JSON-able)
+        for name in ("value", "low", "high"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
     @classmethod
     def zero(cls) -> Estimate:
         return cls(0.0, 0.0, 0.0)
@@ -56,6 +60,12 @@ class CampaignVerdict:
     average_order_value: float
     slow_page_loss_per_hour: Estimate
     conversion_loss_per_hour: Estimate
+
+    def __post_init__(self) -> None:  # numpy scalars in, builtin floats out (JSON-able)
+        for name in _FLOATS:
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("sessions_in_window", "tick_ms"):
+            object.__setattr__(self, name, int(getattr(self, name)))
 
     @property
     def explained_fraction(self) -> float:

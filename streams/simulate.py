@@ -26,8 +26,8 @@ import orjson
 from streams.simulate_engine import Kind, Record, Run
 from streams.simulate_model import Scenario, default_scenario, demo_scenario
 
-__all__ = ["Kind", "Record", "SimulationSummary", "generate", "main", "paced", "truth",
-           "write_files"]
+__all__ = ["Kind", "Record", "Scenario", "SimulationSummary", "default_scenario",
+           "demo_scenario", "generate", "main", "paced", "truth", "write_files"]
 
 CHUNK_RECORDS = 20_000
 
@@ -46,7 +46,7 @@ class SimulationSummary:
     elapsed_s: float
 
     def line(self) -> str:
-        return (f"simulate: {self.beacons} beacons, {self.orders} orders, {self.sessions} "
+        return (f"{self.beacons} beacons, {self.orders} orders, {self.sessions} "
                 f"sessions (+{self.bot_sessions} bot), {self.incidents} incidents, "
                 f"{self.traps} traps -> {self.out_dir} in {self.elapsed_s:.1f}s")
 
@@ -152,7 +152,7 @@ def main(argv: list[str]) -> int:
         print(f"revwatch simulate: {exc}", file=sys.stderr)
         return 2
     summary = write_files(s, args.out)
-    print(summary.line(), file=sys.stderr)
+    print(f"revwatch simulate: {summary.line()}", file=sys.stderr)
     return 0
 
 
