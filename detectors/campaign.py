@@ -41,6 +41,7 @@ class CampaignParams:
     latency_learn_delay_minutes: int = 15
     horizon_minutes: int = 120
     recent_minutes: int = 15
+    price_minutes: int = 10
     p75_minutes: int = 5
     min_p75_sessions: int = 20
     latency_shift: float = math.log(1.25)
@@ -245,12 +246,13 @@ class CampaignModel:
                 "conversion_loss_per_hour": lost}
 
     def _current_window(self, tick_ms: int) -> list[tuple[int, MinuteBucket]]:
-        """Minutes that show the current latency: since the shift began, at most an hour."""
+        """Minutes that show the latency now: the last ``price_minutes`` closed minutes, or
+        fewer when the shift began more recently (so an early estimate is not diluted)."""
         closed = tick_ms - (self.params.latency_delay_minutes + 1) * MINUTE_MS
-        start = closed - self.params.recent_minutes * MINUTE_MS
+        start = closed - (self.params.price_minutes - 1) * MINUTE_MS
         started = self.last_latency.started_ms
         if started is not None:
-            start = max(min(start, started), closed - 60 * MINUTE_MS)
+            start = max(start, minute_of(started))
         return list(self.ring.span(start, closed + MINUTE_MS))
 
     def average_order_value(self) -> tuple[float, float]:

@@ -76,7 +76,8 @@ def create_app(settings: Settings) -> Runtime:
     names = topics_of(settings)
     rt = Runtime(
         settings, app, registry, metrics,
-        SessionStage(Sessionizer.from_settings(settings), names, metrics),
+        SessionStage(Sessionizer.from_settings(settings, external_watermark=True), names,
+                     metrics, lateness_ms=int(settings.allowed_lateness_seconds * 1000)),
         CampaignStage(Monitor(), names, metrics),
         IncidentStage(IncidentManager(incident_params(settings)), names, metrics),
         KafkaSink(settings), Dispatcher(receivers_from_settings(settings),
@@ -107,9 +108,7 @@ def _declare(rt: Runtime) -> None:
     }
     for name, partitions in (("sessions", s.partitions), ("campaigns", s.partitions),
                              ("incidents", 1)):
-        rt.tables[name] = app.Table(name, default=None, partitions=partitions,
-                                    key_type=str, value_type=None, key_serializer="json",
-                                    value_serializer="json")
+        rt.tables[name] = app.Table(name, default=None, partitions=partitions, key_type=str)
     rt.tables["sessions"].on_recover(_reloader(rt, "sessions"))
     rt.tables["campaigns"].on_recover(_reloader(rt, "campaigns"))
     rt.tables["incidents"].on_recover(_reloader(rt, "incidents"))
@@ -120,7 +119,7 @@ def _reloader(rt: Runtime, name: str) -> Any:
         items = table_items(rt.tables[name])
         if name == "sessions":
             stage = rt.sessions
-            fresh = Sessionizer.from_settings(rt.settings)
+            fresh = Sessionizer.from_settings(rt.settings, external_watermark=True)
             fresh.restore(items, stage.sessionizer.watermark_ms)
             stage.sessionizer = fresh
         elif name == "campaigns":

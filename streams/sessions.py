@@ -59,8 +59,10 @@ class Sessionizer:
     after each batch; each returns the facts to send, in order.
     """
 
-    def __init__(self, params: SessionParams | None = None) -> None:
+    def __init__(self, params: SessionParams | None = None, *,
+                 external_watermark: bool = False) -> None:
         self.params = params or SessionParams()
+        self.external_watermark = external_watermark  # True: only advance(to_ms) moves it
         self.stats = SessionStats()
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()  # by last activity
         self._due: list[tuple[int, str]] = []  # (landing + lcp_wait, session id), lazy
@@ -70,8 +72,9 @@ class Sessionizer:
         self._deleted: set[str] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Sessionizer:
-        return cls(SessionParams.from_settings(settings))
+    def from_settings(cls, settings: Settings, *, external_watermark: bool = False
+                      ) -> Sessionizer:
+        return cls(SessionParams.from_settings(settings), external_watermark=external_watermark)
 
     @property
     def watermark_ms(self) -> int:
@@ -87,7 +90,8 @@ class Sessionizer:
 
     def observe_beacon(self, b: Beacon) -> list[SessionFact]:
         """Merge one beacon record; returns the session fact if it became due."""
-        self._see(b.ts if b.received_at is None else b.received_at)
+        if not self.external_watermark:
+            self._see(b.ts if b.received_at is None else b.received_at)
         st = self._touch(b.session_id, b.ts)
         if st is None or st.is_bot:
             return []
@@ -101,7 +105,8 @@ class Sessionizer:
 
     def observe_order(self, o: Order) -> list[SessionFact]:
         """Record one order; returns its fact if its session fact is already out."""
-        self._see(o.ts if o.received_at is None else o.received_at)
+        if not self.external_watermark:
+            self._see(o.ts if o.received_at is None else o.received_at)
         st = self._touch(o.session_id, o.ts)
         if st is None:
             return []
@@ -139,7 +144,7 @@ class Sessionizer:
     def drain_changes(self) -> tuple[dict[str, dict[str, Any]], list[str]]:
         """States of the sessions changed since the last drain, and the ids deleted since."""
         sessions = self._sessions
-        changed = {sid: sessions[sid].to_state() for sid in self._changed}
+        changed = {sid: sessions[sid].to_state() for sid in self._changed if sid in sessions}
         deleted = sorted(self._deleted)
         self._changed.clear()
         self._deleted.clear()

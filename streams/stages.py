@@ -7,7 +7,11 @@ them directly with fake events.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,6 +26,7 @@ from streams.metrics import Metrics
 from streams.pipeline import TickAssembler, apply_fact
 from streams.records import SessionFact, parse_beacon, parse_order
 from streams.sessions import Sessionizer
+from streams.watermark import InputWatermarks
 
 
 class EventLike(Protocol):
@@ -63,21 +68,44 @@ def dead_letter(out: Out, topics: Topics, topic: str, raw: bytes, exc: InvalidRe
     metrics.count_dead_letter(topic, exc.reason)
 
 
+IDLE_S = 15.0
+
+
+def _source_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _watermarks() -> InputWatermarks:
+    return InputWatermarks(idle_s=IDLE_S, clock=time.monotonic)
+
+
 @dataclass
 class SessionStage:
-    """rum-beacons + orders -> session facts (key campaign) and session-table changes."""
+    """rum-beacons + orders -> session facts (key campaign) and session-table changes.
+
+    The watermark is the latest arrival time of the slowest active input partition (of
+    ``rum-beacons`` and ``orders`` alike), less the allowed lateness: when one topic is read
+    ahead of the other (a backlog after a restart), sessions wait for their orders instead
+    of looking unconverted. Heartbeats name this worker as their source, so the campaign stage can wait for the
+    slowest sessionizer.
+    """
 
     sessionizer: Sessionizer
     topics: Topics
     metrics: Metrics
+    lateness_ms: int = 30_000
     partitions: dict[str, int] = field(default_factory=dict)
+    watermarks: InputWatermarks = field(default_factory=_watermarks)
+    source: str = field(default_factory=_source_id)
 
     def batch(self, events: Sequence[EventLike]) -> Out:
         out = Out()
         facts: list[SessionFact] = []
         for event in events:
             facts.extend(self._one(event, out))
-        facts.extend(self.sessionizer.advance())
+        watermark = self.watermarks.value()
+        to_ms = None if watermark is None else watermark - self.lateness_ms
+        facts.extend(self.sessionizer.advance(to_ms))
         for fact in facts:
             self._emit(fact, out)
         states, deleted = self.sessionizer.drain_changes()
@@ -92,6 +120,8 @@ class SessionStage:
             if topic == self.topics.orders:
                 order = parse_order(raw)
                 self.partitions[order.session_id] = event.message.partition
+                arrival = order.ts if order.received_at is None else order.received_at
+                self.watermarks.observe((topic, event.message.partition), arrival)
                 self.metrics.count_orders("accepted")
                 return self.sessionizer.observe_order(order)
             beacon = parse_beacon(raw)
@@ -99,11 +129,14 @@ class SessionStage:
             dead_letter(out, self.topics, topic, raw, exc, metrics=self.metrics)
             return []
         self.partitions[beacon.session_id] = event.message.partition
+        arrival = beacon.ts if beacon.received_at is None else beacon.received_at
+        self.watermarks.observe((topic, event.message.partition), arrival)
         return self.sessionizer.observe_beacon(beacon)
 
     def _emit(self, fact: SessionFact, out: Out) -> None:
         value = fact.to_json()
         if fact.kind == "heartbeat":
+            value = dataclasses.replace(fact, session_id=self.source).to_json()
             for partition in range(self.topics.facts_partitions):
                 out.send(self.topics.facts, b"", value, partition)
         else:
@@ -122,7 +155,7 @@ class CampaignStage:
     metrics: Metrics
     partitions: dict[str, int] = field(default_factory=dict)
     latest: dict[str, CampaignVerdict] = field(default_factory=dict)
-    watermark_ms: int = 0
+    watermarks: InputWatermarks = field(default_factory=_watermarks)
 
     def batch(self, events: Sequence[EventLike]) -> Out:
         out = Out()
@@ -133,11 +166,13 @@ class CampaignStage:
                 dead_letter(out, self.topics, self.topics.facts, event.value, exc,
                             metrics=self.metrics)
                 continue
-            if fact.kind != "heartbeat":
+            if fact.kind == "heartbeat":
+                self.watermarks.observe(fact.session_id, fact.watermark_ms)
+            else:
                 self.partitions[fact.campaign] = event.message.partition
             apply_fact(self.monitor, fact)
-            self.watermark_ms = max(self.watermark_ms, fact.watermark_ms)
-        for verdict in self.monitor.advance(self.watermark_ms):
+        watermark = self.watermarks.value()
+        for verdict in [] if watermark is None else self.monitor.advance(watermark):
             self.latest[verdict.campaign] = verdict
             out.send(self.topics.verdicts, b"site", orjson.dumps(verdict.to_state(),
                      option=orjson.OPT_SERIALIZE_NUMPY), 0)
