@@ -71,8 +71,7 @@ class Monitor:
         """Tick every whole minute up to ``watermark_ms``; verdicts of all those ticks."""
         target = minute_of(watermark_ms)
         if self.last_tick_ms is None:
-            self.last_tick_ms = target
-            return []
+            self.last_tick_ms = target - MINUTE_MS
         first = max(self.last_tick_ms + MINUTE_MS,
                     target - self.params.max_catchup_minutes * MINUTE_MS)
         verdicts: list[CampaignVerdict] = []
@@ -103,7 +102,7 @@ class Monitor:
             return
         sessions = np.zeros(N_BINS)
         conversions = np.zeros(N_BINS)
-        for model in self.models.values():
+        for _, model in sorted(self.models.items()):  # a fixed order: same sum after restore
             sessions += model.curve_sessions.values
             conversions += model.curve_conversions.values
         self.site_fit = fit_curve(sessions, conversions, prior_slope_sd=1.0)
@@ -125,11 +124,25 @@ class Monitor:
                 changes[_key(name, str(minute))] = bucket.to_state() if bucket else None
             model.dropped.clear()
             model.touched.clear()
+        site = self._site_state()
         for name in self._dirty_models & self.models.keys():
-            changes[_key(name, MODEL_KEY)] = model_to_state(self.models[name])
+            changes[_key(name, MODEL_KEY)] = {**model_to_state(self.models[name]), "site": site}
         self._dirty_models.clear()
         self._evicted.clear()
         return changes
+
+    def _site_state(self) -> dict[str, Any] | None:
+        if self._site_fit_tick is None:
+            return None
+        fit = None if self.site_fit is None else self.site_fit.to_state()
+        return {"fit": fit, "tick": self._site_fit_tick}
+
+    def _restore_site(self, state: dict[str, Any] | None) -> None:
+        if state is None or (self._site_fit_tick is not None
+                             and state["tick"] <= self._site_fit_tick):
+            return
+        self._site_fit_tick = int(state["tick"])
+        self.site_fit = None if state["fit"] is None else CurveFit.from_state(state["fit"])
 
     def restore(self, items: Iterable[tuple[str, Any]]) -> None:
         """Load table items written by :meth:`drain_changes` (any order)."""
@@ -138,6 +151,7 @@ class Monitor:
             name, _, part = key.rpartition(SEPARATOR)
             if part == MODEL_KEY:
                 self.models[name] = model_from_state(state, self.params.campaign)
+                self._restore_site(state.get("site"))
             else:
                 buckets.append((name, int(part), state))
         for name, minute, state in buckets:

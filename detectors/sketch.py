@@ -96,8 +96,10 @@ class LogHistogram:
     def merge(self, other: LogHistogram) -> None:
         """Add every count of ``other`` (same parameters) into this histogram."""
         self._check_compatible(other)
+        bins = self._bins
+        get = bins.get
         for index, count in other._bins.items():
-            self._bins[index] = self._bins.get(index, 0) + count
+            bins[index] = get(index, 0) + count
         self._count += other._count
 
     def subtract(self, other: LogHistogram) -> None:
@@ -193,7 +195,8 @@ class LogHistogram:
         )
 
     def _check_compatible(self, other: LogHistogram) -> None:
-        if (other.relative_accuracy, other.min_value) != (self.relative_accuracy, self.min_value):
+        if other.relative_accuracy != self.relative_accuracy \
+                or other.min_value != self.min_value:
             msg = "histograms with different relative_accuracy or min_value cannot be combined"
             raise ValueError(msg)
 

@@ -22,6 +22,7 @@ from detectors.incidents import IncidentManager
 from detectors.monitor import Monitor
 from streams.collector import install_collector
 from streams.delivery import Dispatcher
+from streams.early import EarlyOrders, session_items
 from streams.errors import InvalidRecord
 from streams.health import campaigns_view, dumps_json
 from streams.metrics import Metrics
@@ -120,8 +121,10 @@ def _reloader(rt: Runtime, name: str) -> Any:
         if name == "sessions":
             stage = rt.sessions
             fresh = Sessionizer.from_settings(rt.settings, external_watermark=True)
-            fresh.restore(items, stage.sessionizer.watermark_ms)
+            fresh.restore(session_items(items), stage.sessionizer.watermark_ms)
             stage.sessionizer = fresh
+            stage.early = EarlyOrders()
+            stage.early.restore(items)
         elif name == "campaigns":
             monitor = Monitor()
             monitor.restore(items)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -36,6 +37,7 @@ MAX_ARRAY_LEN = 500
 MAX_FORM_FIELDS = 1_000
 MAX_USER_AGENT_LEN = 1_000
 MAX_RAW_BYTES = 4_096
+MAX_EXTRA_DEPTH = 32  # unknown fields nested deeper cannot be serialised safely (orjson: 254)
 WEB_VITALS_METRICS = {"LCP": "lcp_ms", "FCP": "fcp_ms", "TTFB": "ttfb_ms", "INP": "inp_ms",
                       "CLS": "cls"}
 BOOMERANG_METRICS = (("lcp_ms", "pt.lcp"), ("fcp_ms", "pt.fcp"), ("load_ms", "t_done"),
@@ -46,6 +48,7 @@ _FORM_TYPE = "application/x-www-form-urlencoded"
 _UNTYPED = "application/octet-stream"
 _URL_KEYS = frozenset({"page_url", "navigationURL", "referrer", "u", "r", "pgu", "nu"})
 _BULKY_KEYS = frozenset({"attribution", "entries", "restiming"})
+_QUERY_IN_RAW = re.compile(rb"\?[^\s\"'#]*|%3[Ff][^\s\"'&#]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,13 +279,40 @@ def _decode_pairs(raw: bytes, what: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def redact_raw(raw: bytes) -> bytes:
+    """An unreadable body for the dead-letter topic: every URL query (plain or %-encoded) cut.
+
+    >>> redact_raw(b'{"page_url":"https://s.example/p?email=a@b","v":')
+    b'{"page_url":"https://s.example/p","v":'
+    """
+    return _QUERY_IN_RAW.sub(b"", raw[:MAX_RAW_BYTES])
+
+
 def _scrub(beacon: Beacon, request: _Request) -> Beacon:
     try:
         page_url = scrub_url(beacon.page_url, request.allowed_params)
     except ValueError:
         msg = "'page_url' is not a URL"
         raise InvalidRecord(msg, field="page_url") from None
-    return dataclasses.replace(beacon, page_url=page_url)
+    if not beacon.extra:
+        return dataclasses.replace(beacon, page_url=page_url)
+    if not _shallow(beacon.extra, MAX_EXTRA_DEPTH):
+        msg = f"unknown fields nested more than {MAX_EXTRA_DEPTH} deep"
+        raise InvalidRecord(msg)
+    extra = {key: _scrub_raw_value(key, value, request.allowed_params)
+             for key, value in beacon.extra.items()}
+    return dataclasses.replace(beacon, page_url=page_url, extra=extra)
+
+
+def _shallow(value: Any, limit: int) -> bool:
+    """Whether ``value`` (JSON data) nests lists and objects at most ``limit`` deep."""
+    level: list[Any] = [value]
+    for _ in range(limit + 1):
+        level = [child for item in level if isinstance(item, dict | list)
+                 for child in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return True
+    return False
 
 
 def _web_vitals_metric(record: Mapping[str, Any]) -> tuple[str, Any]:
@@ -379,10 +409,10 @@ def _raw_form(params: Sequence[tuple[str, str]]) -> bytes:
     return urlencode(kept).encode()[:MAX_RAW_BYTES]
 
 
-def _scrub_raw_value(key: str, value: Any) -> Any:
+def _scrub_raw_value(key: str, value: Any, allowed_params: Collection[str] = ()) -> Any:
     if key not in _URL_KEYS or not isinstance(value, str):
         return value
     try:
-        return scrub_url(value)
+        return scrub_url(value, allowed_params)
     except ValueError:
         return "(unreadable URL)"

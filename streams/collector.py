@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from typing import Any
 import orjson
 from aiohttp import hdrs, web
 
-from streams.beacons import MAX_RAW_BYTES, Source, body_source, parse_collector_body
+from streams.beacons import Source, body_source, parse_collector_body, redact_raw
 from streams.errors import InvalidRecord
 from streams.settings import Settings
 from streams.sink import BeaconSink
@@ -54,6 +55,9 @@ _NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 _PLAIN_HEADERS = {"Cache-Control": "no-store", **_NOSNIFF}
 SNIPPET_PATH = Path(__file__).parent / "static" / "revwatch-rum.js"
 _READ_CHUNK = 16_384
+# scheme://host[:port] (what browsers send; IPv6 in brackets), or "null" (file:, sandboxes)
+_ORIGIN = re.compile(r"null|[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9._~%-]+(?::[0-9]{1,5})?"
+                     r"|[A-Za-z][A-Za-z0-9+.-]*://\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
 
 class RateLimiter:
@@ -148,7 +152,7 @@ class _BeaconView:
                 user_agent=request.headers.get(hdrs.USER_AGENT),
                 allowed_params=self._settings.allowed_query_params)
         except InvalidRecord as exc:
-            self._dead_letter(exc, raw[:MAX_RAW_BYTES])
+            self._dead_letter(exc, redact_raw(raw))
             source = body_source(request.method, request.headers.get(hdrs.CONTENT_TYPE), body)
             raise _Reject(400, "invalid", exc.reason, source=source) from None
         for error, element in result.rejected():
@@ -235,8 +239,7 @@ def cors_headers(origin: str | None, allowed: tuple[str, ...]) -> dict[str, str]
     """Response CORS headers for ``origin``, or None when it is not allowed."""
     if origin is None:
         return {hdrs.VARY: "Origin"}
-    plausible = len(origin) <= MAX_ORIGIN_CHARS and origin.isascii() and origin.isprintable() \
-        and " " not in origin
+    plausible = len(origin) <= MAX_ORIGIN_CHARS and _ORIGIN.fullmatch(origin) is not None
     if not plausible or (allowed and origin not in allowed):
         return None
     return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true",

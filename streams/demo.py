@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from streams.broker import LocalBroker
+from streams.broker import LocalBroker, port_is_free
 from streams.feed import FeedStats, feed
 from streams.settings import Settings
 from streams.simulate import demo_scenario, generate
@@ -41,8 +42,17 @@ def demo_settings(settings: Settings, run_id: str) -> Settings:
         verdicts_topic=f"revwatch-verdicts-demo-{run_id}", partitions=4)
 
 
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(settings: Settings, *, duration_s: float | None, speed: float, seed: int) -> int:
     run = demo_settings(settings, time.strftime("%Y%m%d%H%M%S"))
+    if port_is_free(run.web_host, run.web_port) is False:
+        print(f"revwatch demo: {run.web_host}:{run.web_port} is in use (another worker or "
+              "demo?); stop it or set REVWATCH_WEB_PORT", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, _sigterm)
     broker = LocalBroker(run.broker_host_port, run.data_dir)
     started_broker = not broker.status().answering
     print(f"revwatch demo: starting Kafka on {run.broker_host_port} "

@@ -8,6 +8,7 @@ act on; unknown fields are kept in ``extra`` on beacons and ignored elsewhere.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -168,14 +169,64 @@ def read_metric(data: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
+_KNOWN_BEACON_KEYS = frozenset({"beacon_id", "session_id", "ts", "page_url", "received_at",
+                                "campaign", "page_group", "device", "user_agent", *METRICS})
+_MIN_TS, _MAX_TS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 .. 2100-01-01
+_INF = math.inf
+
+
 def beacon_from_dict(data: dict[str, Any]) -> Beacon:
-    """Validate a canonical beacon object."""
+    """Validate a canonical beacon object.
+
+    The common case (well-typed, in-range fields) is checked inline with exact type tests;
+    anything else goes through :func:`_beacon_checked`, which gives the same result or the
+    reason the record is refused.
+    """
+    get: Callable[[str], Any] = data.get
+    device, campaign, group, agent = get("device"), get("campaign"), get("page_group"), \
+        get("user_agent")
+    bid, sid, ts, url = get("beacon_id"), get("session_id"), get("ts"), get("page_url")
+    received = get("received_at")
+    if not ((device is None or (type(device) is str and device in DEVICES))
+            and _short_str(bid, MAX_ID_LEN) and _short_str(sid, MAX_ID_LEN)
+            and type(ts) is int and _MIN_TS <= ts <= _MAX_TS
+            and _short_str(url, MAX_URL_LEN)
+            and (received is None or (type(received) is int
+                                      and _MIN_TS <= received <= _MAX_TS))
+            and _opt_short_str(campaign, MAX_ID_LEN) and _opt_short_str(group, MAX_ID_LEN)
+            and _opt_short_str(agent, 1000)):
+        return _beacon_checked(data)
+    metrics = [get(name) for name in METRICS]
+    for slot, value in enumerate(metrics):
+        if value is None:
+            continue
+        kind = type(value)
+        if kind is not float and kind is not int:
+            return _beacon_checked(data)
+        if not 0.0 <= value <= (MAX_TIMING_MS if slot != 5 else _INF) or value == _INF:
+            return _beacon_checked(data)  # also NaN: comparisons are false
+        metrics[slot] = float(value)
+    lcp, fcp, ttfb, inp, load, cls = metrics
+    extra = {} if _KNOWN_BEACON_KEYS.issuperset(data) else \
+        {k: v for k, v in data.items() if k not in _KNOWN_BEACON_KEYS}
+    return Beacon(bid, sid, ts, url, lcp, fcp, ttfb, inp, load, cls, received,
+                  campaign or None, group or None, device, agent or None, extra)
+
+
+def _short_str(value: Any, max_len: int) -> bool:
+    return type(value) is str and 0 < len(value) <= max_len
+
+
+def _opt_short_str(value: Any, max_len: int) -> bool:
+    return value is None or (type(value) is str and len(value) <= max_len)
+
+
+def _beacon_checked(data: dict[str, Any]) -> Beacon:
+    """Validate a canonical beacon object field by field (the reference path)."""
     device = _opt_str(data, "device")
     if device is not None and device not in DEVICES:
         msg = f"'device' must be one of {sorted(DEVICES)}"
         raise InvalidRecord(msg, field="device")
-    known = {"beacon_id", "session_id", "ts", "page_url", "received_at", "campaign",
-             "page_group", "device", "user_agent", *METRICS}
     return Beacon(
         beacon_id=_req_str(data, "beacon_id"),
         session_id=_req_str(data, "session_id"),
@@ -192,7 +243,7 @@ def beacon_from_dict(data: dict[str, Any]) -> Beacon:
         page_group=_opt_str(data, "page_group"),
         device=device,
         user_agent=_opt_str(data, "user_agent", 1000),
-        extra={k: v for k, v in data.items() if k not in known},
+        extra={k: v for k, v in data.items() if k not in _KNOWN_BEACON_KEYS},
     )
 
 

@@ -49,21 +49,20 @@ Record = tuple[int, int, str, dict[str, Any], int]  # (arrival ms, sequence, kin
 
 def read_jsonl(path: Path, kind: str, stats: ReplayStats, order_base: int) -> Iterator[Record]:
     """Objects of one JSONL file with their arrival time; bad lines reported and skipped."""
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
             try:
-                obj = orjson.loads(line)
-                if not isinstance(obj, dict):
-                    msg = "expected a JSON object"
-                    raise InvalidRecord(msg)
-                arrival = obj.get("received_at") or obj.get("ts")
-                if not isinstance(arrival, int | float):
-                    msg = "no numeric 'received_at' or 'ts'"
-                    raise InvalidRecord(msg)
-            except (orjson.JSONDecodeError, InvalidRecord) as exc:
-                _bad(stats, InputFileError(str(path), number, _reason(exc)))
+                obj = loads(line)
+            except decode_error as exc:
+                if line.strip():  # blank lines are skipped silently
+                    _bad(stats, InputFileError(str(path), number, _reason(exc)))
+                continue
+            arrival = obj.get("received_at") or obj.get("ts") if type(obj) is dict else None
+            if not isinstance(arrival, (int, float)):
+                what = "no numeric 'received_at' or 'ts'" if isinstance(obj, dict) \
+                    else "expected a JSON object"
+                _bad(stats, InputFileError(str(path), number, what))
                 continue
             yield int(arrival), order_base + number, kind, obj, number
 
@@ -88,9 +87,19 @@ def replay(beacons: Path, orders: Path, out: IO[bytes], settings: Settings,
     merged = heapq.merge(read_jsonl(beacons, "b", stats, 0),
                          read_jsonl(orders, "o", stats, 1 << 40))
     paths = {"b": beacons, "o": orders}
+    feed_beacon, feed_order = pipeline.beacon, pipeline.order
     for count, (_, _, kind, obj, line) in enumerate(merged, start=1):
         try:
-            _write(out, _feed(pipeline, kind, obj, stats), stats)
+            if kind == "b":
+                beacon = beacon_from_dict(obj)
+                stats.beacons += 1
+                alerts = feed_beacon(beacon)
+            else:
+                order = order_from_dict(obj)
+                stats.orders += 1
+                alerts = feed_order(order)
+            if alerts:
+                _write(out, alerts, stats)
         except InvalidRecord as exc:
             _bad(stats, InputFileError(str(paths[kind]), line, exc.reason))
         if count % 1000 == 0:
@@ -100,16 +109,6 @@ def replay(beacons: Path, orders: Path, out: IO[bytes], settings: Settings,
     _write(out, pipeline.flush(), stats)
     stats.seconds = time.perf_counter() - started
     return stats
-
-
-def _feed(pipeline: Pipeline, kind: str, obj: dict[str, Any], stats: ReplayStats) -> list[Alert]:
-    if kind == "b":
-        beacon = beacon_from_dict(obj)
-        stats.beacons += 1
-        return pipeline.beacon(beacon)
-    order = order_from_dict(obj)
-    stats.orders += 1
-    return pipeline.order(order)
 
 
 def _write(out: IO[bytes], alerts: list[Alert], stats: ReplayStats) -> None:

@@ -85,6 +85,7 @@ class KafkaSink:
     Attributes:
         sent: records acknowledged by the broker.
         failed_attempts: connection or send attempts that failed (each followed by backoff).
+        unserialisable: records dropped because they could not be turned into JSON.
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class KafkaSink:
         self.max_records = settings.buffer_max_records
         self.sent = 0
         self.failed_attempts = 0
+        self.unserialisable = 0
         self._factory = producer_factory or (lambda: aiokafka_producer(settings))
         self._buffer: deque[Beacon] = deque()
         self._producer: Producer | None = None
@@ -165,12 +167,26 @@ class KafkaSink:
             self._wake.clear()
             return
         batch = [self._buffer[i] for i in range(min(len(self._buffer), BATCH_MAX_RECORDS))]
-        pending = [await producer.send(self.topic, beacon.to_json(), beacon.session_id.encode())
-                   for beacon in batch]
+        values = [self._serialise(beacon) for beacon in batch]
+        pending = [await producer.send(self.topic, value, beacon.session_id.encode())
+                   for beacon, value in zip(batch, values, strict=True) if value is not None]
         await asyncio.gather(*pending)
         for _ in batch:
             self._buffer.popleft()
-        self.sent += len(batch)
+        self.sent += len(pending)
+
+    def _serialise(self, beacon: Beacon) -> bytes | None:
+        """The record's JSON; None (logged, counted) for one that cannot be written.
+
+        Such a record would otherwise fail its batch on every retry and block the buffer.
+        """
+        try:
+            return beacon.to_json()
+        except (TypeError, ValueError, RecursionError) as exc:
+            self.unserialisable += 1
+            log.error("beacon sink: dropped a record that cannot be serialised (%s)",
+                      type(exc).__name__)
+            return None
 
     async def _ensure_producer(self) -> Producer:
         if self._producer is None:

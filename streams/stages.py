@@ -21,6 +21,8 @@ import orjson
 from detectors.incidents import Alert, IncidentManager
 from detectors.monitor import SEPARATOR, Monitor
 from detectors.verdicts import CampaignVerdict
+from streams.early import PREFIX as EARLY_PREFIX
+from streams.early import EarlyOrders
 from streams.errors import InvalidRecord
 from streams.metrics import Metrics
 from streams.pipeline import TickAssembler, apply_fact
@@ -86,7 +88,8 @@ class SessionStage:
     The watermark is the latest arrival time of the slowest active input partition (of
     ``rum-beacons`` and ``orders`` alike), less the allowed lateness: when one topic is read
     ahead of the other (a backlog after a restart), sessions wait for their orders instead
-    of looking unconverted. Heartbeats name this worker as their source, so the campaign stage can wait for the
+    of looking unconverted; orders read far ahead of the watermark wait in ``early``.
+    Heartbeats name this worker as their source, so the campaign stage can wait for the
     slowest sessionizer.
     """
 
@@ -97,6 +100,7 @@ class SessionStage:
     partitions: dict[str, int] = field(default_factory=dict)
     watermarks: InputWatermarks = field(default_factory=_watermarks)
     source: str = field(default_factory=_source_id)
+    early: EarlyOrders = field(default_factory=EarlyOrders)
 
     def batch(self, events: Sequence[EventLike]) -> Out:
         out = Out()
@@ -105,12 +109,15 @@ class SessionStage:
             facts.extend(self._one(event, out))
         watermark = self.watermarks.value()
         to_ms = None if watermark is None else watermark - self.lateness_ms
+        for order in self.early.release(to_ms):
+            facts.extend(self.sessionizer.observe_order(order))
         facts.extend(self.sessionizer.advance(to_ms))
         for fact in facts:
             self._emit(fact, out)
         states, deleted = self.sessionizer.drain_changes()
         out.changes.update(states)
         out.changes.update(dict.fromkeys(deleted))
+        out.changes.update(self.early.drain_changes())
         return out
 
     def _one(self, event: EventLike, out: Out) -> list[SessionFact]:
@@ -123,6 +130,9 @@ class SessionStage:
                 arrival = order.ts if order.received_at is None else order.received_at
                 self.watermarks.observe((topic, event.message.partition), arrival)
                 self.metrics.count_orders("accepted")
+                if self.early.is_early(order, self._watermark_ms()):
+                    self.early.hold(order, event.message.partition)
+                    return []
                 return self.sessionizer.observe_order(order)
             beacon = parse_beacon(raw)
         except InvalidRecord as exc:
@@ -142,8 +152,14 @@ class SessionStage:
         else:
             out.send(self.topics.facts, fact.campaign.encode(), value)
 
-    def partition_of(self, session_id: str) -> int | None:
-        return self.partitions.get(session_id)
+    def _watermark_ms(self) -> int | None:
+        value = self.watermarks.value()
+        return None if value is None else value - self.lateness_ms
+
+    def partition_of(self, key: str) -> int | None:
+        if key.startswith(EARLY_PREFIX):
+            return self.early.partitions.pop(key, None)
+        return self.partitions.get(key)
 
 
 @dataclass
@@ -167,7 +183,9 @@ class CampaignStage:
                             metrics=self.metrics)
                 continue
             if fact.kind == "heartbeat":
-                self.watermarks.observe(fact.session_id, fact.watermark_ms)
+                # per (sessionizer, partition): partitions are read at different paces
+                self.watermarks.observe((fact.session_id, event.message.partition),
+                                        fact.watermark_ms)
             else:
                 self.partitions[fact.campaign] = event.message.partition
             apply_fact(self.monitor, fact)

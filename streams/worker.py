@@ -18,6 +18,7 @@ from streams.topics import ensure_topics, revwatch_topics
 
 def run_worker(settings: Settings, *, loglevel: str | None = None) -> int:
     """Run until stopped; the exit code is Faust's."""
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     ensure_topics(settings.broker_host_port, revwatch_topics(settings))
     runtime = create_app(settings)
     level = loglevel or settings.log_level

@@ -1,0 +1,224 @@
+"""Detection quality on simulations with known truth (issue "Detection", item 4).
+
+For each seed: simulate several days of a shop (``streams.simulate.default_scenario``),
+replay it through the very pipeline the workers run (``streams.pipeline.Pipeline``), and
+match the alert episodes to the true incidents. Prints, per incident, whether it was
+caught, how fast, with which kind, and the revenue estimate against the truth; then the
+totals against the targets. Writes the figures to ``bench/results/quality.json``.
+
+    .venv/bin/python bench/quality.py --seeds 1 2 3 --days 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detectors.incidents import Alert
+from streams.pipeline import Pipeline
+from streams.records import beacon_from_dict, order_from_dict
+from streams.settings import Settings
+from streams.simulate import default_scenario, generate, truth
+
+MINUTE = 60_000
+MATCH_BEFORE_MS = 10 * MINUTE  # an episode may start this long before the true start
+MATCH_AFTER_MS = 30 * MINUTE  # ... and open up to this long after the end
+
+
+@dataclass
+class Episode:
+    alert_id: str
+    incident_id: str
+    campaign: str
+    started_at: int
+    first_ts: int
+    updates: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def last_ts(self) -> int:
+        return self.updates[-1]["ts"]
+
+
+@dataclass
+class IncidentResult:
+    seed: int
+    id: str
+    kind: str
+    scope: str
+    campaigns: str
+    true_loss_per_hour: float
+    caught: bool
+    detect_minutes: float | None
+    kind_seen: str | None
+    estimate_per_hour: float | None
+    interval: tuple[float, float] | None
+    covered: bool | None
+    one_incident_id: bool | None
+
+
+def run_seed(seed: int, days: float, scale: float) -> tuple[list[Episode], dict[str, Any], float]:
+    scenario = default_scenario(seed, days=days, scale=scale)
+    pipeline = Pipeline.from_settings(Settings())
+    alerts: list[Alert] = []
+    started = time.perf_counter()
+    for count, (kind, obj) in enumerate(generate(scenario), start=1):
+        if kind == "beacon":
+            alerts.extend(pipeline.beacon(beacon_from_dict(obj)))
+        else:
+            alerts.extend(pipeline.order(order_from_dict(obj)))
+        if count % 1000 == 0:
+            alerts.extend(pipeline.flush())
+    alerts.extend(pipeline.flush())
+    elapsed = time.perf_counter() - started
+    return episodes_of(alerts), truth(scenario), elapsed
+
+
+def episodes_of(alerts: list[Alert]) -> list[Episode]:
+    episodes: dict[str, Episode] = {}
+    for alert in alerts:
+        d = alert.to_dict()
+        ep = episodes.setdefault(d["alert_id"], Episode(
+            d["alert_id"], d["incident_id"], d["campaign"], d["started_at"], d["ts"]))
+        ep.updates.append(d)
+    return list(episodes.values())
+
+
+def overlaps(ep: Episode, start: int, end: int) -> bool:
+    return start - MATCH_BEFORE_MS <= ep.first_ts <= end + MATCH_AFTER_MS or (
+        ep.first_ts <= start <= ep.last_ts)
+
+
+def judge(seed: int, inc: dict[str, Any], episodes: list[Episode]) -> IncidentResult:
+    camps = set(inc["campaigns"])
+    start, end = inc["start_ms"], inc["end_ms"]
+    matched = [e for e in episodes if e.campaign in camps and overlaps(e, start, end)]
+    loss = float(inc["revenue_lost_per_hour_total"])
+    base = IncidentResult(seed, inc["id"], inc["kind"], inc["scope"], ",".join(sorted(camps))
+                          if len(camps) < 4 else f"{len(camps)} campaigns", loss,
+                          bool(matched), None, None, None, None, None, None)
+    if not matched:
+        return base
+    first = min(matched, key=lambda e: e.first_ts)
+    base.detect_minutes = (first.first_ts - start) / MINUTE
+    during = [u for e in matched for u in e.updates
+              if u["state"] == "firing" and u["ts"] <= end + 15 * MINUTE]
+    kinds = Counter(u["kind"] for u in during) or Counter([first.updates[0]["kind"]])
+    base.kind_seen = kinds.most_common(1)[0][0]
+    base.estimate_per_hour, base.interval = _estimate(matched, start, end)
+    if base.interval is not None:
+        base.covered = base.interval[0] <= loss <= base.interval[1]
+    base.one_incident_id = len({e.incident_id for e in matched}) == 1
+    return base
+
+
+def _estimate(matched: list[Episode], start: int, end: int
+              ) -> tuple[float | None, tuple[float, float] | None]:
+    """The incident's revenue at risk: total over its campaigns at the update nearest the
+    middle of the incident (each campaign's latest update at that time)."""
+    mid = start + max((end - start) // 2, 10 * MINUTE)
+    value = low = high = 0.0
+    found = False
+    for ep in matched:
+        firing = [u for u in ep.updates if u["state"] == "firing" and u["ts"] <= max(mid, ep.first_ts)]
+        if not firing:
+            continue
+        u = firing[-1]
+        value += u["revenue_at_risk_per_hour"]
+        low += u["revenue_at_risk_per_hour_low"]
+        high += u["revenue_at_risk_per_hour_high"]
+        found = True
+    return (value, (low, high)) if found else (None, None)
+
+
+def false_alarms(seed: int, episodes: list[Episode], tru: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for ep in episodes:
+        hit = any(ep.campaign in inc["campaigns"] and overlaps(ep, inc["start_ms"], inc["end_ms"])
+                  for inc in tru["incidents"])
+        if not hit:
+            trap = next((t["id"] for t in tru["traps"]
+                         if t["start_ms"] - MATCH_BEFORE_MS <= ep.first_ts
+                         <= t["end_ms"] + MATCH_AFTER_MS), None)
+            out.append({"seed": seed, "campaign": ep.campaign, "kind": ep.updates[0]["kind"],
+                        "first_ts": ep.first_ts, "near_trap": trap,
+                        "summary": ep.updates[0]["summary"]})
+    return out
+
+
+def report(results: list[IncidentResult], alarms: list[dict[str, Any]], days: float,
+           seeds: int) -> dict[str, Any]:
+    print(f"{'seed':>4} {'incident':<26}{'kind':<28}{'true $/h':>9} {'caught':>6} {'min':>5} "
+          f"{'kind seen':<28}{'est $/h':>9} {'90% interval':>19} {'in':>3}")
+    for r in results:
+        interval = f"{r.interval[0]:,.0f}-{r.interval[1]:,.0f}" if r.interval else "-"
+        print(f"{r.seed:>4} {r.id[:25]:<26}{r.kind:<28}{r.true_loss_per_hour:>9,.0f} "
+              f"{'yes' if r.caught else 'NO':>6} "
+              f"{'' if r.detect_minutes is None else f'{r.detect_minutes:.0f}':>5} "
+              f"{r.kind_seen or '-':<28}{'' if r.estimate_per_hour is None else f'{r.estimate_per_hour:,.0f}':>9} "
+              f"{interval:>19} {'' if r.covered is None else ('y' if r.covered else 'n'):>3}")
+    for alarm in alarms:
+        print(f"FALSE ALARM seed {alarm['seed']}: {alarm['campaign']} {alarm['kind']} "
+              f"(near trap: {alarm['near_trap']}) {alarm['summary'][:90]}")
+    return summarise(results, alarms, days, seeds)
+
+
+def summarise(results: list[IncidentResult], alarms: list[dict[str, Any]], days: float,
+              seeds: int) -> dict[str, Any]:
+    costly = [r for r in results if r.true_loss_per_hour >= 300 or r.kind == "latency_regression"]
+    caught = [r for r in costly if r.caught]
+    right_kind = [r for r in caught if r.kind_seen == r.kind]
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        if r.caught and r.detect_minutes is not None:
+            by_kind[r.kind].append(max(r.detect_minutes, 0.0))
+    priced = [r for r in results if r.caught and r.estimate_per_hour is not None
+              and r.true_loss_per_hour > 0]
+    errors = [abs(r.estimate_per_hour - r.true_loss_per_hour) / r.true_loss_per_hour
+              for r in priced if r.estimate_per_hour is not None]
+    covered = [r.covered for r in priced if r.covered is not None]
+    summary = {
+        "seeds": seeds, "days": days, "incidents": len(results),
+        "costly_incidents": len(costly), "costly_caught": len(caught),
+        "right_kind": len(right_kind),
+        "median_minutes_to_detect": {k: statistics.median(v) for k, v in by_kind.items()},
+        "false_alarm_episodes": len(alarms),
+        "false_alarms_per_two_days": len(alarms) / (seeds * days) * 2 if days else 0.0,
+        "false_alarms_near_traps": sum(1 for a in alarms if a["near_trap"]),
+        "median_relative_revenue_error": statistics.median(errors) if errors else None,
+        "interval_coverage": sum(covered) / len(covered) if covered else None,
+    }
+    print(json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--days", type=float, default=3.0)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/quality.json"))
+    args = parser.parse_args(argv)
+    results: list[IncidentResult] = []
+    alarms: list[dict[str, Any]] = []
+    for seed in args.seeds:
+        episodes, tru, elapsed = run_seed(seed, args.days, args.scale)
+        print(f"seed {seed}: replayed {tru['records']} in {elapsed:.0f} s; "
+              f"{len(episodes)} episodes", file=sys.stderr)
+        results.extend(judge(seed, inc, episodes) for inc in tru["incidents"])
+        alarms.extend(false_alarms(seed, episodes, tru))
+    summary = report(results, alarms, args.days, len(args.seeds))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"summary": summary, "incidents": [asdict(r) for r in results],
+                                    "false_alarms": alarms}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,401 @@
+"""Real Prometheus and Alertmanager watch a running worker through a performance incident.
+
+One module-scoped scenario (about 2.5 minutes): Kafka, a real Alertmanager (routes and
+inhibitions of ``deploy/alertmanager/alertmanager.yml``, receivers redirected to a local
+aiohttp webhook), one ``revwatch worker`` delivering to that Alertmanager and to the webhook,
+and a real Prometheus (the deploy scrape jobs and ``rules.yml``, 1 s scrape and evaluation).
+The demo shop (2.5 h warm-up, a 20-minute slowdown of ``spring_sale``, 40 quiet minutes)
+is fed to Kafka at ``SPEED`` event seconds per wall second; a few beacons and one
+unreadable body go through the collector, one unreadable record straight to Kafka.
+
+Traffic is time-compressed, so Prometheus gets ``rules.yml`` with every ``for`` and range
+window divided by ``SPEED`` (``for: 5m`` -> ``2s``); thresholds are the repo's. Feeding the
+whole shop unpaced is not used: orders (a small topic) are then read far ahead of their
+sessions' beacons, and the sessionizer expires them as orphans (see the report in
+docs/OPERATIONS.md, "Observability").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import statistics
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.feed import FeedStats, feed
+from streams.simulate import demo_scenario, generate
+from streams.simulate_model import DAY_MS, DEFAULT_START_MS, HOUR_MS, Scenario
+from tests.integration.prom_harness import (
+    DASHBOARD,
+    PROMTOOL,
+    RULES,
+    Daemon,
+    WebhookServer,
+    compress_rules,
+    get_json,
+    prom_query,
+    prom_query_range,
+    rule_alert_names,
+    start_alertmanager,
+    start_prometheus,
+)
+from tests.integration.worker_harness import (
+    Message,
+    Worker,
+    metric_samples,
+    produce,
+    worker_settings,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+SPEED = 150.0  # event seconds per wall second (feed pacing and rule compression)
+WARMUP_HOURS = 2.5
+LATENCY_REQUESTS = 200
+SETTLE_TIMEOUT_S = 90.0
+CONTRACT_METRICS = (
+    "revwatch_beacons_total", "revwatch_orders_total", "revwatch_campaign_sessions_per_minute",
+    "revwatch_campaign_conversion_rate", "revwatch_campaign_conversion_rate_baseline",
+    "revwatch_campaign_lcp_p75_seconds", "revwatch_campaign_lcp_p75_baseline_seconds",
+    "revwatch_campaign_revenue_at_risk_per_hour", "revwatch_alerts_firing",
+    "revwatch_event_lag_seconds")
+ALERT_FIELDS = {"alert_id", "incident_id", "scope", "ts", "campaign", "kind", "state",
+                "started_at", "revenue_at_risk_per_hour", "revenue_at_risk_per_hour_low",
+                "revenue_at_risk_per_hour_high", "revenue_lost", "evidence", "summary"}
+
+
+def scenario() -> Scenario:
+    """The demo shop at its usual hour of day, shifted by whole days to start after now.
+
+    Event time then runs ahead of the wall clock: event lag is 0 and Alertmanager sees
+    ``startsAt``/``endsAt`` capped at the wall clock (streams/alertmanager.py).
+    """
+    base = DEFAULT_START_MS + 12 * HOUR_MS
+    days = math.ceil((time.time() * 1000 - base) / DAY_MS)
+    return demo_scenario(1, warmup_hours=WARMUP_HOURS, start_ms=base + days * DAY_MS)
+
+
+@dataclass
+class AmAlert:
+    """What the poller saw of one Alertmanager alert (by fingerprint)."""
+
+    labels: dict[str, str]
+    first_seen: float
+    updates: list[dict[str, str]] = field(default_factory=list)  # distinct annotations
+    states: set[str] = field(default_factory=set)
+    inhibited_by: set[str] = field(default_factory=set)
+
+    def peak(self, figure: str) -> float:
+        return max((float(n.get(figure, "nan")) for n in self.updates), default=math.nan)
+
+
+class Poller(threading.Thread):
+    """Calls ``probe`` every ``every_s`` until stopped; errors are kept, not raised."""
+
+    def __init__(self, probe: Callable[[], None], every_s: float) -> None:
+        super().__init__(daemon=True)
+        self.probe, self.every_s = probe, every_s
+        self.stopping = threading.Event()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.probe()
+            except Exception as exc:  # the tests report what was seen
+                self.errors.append(repr(exc))
+            self.stopping.wait(self.every_s)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=15)
+
+
+@dataclass
+class Run:
+    """Everything the scenario started and saw; the daemons stay up for the tests."""
+
+    worker: Worker
+    prometheus: Daemon
+    alertmanager: Daemon
+    webhook: WebhookServer
+    began: float
+    am_seen: dict[str, AmAlert] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    stats: FeedStats | None = None
+    feed_s: float = 0.0
+    settle_s: float = 0.0
+    scrape: str = ""
+    incident_scrape: str = ""
+
+    def watch_alertmanager(self) -> None:
+        for alert in get_json(f"{self.alertmanager.url}/api/v2/alerts"):
+            seen = self.am_seen.setdefault(alert["fingerprint"],
+                                           AmAlert(alert["labels"], time.time()))
+            if alert["annotations"] and alert["annotations"] not in seen.updates:
+                seen.updates.append(alert["annotations"])
+            seen.states.add(alert["status"]["state"])
+            seen.inhibited_by.update(alert["status"].get("inhibitedBy") or [])
+
+    def watch_metrics(self) -> None:
+        """Keep the first scrape that shows every CONTRACT metric (alerts firing included)."""
+        text = self.worker.metrics_text()
+        if not self.incident_scrape or len(present(text)) > len(present(self.incident_scrape)):
+            self.incident_scrape = text
+
+    def timeline(self) -> str:
+        rows = sorted(self.am_seen.values(), key=lambda a: a.first_seen)
+        return "\n".join(
+            f"  +{a.first_seen - self.began:6.1f}s {a.labels.get('alertname')} "
+            f"{a.labels.get('campaign', '')} {a.labels.get('kind', '')} {sorted(a.states)} "
+            f"inhibited_by={len(a.inhibited_by)}" for a in rows)
+
+    def notifications(self) -> list[dict[str, Any]]:
+        """Alertmanager's webhook notifications (to any receiver)."""
+        return list(self.webhook.bodies("/am/"))
+
+    def revwatch_posts(self) -> list[dict[str, Any]]:
+        """The CONTRACT alert bodies the worker POSTed to REVWATCH_WEBHOOK_URL."""
+        return list(self.webhook.bodies("/revwatch"))
+
+
+def present(scrape: str) -> list[str]:
+    """The CONTRACT metric names that have a sample in ``scrape``."""
+    return [m for m in CONTRACT_METRICS if metric_samples(scrape, m)]
+
+
+def measure_campaigns(run: Run, delay_s: float) -> None:
+    """After ``delay_s``, GET /campaigns ``LATENCY_REQUESTS`` times back to back."""
+    time.sleep(delay_s)
+    for _ in range(LATENCY_REQUESTS):
+        began = time.perf_counter()
+        reply = run.worker.get("/campaigns", timeout_s=10)
+        run.latencies_ms.append((time.perf_counter() - began) * 1000)
+        assert reply.status == 200, reply
+
+
+async def traffic(run: Run, shop: Scenario) -> None:
+    """Collector beacons and a bad body, a bad Kafka record, then the paced shop."""
+    s = run.worker.settings
+    now = int(time.time() * 1000)
+    good = [{"beacon_id": f"probe-{i}:1", "session_id": f"probe-{i}", "ts": now,
+             "page_url": "https://shop.example/?utm_campaign=collector_probe",
+             "lcp_ms": 1800.0} for i in range(3)]
+    reply = run.worker.request("POST", "/beacon", orjson.dumps(good),
+                               {"Content-Type": "application/json"})
+    assert reply.status == 204, f"POST /beacon answered {reply.status}: {reply.body!r}"
+    bad = run.worker.request("POST", "/beacon", b"{", {"Content-Type": "application/json"})
+    assert bad.status == 400, f"an unreadable body got {bad.status}"
+    await produce(run.worker.bootstrap, [Message.of(s.beacons_topic, b"not json", key="bad")])
+    began = time.monotonic()
+    run.stats = await feed(run.worker.bootstrap, generate(shop), beacons_topic=s.beacons_topic,
+                           orders_topic=s.orders_topic, speed=SPEED)
+    run.feed_s = time.monotonic() - began
+
+
+def settled(run: Run) -> bool:
+    """Resolved alert posted by the worker and notified by Alertmanager, a rule alert seen."""
+    resolved_posts = [a for a in run.revwatch_posts() if a.get("state") == "resolved"]
+    resolved_notes = [n for n in run.notifications() if n.get("status") == "resolved"
+                      and any(a["labels"].get("service") == "revwatch" for a in n["alerts"])]
+    rules = rule_alert_names(RULES.read_text())
+    rule_seen = any(a.labels.get("alertname") in rules for a in run.am_seen.values())
+    return bool(resolved_posts and resolved_notes and rule_seen)
+
+
+@pytest.fixture(scope="module")
+def run(request: pytest.FixtureRequest, kafka_bootstrap: str,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    tmp = tmp_path_factory.mktemp("observability")
+    shop = scenario()
+    with contextlib.ExitStack() as stack:
+        webhook = WebhookServer()
+        webhook.start()
+        stack.callback(webhook.stop)
+        am = start_alertmanager(tmp / "alertmanager", webhook.url)
+        stack.callback(am.stop)
+        settings = worker_settings(kafka_bootstrap, "obs", tmp / "worker",
+                                   alertmanager_url=am.url,
+                                   webhook_url=f"{webhook.url}/revwatch")
+        worker = Worker(settings, tmp / "worker" / "worker.log")
+        worker.start()
+        stack.callback(worker.stop)
+        worker.wait_ready()
+        prom = start_prometheus(
+            tmp / "prometheus", worker=f"127.0.0.1:{settings.web_port}",
+            alertmanager=f"127.0.0.1:{am.port}",
+            rules_text=compress_rules(RULES.read_text(), SPEED))
+        stack.callback(prom.stop)
+        result = Run(worker, prom, am, webhook, began=time.time())
+        watcher = Poller(result.watch_alertmanager, 0.5)
+        watcher.start()
+        stack.callback(watcher.stop)
+        scraper = Poller(result.watch_metrics, 2.0)
+        scraper.start()
+        stack.callback(scraper.stop)
+        warmup_s = WARMUP_HOURS * 3600 / SPEED
+        prober = threading.Thread(target=measure_campaigns, args=(result, warmup_s - 10),
+                                  daemon=True)
+        prober.start()
+        asyncio.run(traffic(result, shop))
+        prober.join(timeout=60)
+        began = time.monotonic()
+        while not settled(result) and time.monotonic() - began < SETTLE_TIMEOUT_S:
+            worker.assert_alive()
+            time.sleep(0.5)
+        result.settle_s = time.monotonic() - began
+        time.sleep(3)  # a few more scrapes and evaluations after the last update
+        result.scrape = worker.metrics_text()
+        print(f"\nAlertmanager alerts, first seen after the start:\n{result.timeline()}")
+        failed_before = request.session.testsfailed
+        yield result
+        if request.session.testsfailed > failed_before:
+            print(f"\n{worker.describe(lines=80)}\nwatcher errors: {watcher.errors[:5]}\n"
+                  f"alertmanager log:\n{am.log_tail()}\nprometheus log:\n{prom.log_tail()}")
+
+
+def test_prometheus_scrapes_the_worker(run: Run) -> None:
+    up = prom_query(run.prometheus.url, 'up{job="revwatch"}')
+    assert [s["value"][1] for s in up] == ["1"], f"up{{job=revwatch}}: {up}"
+    targets = get_json(f"{run.prometheus.url}/api/v1/targets")["data"]["activeTargets"]
+    health = {t["labels"]["job"]: t["health"] for t in targets}
+    assert health == {"revwatch": "up", "alertmanager": "up", "prometheus": "up"}, targets
+
+
+def promtool_check_metrics(scrape: str) -> str:
+    check = subprocess.run([str(PROMTOOL), "check", "metrics"], input=scrape,
+                           capture_output=True, text=True, timeout=60, check=False)
+    return "" if check.returncode == 0 else f"exit {check.returncode}: {check.stdout}{check.stderr}"
+
+
+def test_live_scrapes_pass_promtool_check_metrics(run: Run) -> None:
+    assert run.incident_scrape, "no /metrics scrape was taken during the run"
+    problems = {"during the incident": promtool_check_metrics(run.incident_scrape),
+                "at the end": promtool_check_metrics(run.scrape)}
+    assert not any(problems.values()), f"promtool check metrics: {problems}"
+
+
+def test_every_contract_metric_is_exported_and_stored(run: Run) -> None:
+    missing = sorted(set(CONTRACT_METRICS) - set(present(run.incident_scrape)))
+    assert not missing, f"CONTRACT metrics in no live /metrics scrape of the run: {missing}"
+    stored = [m for m in CONTRACT_METRICS if not prom_query_range(
+        run.prometheus.url, f'{m}{{job="revwatch"}}', run.began, time.time())]
+    assert not stored, f"CONTRACT metrics Prometheus did not store: {stored}"
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title / refId, PromQL with the template variables substituted)."""
+    board = orjson.loads(DASHBOARD.read_bytes())
+    out = []
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            expr = (target["expr"].replace("$campaign", ".*")
+                    .replace("$__rate_interval", "1m").replace("${campaign}", ".*"))
+            out.append((f"{panel['title']} / {target['refId']}", expr))
+    return out
+
+
+def test_every_dashboard_query_returns_data(run: Run) -> None:
+    queries = dashboard_queries()
+    assert len(queries) >= 15, f"the dashboard has only {len(queries)} queries"
+    empty = [title for title, expr in queries
+             if not prom_query_range(run.prometheus.url, expr, run.began, time.time())]
+    assert not empty, f"dashboard queries without data over the run: {empty}"
+
+
+def test_a_prometheus_rule_fires_and_reaches_alertmanager(run: Run) -> None:
+    names = rule_alert_names(RULES.read_text())
+    reached = {a.labels["alertname"]: a for a in run.am_seen.values()
+               if a.labels.get("alertname") in names}
+    assert reached, ("no alert of rules.yml reached Alertmanager; seen: "
+                     f"{sorted({a.labels.get('alertname', '?') for a in run.am_seen.values()})}")
+    campaign_rules = {"RevwatchRevenueAtRiskHigh", "RevwatchLcpAboveBaseline"}
+    assert campaign_rules & reached.keys(), f"no incident rule fired: {sorted(reached)}"
+    for name in campaign_rules & reached.keys():
+        assert reached[name].labels.get("campaign") == "spring_sale", reached[name].labels
+        assert {"severity", "team"} <= reached[name].labels.keys(), reached[name].labels
+    fired = prom_query_range(run.prometheus.url, 'ALERTS{alertstate="firing"}', run.began,
+                             time.time())
+    assert {s["metric"]["alertname"] for s in fired} >= campaign_rules & reached.keys()
+
+
+def revwatch_in_am(run: Run) -> list[AmAlert]:
+    return [a for a in run.am_seen.values() if a.labels.get("service") == "revwatch"]
+
+
+def test_revwatch_alert_reaches_alertmanager_with_labels_and_figures(run: Run) -> None:
+    alerts = [a for a in revwatch_in_am(run) if a.labels.get("campaign") == "spring_sale"]
+    assert alerts, f"no revwatch alert on spring_sale in Alertmanager: {list(run.am_seen)}"
+    kinds = {a.labels["kind"] for a in alerts}
+    assert "performance_conversion_loss" in kinds, kinds
+    alert = next(a for a in alerts if a.labels["kind"] == "performance_conversion_loss")
+    assert {"campaign", "kind", "severity", "incident_id", "alertname"} <= alert.labels.keys()
+    assert alert.labels["alertname"] == "RevwatchPerformanceConversionLoss"
+    assert alert.labels["severity"] == "page", alert.labels  # thousands/h at risk
+    assert alert.updates, "the alert carried no annotations"
+    for notes in alert.updates:
+        assert notes["summary"], notes
+        assert "Revenue at risk" in notes["description"], notes
+        low, high = (float(notes[f"revenue_at_risk_per_hour_{b}"]) for b in ("low", "high"))
+        assert low <= float(notes["revenue_at_risk_per_hour"]) <= high, notes
+        assert notes["currency"] == "USD", notes
+    assert alert.peak("revenue_at_risk_per_hour") >= 500, alert.updates
+    assert alert.peak("revenue_lost") > 0, alert.updates
+    assert "active" in alert.states, alert.states
+    others = [a.labels for a in revwatch_in_am(run) if a.labels.get("campaign") != "spring_sale"
+              and a.labels["kind"] != "latency_regression"]
+    assert not others, f"revwatch paged for campaigns without an incident: {others}"
+
+
+def test_revwatch_alert_resolves_in_alertmanager(run: Run) -> None:
+    resolved = [a for n in run.notifications() if n["status"] == "resolved"
+                for a in n["alerts"] if a["labels"].get("service") == "revwatch"
+                and a["labels"].get("campaign") == "spring_sale"]
+    assert resolved, f"no resolved notification for spring_sale: {run.notifications()}"
+    assert all(a["status"] == "resolved" for a in resolved), resolved
+    active = get_json(f"{run.alertmanager.url}/api/v2/alerts",
+                      {"filter": 'service="revwatch"', "active": "true"})
+    still = [a["labels"] for a in active if a["labels"].get("campaign") == "spring_sale"]
+    assert not still, f"spring_sale is still active in Alertmanager: {still}"
+    firing = [n for n in run.notifications() if n["status"] == "firing"
+              and any(a["labels"].get("service") == "revwatch"
+                      and a["labels"].get("campaign") == "spring_sale" for a in n["alerts"])]
+    assert firing, "Alertmanager never notified the firing spring_sale alert"
+    assert list(firing[0]["groupLabels"]) == ["incident_id"], firing[0]["groupLabels"]
+    assert firing[0]["receiver"] == "oncall", firing[0]["receiver"]
+
+
+def test_webhook_receives_contract_alert_json(run: Run) -> None:
+    posts = [a for a in run.revwatch_posts() if a.get("campaign") == "spring_sale"]
+    assert posts, "the worker POSTed no alert for spring_sale to REVWATCH_WEBHOOK_URL"
+    for body in posts:
+        assert set(body) >= ALERT_FIELDS, sorted(ALERT_FIELDS - set(body))
+    states = [p["state"] for p in posts if p["kind"] == "performance_conversion_loss"]
+    assert states, "no performance_conversion_loss update was POSTed"
+    assert states[0] == "firing", states
+    assert states[-1] == "resolved", states
+    episode = {p["alert_id"] for p in posts if p["kind"] == "performance_conversion_loss"}
+    assert len(episode) == 1, episode
+
+
+def test_campaigns_endpoint_is_fast_enough_to_poll_every_second(run: Run) -> None:
+    lat = sorted(run.latencies_ms)
+    assert len(lat) == LATENCY_REQUESTS, f"only {len(lat)} GET /campaigns completed"
+    p50, p99 = statistics.median(lat), lat[math.ceil(0.99 * len(lat)) - 1]
+    print(f"\nGET /campaigns over {len(lat)} sequential requests during the run: "
+          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat[-1]:.1f} ms; feed {run.feed_s:.0f} s, "
+          f"settle {run.settle_s:.0f} s, {run.stats}")
+    assert p99 < 1000, f"p99 {p99:.0f} ms: too slow to poll every second"
+    body = orjson.loads(urllib.request.urlopen(f"{run.worker.base_url}/campaigns",
+                                               timeout=10).read())
+    assert "spring_sale" in {c["campaign"] for c in body["campaigns"]}, body

@@ -1,0 +1,109 @@
+"""detectors.pricing: when a figure is zero, and how an immature window is scaled."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from detectors.conversion import ConversionVerdict
+from detectors.elasticity import N_BINS, CurveFit, lcp_bin
+from detectors.pricing import HOUR_MS, price_conversion_loss, price_slow_pages
+from detectors.revenue import conversion_loss
+from detectors.verdicts import Estimate
+
+FIT = CurveFit(math.log(0.06), -0.2, ((1e-4, 0.0), (0.0, 1e-4)), 50_000.0, 2_500.0)
+T0 = 1_741_003_200_000
+
+
+def mix(lcp_ms: float, sessions: float) -> np.ndarray:
+    vector = np.zeros(N_BINS)
+    vector[lcp_bin(lcp_ms)] = sessions
+    return vector
+
+
+BASE = mix(2_000.0, 10_000.0)
+SLOW = mix(4_000.0, 300.0)
+
+
+def test_slow_pages_are_zero_without_a_fit_traffic_baseline_or_minutes() -> None:
+    kw = {"aov": 80.0, "aov_se": 2.0}
+    assert price_slow_pages(None, BASE, SLOW, minutes=10, **kw) == Estimate.zero()
+    assert price_slow_pages(FIT, BASE, np.zeros(N_BINS), minutes=10, **kw) == Estimate.zero()
+    assert price_slow_pages(FIT, np.zeros(N_BINS), SLOW, minutes=10, **kw) == Estimate.zero()
+    assert price_slow_pages(FIT, BASE, SLOW, minutes=0, **kw) == Estimate.zero()
+
+
+def test_slow_pages_value_is_rate_difference_times_traffic_times_aov() -> None:
+    loss = price_slow_pages(FIT, BASE, SLOW, minutes=10, aov=80.0, aov_se=2.0)
+    sessions_per_hour = 300.0 * 60 / 10
+    expected = sessions_per_hour * (FIT.mix_rate(BASE) - FIT.mix_rate(SLOW)) * 80.0
+    assert loss.value == pytest.approx(expected, rel=1e-9)
+    assert loss.low < loss.value < loss.high
+
+
+def test_slow_pages_scale_with_traffic_per_minute() -> None:
+    ten = price_slow_pages(FIT, BASE, SLOW, minutes=10, aov=80.0, aov_se=0.0)
+    five = price_slow_pages(FIT, BASE, SLOW, minutes=5, aov=80.0, aov_se=0.0)
+    assert five.value == pytest.approx(2 * ten.value)
+
+
+def test_same_mix_as_baseline_costs_nothing() -> None:
+    same = price_slow_pages(FIT, BASE, mix(2_000.0, 300.0), minutes=10, aov=80.0, aov_se=2.0)
+    assert same.value == pytest.approx(0.0, abs=1e-9)
+    faster = price_slow_pages(FIT, BASE, mix(900.0, 300.0), minutes=10, aov=80.0, aov_se=2.0)
+    assert faster.value == 0.0  # figures are non-negative
+    assert faster.low <= faster.value <= faster.high
+
+
+def verdict(observed: float, expected: float, start: int | None) -> ConversionVerdict:
+    return ConversionVerdict(1e-6, observed, expected, observed / expected, start, -4.0)
+
+
+BASELINE: dict[str, Any] = {"baseline_conversions": 600.0, "baseline_sessions": 20_000.0}  # 3%
+
+
+def test_conversion_loss_is_zero_without_window_shortfall_or_baseline() -> None:
+    kw: dict[str, Any] = {"tick_ms": T0, "window_sessions": 2_000, "aov": 80.0, "aov_se": 2.0}
+    assert price_conversion_loss(verdict(30, 60, None), **kw, **BASELINE) == Estimate.zero()
+    assert price_conversion_loss(verdict(60, 60, T0 - HOUR_MS), **kw,
+                                 **BASELINE) == Estimate.zero()
+    assert price_conversion_loss(verdict(70, 60, T0 - HOUR_MS), **kw,
+                                 **BASELINE) == Estimate.zero()
+    assert price_conversion_loss(verdict(30, 60, T0 - HOUR_MS), **kw, baseline_conversions=0.0,
+                                 baseline_sessions=0.0) == Estimate.zero()
+
+
+def test_a_mature_window_is_priced_as_is() -> None:
+    # 2000 sessions at 3% = 60 expected, all orders in: scale 1
+    loss = price_conversion_loss(verdict(30, 60, T0 - HOUR_MS), tick_ms=T0, window_sessions=2_000,
+                                 aov=80.0, aov_se=2.0, **BASELINE)
+    assert loss.value == pytest.approx((60 - 30) / 1.0 * 80.0)
+    assert loss.low <= loss.value <= loss.high
+    direct = conversion_loss(observed=30, expected=60, exposure_sessions=2_000, window_hours=1.0,
+                             average_order_value=80.0, aov_se=2.0, **BASELINE)
+    assert loss == direct
+
+
+def test_an_immature_window_is_scaled_to_its_eventual_shortfall() -> None:
+    # only half the window's orders can have arrived: expected 30 of an eventual 60
+    half = price_conversion_loss(verdict(15, 30, T0 - HOUR_MS), tick_ms=T0, window_sessions=2_000,
+                                 aov=80.0, aov_se=2.0, **BASELINE)
+    assert half.value == pytest.approx((30 - 15) * 2 * 80.0)
+    seen = conversion_loss(observed=15, expected=30, exposure_sessions=1_000, window_hours=1.0,
+                           average_order_value=80.0, aov_se=2.0, **BASELINE)
+    assert half == seen.scaled(2.0)
+    assert half.low <= half.value <= half.high
+
+
+def test_a_very_short_window_counts_at_least_a_minute() -> None:
+    loss = price_conversion_loss(verdict(0, 2, T0), tick_ms=T0, window_sessions=67,
+                                 aov=50.0, aov_se=0.0, **BASELINE)
+    hours = 1.0 / 60.0
+    assert math.isfinite(loss.value)
+    assert loss.value == pytest.approx(2 / hours * 50.0 * (67 / (2 / 0.03)))
+    per_hour = price_conversion_loss(verdict(0, 2, T0 - HOUR_MS // 2), tick_ms=T0,
+                                     window_sessions=67, aov=50.0, aov_se=0.0, **BASELINE)
+    assert per_hour.value == pytest.approx(loss.value / 30)
