@@ -53,7 +53,7 @@ class CampaignParams:
     conversion_half_life_minutes: float = 720.0
     curve_half_life_minutes: float = 4320.0
     min_baseline_conversions: float = 20.0
-    flag_latency_fraction: float = 0.3
+    flag_latency_fraction: float = 1.0
     flag_conversion_p: float = 1e-3
 
     def __post_init__(self) -> None:

@@ -38,6 +38,8 @@ class LatencyCusum:
         shift: the shift to detect, in natural-log units (``log(1.25)``: 25% slower).
         threshold: alarm threshold ``h`` on the CUSUM.
         max_step_fraction: cap of one minute's increment as a fraction of ``threshold``.
+        ceiling_fraction: cap of the statistic itself (x ``threshold``), so that after a
+            long incident it falls below the threshold within minutes, not hours.
 
     Raises:
         ValueError: unless ``shift > 0``, ``threshold > 0`` and ``0 < max_step_fraction <= 1``.
@@ -72,7 +74,8 @@ class LatencyCusum:
         (33, 1800000)
     """
 
-    __slots__ = ("_started_ms", "_statistic", "max_step_fraction", "shift", "threshold")
+    __slots__ = ("_started_ms", "_statistic", "ceiling_fraction", "max_step_fraction", "shift",
+                 "threshold")
 
     def __init__(
         self,
@@ -80,6 +83,7 @@ class LatencyCusum:
         shift: float = math.log(1.25),
         threshold: float = 10.0,
         max_step_fraction: float = 1 / 3,
+        ceiling_fraction: float = 1.5,
     ) -> None:
         for name, value in (("shift", shift), ("threshold", threshold)):
             if not (math.isfinite(value) and value > 0):
@@ -90,7 +94,11 @@ class LatencyCusum:
             raise ValueError(msg)
         self.shift = float(shift)
         self.threshold = float(threshold)
+        if ceiling_fraction < 1.0:
+            msg = f"ceiling_fraction must be >= 1, got {ceiling_fraction!r}"
+            raise ValueError(msg)
         self.max_step_fraction = float(max_step_fraction)
+        self.ceiling_fraction = float(ceiling_fraction)
         self._statistic = 0.0
         self._started_ms: int | None = None
 
@@ -145,8 +153,9 @@ class LatencyCusum:
     def _next(
         self, minute_ms: int, n: int, mean_log: float, baseline_mean_log: float, sd_log: float
     ) -> tuple[float, int | None]:
-        statistic = max(
-            0.0, self._statistic + self.increment(n, mean_log, baseline_mean_log, sd_log)
+        statistic = min(
+            max(0.0, self._statistic + self.increment(n, mean_log, baseline_mean_log, sd_log)),
+            self.threshold * self.ceiling_fraction,  # so a long incident ends promptly
         )
         if statistic == 0.0:
             return 0.0, None
@@ -160,6 +169,7 @@ class LatencyCusum:
             "shift": self.shift,
             "threshold": self.threshold,
             "max_step_fraction": self.max_step_fraction,
+            "ceiling_fraction": self.ceiling_fraction,
             "statistic": self._statistic,
             "started_ms": self._started_ms,
         }
@@ -171,6 +181,7 @@ class LatencyCusum:
             shift=float(state["shift"]),
             threshold=float(state["threshold"]),
             max_step_fraction=float(state["max_step_fraction"]),
+            ceiling_fraction=float(state.get("ceiling_fraction", 1.5)),
         )
         cusum._statistic = float(state["statistic"])
         cusum._started_ms = None if state["started_ms"] is None else int(state["started_ms"])

@@ -47,21 +47,24 @@ _RANGE = re.compile(r"\[(\d+)([smhd])\]")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _compressed(amount: str, unit: str, factor: float) -> str:
-    return f"{max(1, round(int(amount) * _SECONDS[unit] / factor))}s"
+def _compressed(amount: str, unit: str, factor: float, least_s: int) -> str:
+    return f"{max(least_s, round(int(amount) * _SECONDS[unit] / factor))}s"
 
 
-def compress_rules(text: str, factor: float) -> str:
-    """``rules.yml`` with every ``for`` and range window divided by ``factor`` (>= 1 s)."""
+def compress_rules(text: str, factor: float, *, min_range_s: int = 4) -> str:
+    """``rules.yml`` with every ``for`` and range window divided by ``factor``.
+
+    ``for`` is at least 1 s; a range window at least ``min_range_s`` (two scrapes).
+    """
     doc = yaml.safe_load(text)
     for group in doc["groups"]:
         for rule in group["rules"]:
             if "for" in rule:
                 match = _DURATION.match(str(rule["for"]))
                 assert match, f"unexpected duration {rule['for']!r} in {rule.get('alert')}"
-                rule["for"] = _compressed(match[1], match[2], factor)
+                rule["for"] = _compressed(match[1], match[2], factor, 1)
             rule["expr"] = _RANGE.sub(
-                lambda m: f"[{_compressed(m[1], m[2], factor)}]", rule["expr"])
+                lambda m: f"[{_compressed(m[1], m[2], factor, min_range_s)}]", rule["expr"])
     return yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -71,12 +74,15 @@ def rule_alert_names(text: str) -> set[str]:
     return {r["alert"] for g in doc["groups"] for r in g["rules"] if "alert" in r}
 
 
-def prometheus_config(rules_file: Path, worker: str, alertmanager: str, prometheus: str,
-                      interval_s: int = 1) -> str:
-    """``deploy/prometheus/prometheus.yml`` pointed at loopback targets, ``interval_s`` apart."""
+def prometheus_config(rules_file: Path, worker: str, alertmanager: str, prometheus: str, *,
+                      scrape_s: int = 2, evaluate_s: int = 1) -> str:
+    """``deploy/prometheus/prometheus.yml`` pointed at loopback targets, short intervals.
+
+    The scrape timeout equals the scrape interval, so a worker busy for longer than that
+    shows as a failed scrape (``up == 0``).
+    """
     doc = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    doc["global"] = {"scrape_interval": f"{interval_s}s",
-                     "evaluation_interval": f"{interval_s}s"}
+    doc["global"] = {"scrape_interval": f"{scrape_s}s", "evaluation_interval": f"{evaluate_s}s"}
     doc["rule_files"] = [str(rules_file)]
     doc["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager]}]}]
     targets = {"revwatch": [worker], "alertmanager": [alertmanager], "prometheus": [prometheus]}
@@ -159,7 +165,7 @@ class Daemon:
 
 
 def start_prometheus(workdir: Path, *, worker: str, alertmanager: str, rules_text: str,
-                     interval_s: int = 1) -> Daemon:
+                     scrape_s: int = 2, evaluate_s: int = 1) -> Daemon:
     """Prometheus with ``rules_text`` and the deploy scrape jobs (checked by promtool first)."""
     daemon = Daemon("prometheus", PROMETHEUS, workdir)
     rules = workdir / "rules.yml"
@@ -167,7 +173,8 @@ def start_prometheus(workdir: Path, *, worker: str, alertmanager: str, rules_tex
     workdir.mkdir(parents=True, exist_ok=True)
     rules.write_text(rules_text)
     config.write_text(prometheus_config(rules, worker, alertmanager,
-                                        f"127.0.0.1:{daemon.port}", interval_s))
+                                        f"127.0.0.1:{daemon.port}", scrape_s=scrape_s,
+                                        evaluate_s=evaluate_s))
     check = subprocess.run([str(PROMTOOL), "check", "config", str(config)],
                            capture_output=True, text=True, timeout=60, check=False)
     assert check.returncode == 0, f"promtool check config:\n{check.stdout}{check.stderr}"

@@ -317,3 +317,46 @@ def test_metrics_count_bot_sessions(outcome: Outcome) -> None:
     assert bots >= len(BOT_SESSIONS), (
         f"revwatch_bot_sessions_total = {bots}, {len(BOT_SESSIONS)} bot sessions were read; "
         "CONTRACT.md: bot sessions count nowhere but in a metric")
+
+
+def test_campaign_watermark_waits_for_every_facts_partition(worker: Worker,
+                                                            outcome: Outcome) -> None:
+    """The campaign stage ticks only as far as the slowest facts partition has shown.
+
+    A sessionizer sends its heartbeat to every facts partition, after the facts it sent
+    there. If one partition is read ahead of the others, its heartbeat must not move the
+    campaign stage's clock past facts still unread in the others (streams/watermark.py:
+    the minimum over inputs, each input a (source, partition)).
+    """
+    s = worker.settings
+    first, ahead = EXPIRY_AT + 60 * MINUTE, EXPIRY_AT + 90 * MINUTE
+
+    def heartbeats(at_ms: int, partitions: Sequence[int]) -> list[Message]:
+        fact = {"kind": "heartbeat", "campaign": "", "watermark_ms": at_ms,
+                "session_id": "probe-sessionizer"}
+        return [Message.of(s.facts_topic, fact, b"", p) for p in partitions]
+
+    def newest_tick(records: Sequence[Consumed]) -> int:
+        return max((r.json()["tick_ms"] for r in records), default=0)
+
+    async def run() -> tuple[int, int]:
+        everywhere, others = range(s.partitions), range(1, s.partitions)
+        async with TopicReader(worker.bootstrap, s.verdicts_topic) as verdicts:
+            await produce(worker.bootstrap, heartbeats(first, everywhere))
+            await verdicts.until(lambda rs: newest_tick(rs) >= first, 45,
+                                 "verdicts at the probe's first heartbeat", worker)
+            # partition 0 runs 30 min ahead; the others repeat where they are (still active)
+            await produce(worker.bootstrap, heartbeats(ahead, [0]) + heartbeats(first, others))
+            await verdicts.drain(quiet_s=4.0, timeout_s=8.0)
+            held = newest_tick(verdicts.records)
+            await produce(worker.bootstrap, heartbeats(ahead, others))
+            await verdicts.until(lambda rs: newest_tick(rs) >= ahead, 30,
+                                 "verdicts once every partition is ahead", worker)
+            return held, newest_tick(verdicts.records)
+
+    held, final = asyncio.run(run())
+    assert held < first + 2 * MINUTE, (
+        f"one facts partition's heartbeat moved the campaign stage {(held - first) // MINUTE} "
+        "min ahead of the other partitions: streams/stages.py CampaignStage keys its input "
+        "watermarks by source only, not by (source, facts partition)")
+    assert final == ahead

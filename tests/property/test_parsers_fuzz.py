@@ -34,6 +34,7 @@ from streams.records import (
     Beacon,
     Order,
     SessionFact,
+    _beacon_checked,
     parse_beacon,
     parse_order,
 )
@@ -158,8 +159,12 @@ def test_parse_canonical_returns_a_beacon_or_raises_invalid_record(
     try:
         beacon = parse_canonical(record)
     except InvalidRecord:
+        with pytest.raises(InvalidRecord):  # the fast path refuses what the reference does
+            _beacon_checked(record)
         return
     assert beacon.beacon_id == record["beacon_id"]
+    reference = _beacon_checked(record)
+    assert (beacon, beacon.extra) == (reference, reference.extra)
 
 
 @FUZZ

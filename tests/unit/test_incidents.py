@@ -16,7 +16,7 @@ from detectors.verdicts import CampaignVerdict, Estimate
 
 MIN = 60_000
 T0 = 28_333_334 * MIN  # a whole minute
-ALPHA = 0.02 / 1440
+ALPHA = 0.02 / 24  # budget per campaign-day over 24 independent tests a day
 ONE_TICK = IncidentParams(open_ticks_conversion=1)
 
 
@@ -107,12 +107,12 @@ def test_bh_matches_scipy_and_an_independent_reference() -> None:
 
 
 def test_manager_applies_bh_over_warmed_up_campaigns_only() -> None:
-    # m = 4 warmed up; thresholds k * alpha / 4 = 3.5e-6, 6.9e-6, 1.04e-5, 1.39e-5
-    p_values = {"a": 5e-6, "b": 6e-6, "c": 1.2e-5, "d": 0.5}
+    # m = 4 warmed up; thresholds k * alpha / 4 = 2.08e-4, 4.17e-4, 6.25e-4, 8.33e-4
+    p_values = {"a": 3e-4, "b": 3.6e-4, "c": 7.2e-4, "d": 0.5}
     ticks = [dropped(name, T0, conversion_p_value=p) for name, p in p_values.items()]
     ticks.append(dropped("cold", T0, conversion_p_value=1e-12, warmed_up=False))
     alerts = IncidentManager(ONE_TICK).process_tick(T0, ticks)
-    # c alone would pass alpha (1.2e-5 < 1.39e-5) but not BH over four campaigns
+    # c alone would pass alpha (7.2e-4 < 8.33e-4) but not BH over four campaigns
     assert sorted(a.campaign for a in alerts) == ["a", "b"]
     assert {a.kind for a in alerts} == {"conversion_drop"}
     assert [a.evidence["conversion_significant"] for a in alerts] == [True, True]
