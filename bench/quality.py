@@ -126,7 +126,8 @@ def _estimate(matched: list[Episode], start: int, end: int
     value = low = high = 0.0
     found = False
     for ep in matched:
-        firing = [u for u in ep.updates if u["state"] == "firing" and u["ts"] <= max(mid, ep.first_ts)]
+        until = max(mid, ep.first_ts)
+        firing = [u for u in ep.updates if u["state"] == "firing" and u["ts"] <= until]
         if not firing:
             continue
         u = firing[-1]
@@ -161,12 +162,16 @@ def report(results: list[IncidentResult], alarms: list[dict[str, Any]], days: fl
         print(f"{r.seed:>4} {r.id[:25]:<26}{r.kind:<28}{r.true_loss_per_hour:>9,.0f} "
               f"{'yes' if r.caught else 'NO':>6} "
               f"{'' if r.detect_minutes is None else f'{r.detect_minutes:.0f}':>5} "
-              f"{r.kind_seen or '-':<28}{'' if r.estimate_per_hour is None else f'{r.estimate_per_hour:,.0f}':>9} "
+              f"{r.kind_seen or '-':<28}{_money(r.estimate_per_hour):>9} "
               f"{interval:>19} {'' if r.covered is None else ('y' if r.covered else 'n'):>3}")
     for alarm in alarms:
         print(f"FALSE ALARM seed {alarm['seed']}: {alarm['campaign']} {alarm['kind']} "
               f"(near trap: {alarm['near_trap']}) {alarm['summary'][:90]}")
     return summarise(results, alarms, days, seeds)
+
+
+def _money(value: float | None) -> str:
+    return "" if value is None else f"{value:,.0f}"
 
 
 def summarise(results: list[IncidentResult], alarms: list[dict[str, Any]], days: float,
