@@ -313,7 +313,12 @@ def main() -> None:
                         help="broker; started locally if nothing answers there")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--session-ttl-minutes", type=float, default=None,
+                        help="session timeout and order grace, each (default: the settings')")
     args = parser.parse_args()
+    ttl = args.session_ttl_minutes
+    overrides = {} if ttl is None else {"session_timeout_minutes": ttl,
+                                        "order_grace_minutes": ttl}
     with tempfile.TemporaryDirectory(prefix="revwatch-load-") as tmp:
         broker = LocalBroker(args.bootstrap, Path(tmp) / "broker")
         started = not broker.status().answering
@@ -322,7 +327,7 @@ def main() -> None:
         try:
             report = asyncio.run(run_load(args.bootstrap, Path(tmp) / "worker",
                                           duration_s=args.duration, rate=args.rate,
-                                          partitions=args.partitions))
+                                          partitions=args.partitions, **overrides))
         finally:
             if started:
                 broker.stop()

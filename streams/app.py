@@ -8,6 +8,7 @@ spreads the partitions of the consumer group; each piece of state has one owner.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -19,23 +20,26 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
 from detectors.incidents import IncidentManager
-from detectors.monitor import Monitor
+from detectors.monitor import SEPARATOR, Monitor
 from streams.collector import install_collector
 from streams.delivery import Dispatcher
 from streams.early import EarlyOrders, session_items
 from streams.errors import InvalidRecord
 from streams.health import campaigns_view, dumps_json
 from streams.metrics import Metrics
-from streams.pipeline import incident_params
+from streams.pipeline import TickAssembler, incident_params
 from streams.receivers import receivers_from_settings
 from streams.sessions import Sessionizer
 from streams.settings import Settings
 from streams.sink import KafkaSink
 from streams.stages import CampaignStage, IncidentStage, Out, SessionStage, Topics
-from streams.tables import table_items, write_changes
+from streams.tables import key_partitions, table_items, write_changes
 
 BATCH = 1000
 WITHIN_S = 0.5
+SESSION_TIMEOUT_S = 10.0
+# The source topics of each table: a table partition is owned with its topics' partition.
+TABLE_SOURCES = {"sessions": "source", "campaigns": "facts", "incidents": "verdicts"}
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Runtime:
     topics: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, Any] = field(default_factory=dict)
     recovered: bool = False
+    reloads: dict[str, int] = field(default_factory=dict)  # per table: times rebuilt
 
 
 def topics_of(settings: Settings) -> Topics:
@@ -70,6 +75,9 @@ def create_app(settings: Settings) -> Runtime:
         datadir=str(settings.data_dir / "faust"), topic_partitions=settings.partitions,
         table_standby_replicas=0, stream_wait_empty=False, consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0, producer_linger=0.005, web_cors_options=None,
+        # A worker that dies is out of the group after 10 s (Faust's default 60 s held its
+        # partitions, and a restarted worker's, for a minute); heartbeats every second.
+        broker_session_timeout=SESSION_TIMEOUT_S, broker_heartbeat_interval=1.0,
     )
     registry = CollectorRegistry(auto_describe=True)
     metrics = Metrics(registry, max_campaign_labels=settings.max_campaign_labels)
@@ -117,34 +125,64 @@ def _declare(rt: Runtime) -> None:
 
 def _reloader(rt: Runtime, name: str) -> Any:
     async def reload() -> None:
-        items = table_items(rt.tables[name])
-        if name == "sessions":
-            stage = rt.sessions
-            fresh = Sessionizer.from_settings(rt.settings, external_watermark=True)
-            fresh.restore(session_items(items), stage.sessionizer.watermark_ms)
-            stage.sessionizer = fresh
-            stage.early = EarlyOrders()
-            stage.early.restore(items)
-        elif name == "campaigns":
-            monitor = Monitor()
-            monitor.restore(items)
-            rt.campaigns.monitor = monitor
-        else:
-            state = dict(items).get("site")
-            if state is not None:
-                rt.incidents.manager = IncidentManager.from_state(
-                    state, incident_params(rt.settings))
-        rt.recovered = True
+        _reload(rt, name)
     return reload
 
 
-def _send(rt: Runtime, out: Out, table: str, partition_of: Any) -> None:
-    for topic, key, value, partition in out.records:
-        rt.topics[topic].send_soon(key=key, value=value, partition=partition)
-    write_changes(rt.tables[table], out.changes, partition_of)
+def _reload(rt: Runtime, name: str) -> None:
+    """Rebuild a stage's live objects from its table: only the partitions now owned."""
+    table = rt.tables[name]
+    items = table_items(table)
+    if name == "sessions":
+        stage = rt.sessions
+        fresh = Sessionizer.from_settings(rt.settings, external_watermark=True)
+        fresh.restore(session_items(items), stage.sessionizer.watermark_ms)
+        stage.sessionizer = fresh
+        stage.early = EarlyOrders()
+        stage.early.restore(items)
+        stage.partitions = key_partitions(table)
+    elif name == "campaigns":
+        rt.campaigns.restore(items)
+        rt.campaigns.partitions = {key.rpartition(SEPARATOR)[0]: partition
+                                   for key, partition in key_partitions(table).items()}
+    else:
+        state = dict(items).get("site")
+        params = incident_params(rt.settings)
+        if state is None:  # the partition is not ours (any more), nor are its open alerts
+            rt.incidents.manager = IncidentManager(params)
+            rt.incidents.assembler = TickAssembler()
+        else:
+            rt.incidents.manager = IncidentManager.from_state(state, params)
+    rt.reloads[name] = rt.reloads.get(name, 0) + 1
+    rt.recovered = True
+
+
+async def _send(rt: Runtime, out: Out, table: str, partition_of: Any) -> None:
+    """Send a batch's records, then write its table changes, then hand over its alerts.
+
+    The records are acknowledged before the state that says they were sent is written: a
+    crash in between sends them again (the next stage recognises repeats) instead of
+    losing them. If a rebalance rebuilt the stage meanwhile, the changes are written for
+    the partitions still owned and the stage is rebuilt again from the table.
+    """
+    reloads = rt.reloads.get(table, 0)
+    sent = [rt.topics[topic].send_soon(key=key, value=value, partition=partition)
+            for topic, key, value, partition in out.records]
+    if sent and out.changes:
+        await asyncio.gather(*sent)
+    if rt.reloads.get(table, 0) == reloads:
+        write_changes(rt.tables[table], out.changes, partition_of)
+    else:
+        write_changes(rt.tables[table], out.changes, partition_of, owned=_owned(rt, table))
+        _reload(rt, table)
     for alert in out.alerts:
         rt.dispatcher.submit(alert.to_dict())
         rt.metrics.count_alert(alert.kind, alert.state)
+
+
+def _owned(rt: Runtime, table: str) -> set[int]:
+    names = set(rt.topics[TABLE_SOURCES[table]].topics)
+    return {tp.partition for tp in rt.app.assignor.assigned_actives() if tp.topic in names}
 
 
 def _agents(rt: Runtime) -> None:
@@ -152,21 +190,21 @@ def _agents(rt: Runtime) -> None:
     async def sessionize(stream: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
             out = rt.sessions.batch(events)
-            _send(rt, out, "sessions", rt.sessions.partition_of)
+            await _send(rt, out, "sessions", rt.sessions.partition_of)
             rt.metrics.set_event_lag(rt.settings.beacons_topic, _lag_s(rt.sessions))
 
     @rt.app.agent(rt.topics["facts"], name="campaigns")
     async def campaigns(stream: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
             out = rt.campaigns.batch(events)
-            _send(rt, out, "campaigns", rt.campaigns.partition_of)
+            await _send(rt, out, "campaigns", rt.campaigns.partition_of)
             rt.metrics.set_campaign_health(campaigns_view(rt).health_rows())
 
     @rt.app.agent(rt.topics["verdicts"], name="incidents")
     async def incidents(stream: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
             out = rt.incidents.batch(events)
-            _send(rt, out, "incidents", lambda _key: 0)
+            await _send(rt, out, "incidents", lambda _key: 0)
             rt.metrics.set_alerts_firing(
                 (a.campaign, a.kind) for a in rt.incidents.manager.open_alerts())
 

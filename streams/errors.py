@@ -26,7 +26,7 @@ class InvalidRecord(RevwatchError):
         self.field = field
         super().__init__(reason)
 
-    def to_dead_letter(self, topic: str, raw: bytes,
+    def to_dead_letter(self, topic: str, raw: bytes | None,
                        received_at_ms: int | None = None) -> dict[str, Any]:
         """The dead-letter value: ``{"error", "topic", "raw", "received_at"}`` (CONTRACT.md)."""
         if received_at_ms is None:
@@ -34,7 +34,7 @@ class InvalidRecord(RevwatchError):
         return {
             "error": self.reason,
             "topic": topic,
-            "raw": raw.decode("utf-8", errors="replace"),
+            "raw": (raw or b"").decode("utf-8", errors="replace"),
             "received_at": received_at_ms,
         }
 

@@ -180,8 +180,18 @@ class Sessionizer:
 
     def _see(self, arrival_ms: int) -> None:
         watermark = arrival_ms - self.params.allowed_lateness_ms
-        if watermark > self._wm:  # noqa: PLR1730 - per record: a branch is cheaper than max()
+        if watermark > self._wm:
+            if self._wm == NO_WATERMARK:
+                self._stamp_first(watermark)
             self._wm = watermark
+
+    def _stamp_first(self, watermark: int) -> None:
+        """Sessions seen before the first watermark get it as their last activity, so the
+        first ``advance`` does not expire them as if they were ancient."""
+        for sid, st in self._sessions.items():
+            if st.last_activity_ms == NO_WATERMARK:
+                st.last_activity_ms = watermark
+                self._changed.add(sid)
 
     def _touch(self, sid: str, ts: int) -> SessionState | None:
         """The live session ``sid`` (created if new), moved to the back; None: dropped."""

@@ -7,17 +7,19 @@ them directly with fake events.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
+from detectors.buckets import minute_of
 from detectors.incidents import Alert, IncidentManager
 from detectors.monitor import SEPARATOR, Monitor
 from detectors.verdicts import CampaignVerdict
@@ -27,13 +29,15 @@ from streams.errors import InvalidRecord
 from streams.metrics import Metrics
 from streams.pipeline import TickAssembler, apply_fact
 from streams.records import SessionFact, parse_beacon, parse_order
-from streams.sessions import Sessionizer
+from streams.sessions import NO_WATERMARK, Sessionizer
 from streams.watermark import InputWatermarks
 
 
 class EventLike(Protocol):
     """What we read of a Faust event: ``value`` bytes and ``message.topic/partition``."""
 
+    @property
+    def key(self) -> Any: ...
     @property
     def value(self) -> Any: ...
     @property
@@ -64,9 +68,13 @@ class Topics:
     facts_partitions: int
 
 
-def dead_letter(out: Out, topics: Topics, topic: str, raw: bytes, exc: InvalidRecord, *,
+def dead_letter(out: Out, topics: Topics, event: EventLike, exc: InvalidRecord, *,
                 metrics: Metrics) -> None:
-    out.send(topics.dead_letter, None, orjson.dumps(exc.to_dead_letter(topic, raw)))
+    """Send the record to the dead-letter topic under the key it came with (CONTRACT.md)."""
+    topic: str = event.message.topic
+    key = getattr(event, "key", None)
+    key = key if isinstance(key, bytes) else None
+    out.send(topics.dead_letter, key, orjson.dumps(exc.to_dead_letter(topic, event.value)))
     metrics.count_dead_letter(topic, exc.reason)
 
 
@@ -101,10 +109,11 @@ class SessionStage:
     watermarks: InputWatermarks = field(default_factory=_watermarks)
     source: str = field(default_factory=_source_id)
     early: EarlyOrders = field(default_factory=EarlyOrders)
+    bots_counted: int = 0
 
     def batch(self, events: Sequence[EventLike]) -> Out:
         out = Out()
-        facts: list[SessionFact] = []
+        facts: list[SessionFact] = self._prime(events)
         for event in events:
             facts.extend(self._one(event, out))
         watermark = self.watermarks.value()
@@ -118,13 +127,40 @@ class SessionStage:
         out.changes.update(states)
         out.changes.update(dict.fromkeys(deleted))
         out.changes.update(self.early.drain_changes())
+        self._count_bots()
         return out
 
+    def _count_bots(self) -> None:
+        bots = self.sessionizer.stats.bot_sessions
+        if bots > self.bots_counted:
+            self.metrics.count_sessions(bots - self.bots_counted, bot=True)
+        self.bots_counted = bots
+
+    def _prime(self, events: Sequence[EventLike]) -> list[SessionFact]:
+        """Give a sessionizer with no watermark yet (first batch after a start) this batch's.
+
+        Without it the sessions of the first batch would record "no time" as their last
+        activity and expire at the first advance, and their next beacons would start a
+        second session (a second session fact) under another campaign.
+        """
+        if self.sessionizer.watermark_ms != NO_WATERMARK:
+            return []
+        for event in events:
+            topic = event.message.topic
+            with contextlib.suppress(InvalidRecord):
+                record = parse_order(event.value) if topic == self.topics.orders \
+                    else parse_beacon(event.value)
+                arrival = record.ts if record.received_at is None else record.received_at
+                self.watermarks.observe((topic, event.message.partition), arrival)
+        to_ms = self._watermark_ms()
+        return [] if to_ms is None else self.sessionizer.advance(to_ms)
+
     def _one(self, event: EventLike, out: Out) -> list[SessionFact]:
-        raw: bytes = event.value
+        raw: bytes = event.value or b""  # a tombstone (null value) is just unreadable
         topic: str = event.message.topic
+        orders = topic == self.topics.orders
         try:
-            if topic == self.topics.orders:
+            if orders:
                 order = parse_order(raw)
                 self.partitions[order.session_id] = event.message.partition
                 arrival = order.ts if order.received_at is None else order.received_at
@@ -136,8 +172,13 @@ class SessionStage:
                 return self.sessionizer.observe_order(order)
             beacon = parse_beacon(raw)
         except InvalidRecord as exc:
-            dead_letter(out, self.topics, topic, raw, exc, metrics=self.metrics)
+            dead_letter(out, self.topics, event, exc, metrics=self.metrics)
+            if orders:
+                self.metrics.count_orders("invalid")
+            else:
+                self.metrics.count_beacons("topic", "invalid")
             return []
+        self.metrics.count_beacons("topic", "accepted")
         self.partitions[beacon.session_id] = event.message.partition
         arrival = beacon.ts if beacon.received_at is None else beacon.received_at
         self.watermarks.observe((topic, event.message.partition), arrival)
@@ -150,6 +191,8 @@ class SessionStage:
             for partition in range(self.topics.facts_partitions):
                 out.send(self.topics.facts, b"", value, partition)
         else:
+            if fact.kind == "session":
+                self.metrics.count_sessions()
             out.send(self.topics.facts, fact.campaign.encode(), value)
 
     def _watermark_ms(self) -> int | None:
@@ -172,23 +215,26 @@ class CampaignStage:
     partitions: dict[str, int] = field(default_factory=dict)
     latest: dict[str, CampaignVerdict] = field(default_factory=dict)
     watermarks: InputWatermarks = field(default_factory=_watermarks)
+    seen: dict[str, set[str]] = field(default_factory=dict)  # bucket key -> counted fact ids
+    repeats: int = 0  # facts recognised as already counted
+    _seen_changed: set[str] = field(default_factory=set)
 
     def batch(self, events: Sequence[EventLike]) -> Out:
         out = Out()
         for event in events:
             try:
-                fact = SessionFact.from_json(event.value)
+                fact = SessionFact.from_json(event.value or b"")
             except InvalidRecord as exc:
-                dead_letter(out, self.topics, self.topics.facts, event.value, exc,
-                            metrics=self.metrics)
+                dead_letter(out, self.topics, event, exc, metrics=self.metrics)
                 continue
             if fact.kind == "heartbeat":
                 # per (sessionizer, partition): partitions are read at different paces
                 self.watermarks.observe((fact.session_id, event.message.partition),
                                         fact.watermark_ms)
+                apply_fact(self.monitor, fact)
             else:
                 self.partitions[fact.campaign] = event.message.partition
-            apply_fact(self.monitor, fact)
+                self._apply_once(fact)
         watermark = self.watermarks.value()
         for verdict in [] if watermark is None else self.monitor.advance(watermark):
             self.latest[verdict.campaign] = verdict
@@ -196,8 +242,57 @@ class CampaignStage:
                      option=orjson.OPT_SERIALIZE_NUMPY), 0)
         for name in [n for n in self.latest if n not in self.monitor.models]:
             del self.latest[name]
-        out.changes.update(self.monitor.drain_changes())
+        out.changes.update(self._with_seen(self.monitor.drain_changes()))
         return out
+
+    def _apply_once(self, fact: SessionFact) -> None:
+        """Apply a session or order fact unless its minute bucket already counted it.
+
+        Facts are sent at least once: a sessionizer that crashed between sending facts and
+        saving its state sends them again, and this stage re-reads the facts after its last
+        commit when it restarts. The ids a bucket has counted are saved in the bucket's own
+        table row, so a row and its ids are always recovered together.
+        """
+        key = f"{fact.campaign}{SEPARATOR}{minute_of(fact.start_ms)}"
+        ident = fact.session_id if fact.kind == "session" else f"o:{fact.order_id}"
+        seen = self.seen.get(key)
+        if seen is not None and ident in seen:
+            self.repeats += 1
+            return
+        apply_fact(self.monitor, fact)
+        model = self.monitor.models.get(fact.campaign)
+        if model is not None and model.ring.get(minute_of(fact.start_ms)) is not None:
+            self.seen.setdefault(key, set()).add(ident)
+            self._seen_changed.add(key)
+
+    def _with_seen(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Bucket rows as ``{"v": bucket, "ids": counted fact ids}``; other rows unchanged."""
+        for key in self._seen_changed - changes.keys():
+            name, _, minute = key.rpartition(SEPARATOR)
+            bucket = self.monitor.models[name].ring.get(int(minute)) \
+                if name in self.monitor.models else None
+            changes[key] = None if bucket is None else bucket.to_state()
+        self._seen_changed.clear()
+        for key, value in changes.items():
+            if _is_bucket_key(key):
+                if value is None:
+                    self.seen.pop(key, None)
+                else:
+                    changes[key] = {"v": value, "ids": sorted(self.seen.get(key, ()))}
+        return changes
+
+    def restore(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Rebuild the monitor and the counted ids from table rows (after a rebalance)."""
+        plain: list[tuple[str, Any]] = []
+        self.seen, self.partitions = {}, {}
+        for key, value in items:
+            wrapped = _is_bucket_key(key) and isinstance(value, dict)
+            if wrapped:
+                self.seen[key] = set(value["ids"])
+            plain.append((key, value["v"] if wrapped else value))
+        monitor = Monitor(self.monitor.params)
+        monitor.restore(plain)
+        self.monitor = monitor
 
     def partition_of(self, key: str) -> int | None:
         return self.partitions.get(key.rpartition(SEPARATOR)[0])
@@ -216,11 +311,10 @@ class IncidentStage:
         out = Out()
         for event in events:
             try:
-                verdict = CampaignVerdict.from_state(orjson.loads(event.value))
-            except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+                verdict = CampaignVerdict.from_state(orjson.loads(event.value or b""))
+            except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
                 error = InvalidRecord(f"not a verdict: {exc}")
-                dead_letter(out, self.topics, self.topics.verdicts, event.value, error,
-                            metrics=self.metrics)
+                dead_letter(out, self.topics, event, error, metrics=self.metrics)
                 continue
             for tick, verdicts in self.assembler.add(verdict):
                 out.alerts.extend(self.manager.process_tick(tick, verdicts))
@@ -229,6 +323,11 @@ class IncidentStage:
         if events:
             out.changes["site"] = self.manager.to_state()
         return out
+
+
+def _is_bucket_key(key: str) -> bool:
+    """``campaign|<minute ms>`` (a minute bucket), not ``campaign|model``."""
+    return key.rpartition(SEPARATOR)[2].lstrip("-").isdigit()
 
 
 def nan_to_none(value: float) -> float | None:

@@ -9,7 +9,8 @@
   webhook (``{webhook}/am/<receiver name>``).
 * :class:`Daemon` runs one binary on a free loopback port with a temp dir and its log;
   :meth:`Daemon.stop` terminates it (SIGTERM, then SIGKILL).
-* :class:`WebhookServer` is an aiohttp receiver on its own thread that keeps every POST.
+* :class:`WebhookServer` is an aiohttp receiver on its own thread that keeps every POST;
+  :class:`Poller` calls a probe on a thread; :class:`AmAlert` is what one saw of an alert.
 * :func:`get_json` / :func:`prom_query` / :func:`prom_query_range` read HTTP APIs.
 
 Every wait is bounded; a timeout raises ``AssertionError`` with the end of the daemon's log.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import subprocess
 import threading
@@ -26,6 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,6 +195,48 @@ def start_alertmanager(workdir: Path, webhook_base: str) -> Daemon:
     daemon.start([f"--config.file={config}", f"--storage.path={workdir / 'data'}",
                   "--cluster.listen-address="])
     return daemon
+
+
+@dataclass
+class AmAlert:
+    """What the poller saw of one Alertmanager alert (by fingerprint)."""
+
+    labels: dict[str, str]
+    first_seen: float
+    updates: list[dict[str, str]] = field(default_factory=list)  # distinct annotations
+    states: set[str] = field(default_factory=set)
+    inhibited_by: set[str] = field(default_factory=set)
+
+    def peak(self, figure: str) -> float:
+        return max((float(n.get(figure, "nan")) for n in self.updates), default=math.nan)
+
+
+class Poller(threading.Thread):
+    """Calls ``probe`` every ``every_s`` until stopped; errors are kept, not raised."""
+
+    def __init__(self, probe: Callable[[], None], every_s: float) -> None:
+        super().__init__(daemon=True)
+        self.probe, self.every_s = probe, every_s
+        self.stopping = threading.Event()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.probe()
+            except Exception as exc:  # the tests report what was seen
+                self.errors.append(repr(exc))
+            self.stopping.wait(self.every_s)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=15)
+
+
+def promtool_check_metrics(scrape: str) -> str:
+    check = subprocess.run([str(PROMTOOL), "check", "metrics"], input=scrape,
+                           capture_output=True, text=True, timeout=60, check=False)
+    return "" if check.returncode == 0 else f"exit {check.returncode}: {check.stdout}{check.stderr}"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +108,7 @@ class Outcome:
     metrics: str
 
 
-def good_facts_done(records: list[Consumed]) -> bool:
+def good_facts_done(records: Sequence[Consumed]) -> bool:
     facts = [r.json() for r in records]
     sessions = {f["session_id"] for f in facts if f["kind"] == "session"}
     orders = {f["session_id"] for f in facts if f["kind"] == "order"}

@@ -253,7 +253,7 @@ def worker_fixture(request: pytest.FixtureRequest, bootstrap: str,
 def _report(request: pytest.FixtureRequest, text: str) -> None:
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
-        sys.__stderr__.write(text + "\n")
+        print(text, file=sys.stderr)
         return
     reporter.write_sep("-", "revwatch worker log")
     reporter.write_line(text)
