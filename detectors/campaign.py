@@ -27,10 +27,11 @@ from detectors.lag import LagModel
 from detectors.latency import LatencyCusum, LatencyVerdict
 from detectors.pricing import price_conversion_loss, price_slow_pages
 from detectors.revenue import average_order_value
-from detectors.sketch import merged
-from detectors.verdicts import CampaignVerdict
+from detectors.sketch import LogHistogram
+from detectors.verdicts import CampaignVerdict, Estimate
 
 Z75 = 0.6744897501960817  # standard normal 75th percentile
+PRICE_CONVERSION_P = 0.5  # price a conversion shortfall only when the scan sees one
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,47 +204,59 @@ class CampaignModel:
     # -- reporting ------------------------------------------------------------------------
     def _verdict(self, campaign: str, tick_ms: int, conv: ConversionVerdict,
                  site_fit: CurveFit | None) -> CampaignVerdict:
-        recent = list(self.ring.span(tick_ms - self.params.recent_minutes * MINUTE_MS, tick_ms))
-        sessions = sum(b.sessions for _, b in recent)
+        p = self.params
+        window = list(self.ring.span(tick_ms - p.horizon_minutes * MINUTE_MS, tick_ms))
+        recent = [(m, b) for m, b in window if m >= tick_ms - p.recent_minutes * MINUTE_MS]
         base_conv, base_sessions = self.conv_base.values
         lat = self.last_latency
         return CampaignVerdict(
             campaign=campaign, tick_ms=tick_ms,
-            warmed_up=bool(base_conv >= self.params.min_baseline_conversions),
-            sessions_per_minute=sessions / self.params.recent_minutes,
-            sessions_in_window=int(sum(b.sessions for _, b in self.ring.span(
-                tick_ms - self.params.horizon_minutes * MINUTE_MS, tick_ms))),
-            conversion_rate=self._recent_rate(tick_ms),
+            warmed_up=bool(base_conv >= p.min_baseline_conversions),
+            sessions_per_minute=sum(b.sessions for _, b in recent) / p.recent_minutes,
+            sessions_in_window=sum(b.sessions for _, b in window),
+            conversion_rate=self._recent_rate(tick_ms, window),
             conversion_rate_baseline=base_conv / base_sessions if base_sessions else math.nan,
-            lcp_p75_ms=self._recent_p75(tick_ms), lcp_p75_baseline_ms=self._baseline_p75(tick_ms),
+            lcp_p75_ms=self._recent_p75(tick_ms, window),
+            lcp_p75_baseline_ms=self._baseline_p75(tick_ms),
             latency_regressed=lat.is_regression,
             latency_statistic=lat.statistic, latency_threshold=lat.threshold,
             latency_started_ms=lat.started_ms,
-            latency_shift=self._recent_shift(tick_ms),
+            latency_shift=self._recent_shift(tick_ms, recent),
             conversion_p_value=conv.p_value, conversion_observed=conv.observed,
             conversion_expected=conv.expected, conversion_ratio=conv.ratio,
             conversion_window_start_ms=conv.window_start_ms,
-            **self._money(tick_ms, conv, site_fit),
+            **self._money(tick_ms, conv, site_fit, window),
         )
 
-    def _money(self, tick_ms: int, conv: ConversionVerdict,
-               site_fit: CurveFit | None) -> dict[str, Any]:
+    def _money(self, tick_ms: int, conv: ConversionVerdict, site_fit: CurveFit | None,
+               window: list[tuple[int, MinuteBucket]]) -> dict[str, Any]:
+        """Price what the tests see; a figure with no evidence behind it is zero (and not
+        computed: most ticks of most campaigns need neither)."""
         aov, aov_se = self.average_order_value()
-        fit = shrunk_fit(self.curve_sessions.values, self.curve_conversions.values, site_fit)
-        window = self._current_window(tick_ms)
-        current = sum((_dense(b.commerce_sessions) for _, b in window), np.zeros(N_BINS))
-        minutes = max(len(window), 1)
-        slow = price_slow_pages(fit, self.curve_sessions.values, current, minutes=minutes,
-                                aov=aov, aov_se=aov_se)
-        base_conv, base_sessions = self.conv_base.values
-        window_sessions = sum(b.sessions for _, b in self.ring.span(
-            conv.window_start_ms or tick_ms, tick_ms))
-        lost = price_conversion_loss(
-            conv, tick_ms=tick_ms, window_sessions=window_sessions,
-            baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
-            aov=aov, aov_se=aov_se)
+        slow = lost = Estimate.zero()
+        if self.last_latency.statistic > 0:
+            slow = self._slow_page_loss(tick_ms, site_fit, aov, aov_se)
+        if conv.p_value < PRICE_CONVERSION_P and conv.window_start_ms is not None:
+            base_conv, base_sessions = self.conv_base.values
+            start = conv.window_start_ms
+            lost = price_conversion_loss(
+                conv, tick_ms=tick_ms,
+                window_sessions=sum(b.sessions for m, b in window if m >= start),
+                baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
+                aov=aov, aov_se=aov_se)
         return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
                 "conversion_loss_per_hour": lost}
+
+    def _slow_page_loss(self, tick_ms: int, site_fit: CurveFit | None, aov: float,
+                        aov_se: float) -> Estimate:
+        fit = shrunk_fit(self.curve_sessions.values, self.curve_conversions.values, site_fit)
+        current_window = self._current_window(tick_ms)
+        current = np.zeros(N_BINS)
+        for _, bucket in current_window:
+            for index, count in bucket.commerce_sessions.items():
+                current[index] += count
+        return price_slow_pages(fit, self.curve_sessions.values, current,
+                                minutes=max(len(current_window), 1), aov=aov, aov_se=aov_se)
 
     def _current_window(self, tick_ms: int) -> list[tuple[int, MinuteBucket]]:
         """Minutes that show the latency now: the last ``price_minutes`` closed minutes, or
@@ -259,28 +272,37 @@ class CampaignModel:
         n, total, total_sq = self.orders.values
         return average_order_value(float(total), float(total_sq), float(n))
 
-    def _recent_rate(self, tick_ms: int) -> float:
-        start = tick_ms - 60 * MINUTE_MS
-        exposure = conversions = 0.0
-        for minute, bucket in self.ring.span(start, tick_ms):
-            exposure += bucket.sessions * self.lag.cdf((tick_ms - minute) / MINUTE_MS - 0.5)
-            conversions += bucket.conversions
+    def _recent_rate(self, tick_ms: int, window: list[tuple[int, MinuteBucket]]) -> float:
+        """Lag-adjusted conversion rate of the last hour's sessions."""
+        hour = [(m, b) for m, b in window if m >= tick_ms - 60 * MINUTE_MS]
+        if not hour:
+            return math.nan
+        ages = np.array([(tick_ms - m) / MINUTE_MS - 0.5 for m, _ in hour])
+        sessions = np.array([b.sessions for _, b in hour], dtype=float)
+        exposure = float(sessions @ self.lag.cdf_array(ages))
+        conversions = sum(b.conversions for _, b in hour)
         return conversions / exposure if exposure > 0 else math.nan
 
-    def _recent_p75(self, tick_ms: int) -> float:
-        for minutes in (self.params.p75_minutes, self.params.recent_minutes, 60):
-            span = self.ring.span(tick_ms - minutes * MINUTE_MS, tick_ms)
-            sketch = merged(b.sketch for _, b in span)
-            if sketch.count >= self.params.min_p75_sessions:
-                return sketch.quantile(0.75)
-        return math.nan
+    def _recent_p75(self, tick_ms: int, window: list[tuple[int, MinuteBucket]]) -> float:
+        """p75 of the last 5 minutes' sessions; 15 or 60 minutes when they are too few."""
+        sketch = LogHistogram()
+        limits = iter((self.params.p75_minutes, self.params.recent_minutes, 60))
+        limit = next(limits)
+        for minute, bucket in reversed(window):
+            while minute < tick_ms - limit * MINUTE_MS:
+                if sketch.count >= self.params.min_p75_sessions:
+                    return sketch.quantile(0.75)
+                limit = next(limits, 0)
+                if limit == 0:
+                    return math.nan
+            sketch.merge(bucket.sketch)
+        return sketch.quantile(0.75) if sketch.count >= self.params.min_p75_sessions else math.nan
 
-    def _recent_shift(self, tick_ms: int) -> float:
-        span = list(self.ring.span(tick_ms - self.params.recent_minutes * MINUTE_MS, tick_ms))
-        n = sum(b.lcp_n for _, b in span)
+    def _recent_shift(self, tick_ms: int, recent: list[tuple[int, MinuteBucket]]) -> float:
+        n = sum(b.lcp_n for _, b in recent)
         if n == 0 or self.latency_baseline.level_weight <= 0:
             return math.nan
-        return sum(b.sum_log for _, b in span) / n - self.latency_baseline.expected(tick_ms)
+        return sum(b.sum_log for _, b in recent) / n - self.latency_baseline.expected(tick_ms)
 
     def _baseline_p75(self, tick_ms: int) -> float:
         if self.latency_baseline.level_weight <= 0:

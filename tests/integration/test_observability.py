@@ -1,6 +1,6 @@
 """Real Prometheus and Alertmanager watch a running worker through a performance incident.
 
-One module-scoped scenario (about 2.5-3 minutes): Kafka, a real Alertmanager (routes and
+One module-scoped scenario (2.5-4 minutes): Kafka, a real Alertmanager (routes and
 inhibitions of ``deploy/alertmanager/alertmanager.yml``, receivers redirected to a local
 aiohttp webhook), one ``revwatch worker`` delivering to that Alertmanager and to the webhook,
 and a real Prometheus (the deploy scrape jobs and ``rules.yml``, 2 s scrape, 1 s evaluation).

@@ -1,0 +1,105 @@
+"""Issue "Reliability", item 2: two workers share the partitions, one dies, a third joins.
+
+Workers A and B read the simulated shop of ``bench/reliability.py`` together. A is killed
+with SIGKILL and not restarted: B must take A's partitions, recover their state from the
+changelogs and go on (the slowdown on ``spring_sale`` comes after the kill, so its alert
+comes from a survivor). Then C joins and must get partitions of its own. At the end the
+counts and the alert episodes must equal the offline no-kill reference, and no alert
+update may be sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.reliability import (
+    caught_up,
+    compare,
+    last_event_ms,
+    play,
+    read_back,
+    reference_for,
+    scenario_records,
+    tail_messages,
+)
+from streams.topics import ensure_topics, revwatch_topics
+from tests.integration.worker_harness import (
+    Worker,
+    free_port,
+    metric_value,
+    produce,
+    worker_settings,
+)
+
+pytestmark = pytest.mark.integration
+
+FEED_S = 45.0
+KILL_AT_S = 10.0  # event time ~27 min: long before the slowdown (minute 60)
+JOIN_AT_S = 25.0
+
+
+@pytest.fixture
+def workers(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path
+            ) -> Iterator[list[Worker]]:
+    """A, B (started and ready) and C (not started); all stopped at the end."""
+    settings = worker_settings(kafka_bootstrap, "failover", tmp_path / "a", partitions=4)
+    ensure_topics(kafka_bootstrap, revwatch_topics(settings))
+    trio = [Worker(settings.replace(web_port=free_port() if name != "a" else
+                                    settings.web_port, data_dir=tmp_path / name),
+                   tmp_path / f"{name}.log") for name in ("a", "b", "c")]
+    failed_before = request.session.testsfailed
+    try:
+        for worker in trio[:2]:
+            worker.start()
+        for worker in trio[:2]:
+            worker.wait_ready()
+        yield trio
+    finally:
+        for worker in trio:
+            worker.stop()
+        if request.session.testsfailed > failed_before:
+            for worker in trio:
+                print(worker.describe(lines=80))
+
+
+@pytest.mark.timeout(480)
+async def test_a_survivor_takes_over_and_a_newcomer_shares_the_load(
+        workers: list[Worker]) -> None:
+    a, b, c = workers
+    settings = a.settings
+    records = scenario_records()
+    reference = reference_for(settings, records)
+    assert reference.episodes.get("spring_sale"), "the reference must alert on spring_sale"
+
+    began = time.monotonic()
+    feeding = asyncio.create_task(play(settings, records, FEED_S))
+    await asyncio.sleep(KILL_AT_S)
+    a.kill()
+    await asyncio.sleep(JOIN_AT_S - (time.monotonic() - began))
+    c.start()
+    c_ready_s = await asyncio.to_thread(c.wait_ready)  # /readyz: C has partitions
+    await feeding
+    await produce(settings.broker_host_port,
+                  tail_messages(settings, last_event_ms(records) + 10 * 60_000))
+    catch_up_s = await caught_up(settings, 300.0, [b, c])
+    result = await read_back(settings)
+    diff = compare(reference, result)
+    print(f"C ready after {c_ready_s:.1f} s, caught up {catch_up_s:.1f} s after the feed, {diff}")
+
+    assert not a.alive()
+    b.assert_alive()
+    c.assert_alive()
+    for worker in (b, c):
+        received = metric_value(worker.metrics_text(), "revwatch_faust_messages_received_total")
+        assert received > 0, f"{worker.settings.web_port} read nothing\n{worker.describe()}"
+    assert (diff.missing_sessions, diff.missing_orders) == (0, 0), diff
+    assert (diff.extra_sessions, diff.extra_orders) == (0, 0), diff
+    assert diff.campaigns_differing == [], diff
+    assert diff.episodes_differing == [], diff
+    assert len(result.episodes["spring_sale"]) == 1, result.episodes
+    assert diff.duplicate_alert_messages == 0, f"alert updates sent twice: {diff}"
