@@ -25,6 +25,7 @@ from detectors.verdicts import CampaignVerdict
 
 MODEL_KEY = "model"
 SEPARATOR = "|"
+OVERFLOW = "(other)"  # where sessions of campaigns beyond ``max_campaigns`` are counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,12 @@ class MonitorParams:
     idle_ttl_minutes: int = 24 * 60
     site_refit_minutes: int = 10
     max_catchup_minutes: int = 180
+    max_campaigns: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.max_campaigns < 1 or self.idle_ttl_minutes < 1:
+            msg = "max_campaigns and idle_ttl_minutes must be >= 1"
+            raise ValueError(msg)
 
 
 class Monitor:
@@ -49,10 +56,19 @@ class Monitor:
         self._dirty_models: set[str] = set()
         self._evicted: dict[str, list[int]] = {}
 
+    def name_of(self, campaign: str) -> str:
+        """The model a campaign's facts go to: its own, or ``(other)`` once ``max_campaigns``
+        campaigns are tracked (so a client inventing campaigns cannot grow state or labels
+        without bound; the campaigns already tracked keep their own models)."""
+        if campaign in self.models or len(self.models) < self.params.max_campaigns:
+            return campaign
+        return OVERFLOW
+
     def model(self, campaign: str) -> CampaignModel:
-        found = self.models.get(campaign)
+        name = self.name_of(campaign)
+        found = self.models.get(name)
         if found is None:
-            found = self.models[campaign] = CampaignModel(self.params.campaign)
+            found = self.models[name] = CampaignModel(self.params.campaign)
         return found
 
     def observe_session(self, campaign: str, start_ms: int, lcp_ms: float | None,
@@ -65,7 +81,7 @@ class Monitor:
         self.model(campaign).observe_order(
             start_ms, order_ts_ms, revenue, first_order=first_order,
             known_session=known_session, lcp_ms=lcp_ms, commerce=commerce)
-        self._dirty_models.add(campaign)
+        self._dirty_models.add(self.name_of(campaign))
 
     def advance(self, watermark_ms: int) -> list[CampaignVerdict]:
         """Tick every whole minute up to ``watermark_ms``; verdicts of all those ticks."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import orjson
@@ -21,6 +21,7 @@ DEVICES = frozenset({"mobile", "desktop", "tablet"})
 MAX_TIMING_MS = 600_000.0  # ten minutes: a longer page timing is not a human page view
 MAX_ID_LEN = 200
 MAX_URL_LEN = 4096
+MAX_REVENUE = 1e9  # one order; sums of many must stay finite
 NONE_CAMPAIGN = "(none)"
 
 
@@ -47,8 +48,11 @@ class Beacon:
 
     def to_json(self) -> bytes:
         """Canonical JSON (extra fields included, ``None`` dropped)."""
-        data = {k: v for k, v in asdict(self).items() if v is not None and k != "extra"}
-        return orjson.dumps({**self.extra, **data})
+        data = {k: getattr(self, k) for k in _BEACON_FIELDS}  # no deep copy of ``extra``
+        return orjson.dumps({**self.extra, **{k: v for k, v in data.items() if v is not None}})
+
+
+_BEACON_FIELDS = tuple(f.name for f in fields(Beacon) if f.name != "extra")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +105,30 @@ class SessionFact:
     def from_json(cls, raw: bytes) -> SessionFact:
         data = _load_object(raw)
         try:
-            return cls(**data)
+            fact = cls(**data)
         except TypeError as exc:
             msg = f"not a session fact: {exc}"
             raise InvalidRecord(msg) from None
+        fact.check()
+        return fact
+
+    def check(self) -> None:
+        """Reject a fact whose fields have the wrong types (it would crash the monitor)."""
+        ints = (self.watermark_ms, self.start_ms, *(() if self.order_ts_ms is None
+                                                    else (self.order_ts_ms,)))
+        ok = (self.kind in ("session", "order", "heartbeat")
+              and isinstance(self.campaign, str) and isinstance(self.session_id, str)
+              and all(isinstance(v, int) and not isinstance(v, bool) for v in ints)
+              and (self.lcp_ms is None or _is_number(self.lcp_ms))
+              and _is_number(self.revenue))
+        if not ok:
+            msg = "not a session fact: a field has the wrong type"
+            raise InvalidRecord(msg)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def _load_object(raw: bytes) -> dict[str, Any]:
@@ -251,8 +275,8 @@ def order_from_dict(data: dict[str, Any]) -> Order:
     """Validate an order object."""
     revenue = data.get("revenue")
     if isinstance(revenue, bool) or not isinstance(revenue, int | float) \
-            or not math.isfinite(revenue) or revenue < 0:
-        msg = "'revenue' must be a finite number >= 0"
+            or not math.isfinite(revenue) or not 0 <= revenue <= MAX_REVENUE:
+        msg = f"'revenue' must be a number from 0 to {MAX_REVENUE:.0e}"
         raise InvalidRecord(msg, field="revenue")
     currency = _opt_str(data, "currency", 3)
     if currency is not None and not (len(currency) == 3 and currency.isalpha()):

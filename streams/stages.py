@@ -110,6 +110,7 @@ class SessionStage:
     source: str = field(default_factory=_source_id)
     early: EarlyOrders = field(default_factory=EarlyOrders)
     bots_counted: int = 0
+    _expired: list[str] = field(default_factory=list)
 
     def batch(self, events: Sequence[EventLike]) -> Out:
         out = Out()
@@ -126,9 +127,16 @@ class SessionStage:
         states, deleted = self.sessionizer.drain_changes()
         out.changes.update(states)
         out.changes.update(dict.fromkeys(deleted))
+        self._expired = deleted
         out.changes.update(self.early.drain_changes())
         self._count_bots()
         return out
+
+    def prune(self) -> None:
+        """Forget the partitions of expired sessions (after their deletes were written)."""
+        for session_id in self._expired:
+            self.partitions.pop(session_id, None)
+        self._expired = []
 
     def _count_bots(self) -> None:
         bots = self.sessionizer.stats.bot_sessions
@@ -233,7 +241,9 @@ class CampaignStage:
                                         fact.watermark_ms)
                 apply_fact(self.monitor, fact)
             else:
-                self.partitions[fact.campaign] = event.message.partition
+                # (other) takes the partition of its first fact: one owner per worker
+                self.partitions.setdefault(self.monitor.name_of(fact.campaign),
+                                           event.message.partition)
                 self._apply_once(fact)
         watermark = self.watermarks.value()
         for verdict in [] if watermark is None else self.monitor.advance(watermark):
@@ -296,6 +306,11 @@ class CampaignStage:
 
     def partition_of(self, key: str) -> int | None:
         return self.partitions.get(key.rpartition(SEPARATOR)[0])
+
+    def prune(self) -> None:
+        """Forget the partitions of evicted campaigns (after their deletes were written)."""
+        for name in [n for n in self.partitions if n not in self.monitor.models]:
+            del self.partitions[name]
 
 
 @dataclass

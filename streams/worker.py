@@ -23,6 +23,8 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> int:
     runtime = create_app(settings)
     level = loglevel or settings.log_level
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    # aiohttp logs "Error handling request from <ip>" for malformed requests: we never log IPs
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     worker = Worker(runtime.app, loglevel=level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0

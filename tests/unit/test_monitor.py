@@ -213,3 +213,13 @@ class _Tee:
     def observe_order(self, *args: Any, **kw: Any) -> None:
         for sink in self.sinks:
             sink.observe_order(*args, **kw)
+
+
+def test_campaigns_beyond_the_cap_share_one_model() -> None:
+    monitor = Monitor(MonitorParams(max_campaigns=3))
+    for i in range(50):
+        monitor.observe_session(f"invented-{i}", T0 + i, 1_500.0, True)
+    assert sorted(monitor.models) == ["(other)", "invented-0", "invented-1", "invented-2"]
+    assert monitor.models["(other)"].ring.get(T0).sessions == 47
+    monitor.observe_session("invented-1", T0 + 99, 1_500.0, True)  # tracked ones stay
+    assert monitor.models["invented-1"].ring.get(T0).sessions == 2
