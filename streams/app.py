@@ -194,6 +194,7 @@ def _agents(rt: Runtime) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
             out = rt.sessions.batch(events)
             await _send(rt, out, "sessions", rt.sessions.partition_of)
+            rt.sessions.prune()
             rt.metrics.set_event_lag(rt.settings.beacons_topic, _lag_s(rt.sessions))
 
     @rt.app.agent(rt.topics["facts"], name="campaigns")
@@ -201,6 +202,7 @@ def _agents(rt: Runtime) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
             out = rt.campaigns.batch(events)
             await _send(rt, out, "campaigns", rt.campaigns.partition_of)
+            rt.campaigns.prune()
             rt.metrics.set_campaign_health(campaigns_view(rt).health_rows())
 
     @rt.app.agent(rt.topics["verdicts"], name="incidents")
