@@ -148,8 +148,13 @@ class IncidentManager:
                 for name in sorted(self._episodes)]
 
     def _conversion_rejections(self, latest: dict[str, CampaignVerdict]) -> set[str]:
+        """Benjamini-Hochberg at level ``m * alpha``: the false-alarm budget is per campaign, so
+        m campaigns may spend m budgets, and BH keeps the share of false ones among the
+        rejections at that level (a single drop needs ``p <= alpha``; several at once
+        need less each, which is what a site-wide problem looks like)."""
         warm = [verdict for verdict in latest.values() if verdict.warmed_up]
-        flags = benjamini_hochberg([v.conversion_p_value for v in warm], self.params.alpha_per_tick)
+        level = min(self.params.alpha_per_tick * max(len(warm), 1), 0.05)
+        flags = benjamini_hochberg([v.conversion_p_value for v in warm], level)
         return {verdict.campaign for verdict, flag in zip(warm, flags, strict=True) if flag}
 
     def _advance_episodes(self, tick_ms: int, latest: dict[str, CampaignVerdict],

@@ -38,6 +38,7 @@ from streams.tables import key_partitions, table_items, write_changes
 BATCH = 1000
 WITHIN_S = 0.5
 SESSION_TIMEOUT_S = 10.0
+IDLE_TICK_S = 5.0
 # The source topics of each table: a table partition is owned with its topics' partition.
 TABLE_SOURCES = {"sessions": "source", "campaigns": "facts", "incidents": "verdicts"}
 
@@ -59,6 +60,9 @@ class Runtime:
     tables: dict[str, Any] = field(default_factory=dict)
     recovered: bool = False
     reloads: dict[str, int] = field(default_factory=dict)  # per table: times rebuilt
+    # one batch at a time per stage: the agent's and the idle timer's
+    locks: dict[str, asyncio.Lock] = field(
+        default_factory=lambda: {"sessions": asyncio.Lock(), "campaigns": asyncio.Lock()})
 
 
 def topics_of(settings: Settings) -> Topics:
@@ -189,21 +193,42 @@ def _owned(rt: Runtime, table: str) -> set[int]:
 
 
 def _agents(rt: Runtime) -> None:
-    @rt.app.agent(rt.topics["source"], name="sessionize")
-    async def sessionize(stream: Any) -> None:
-        async for events in stream.take_events(BATCH, within=WITHIN_S):
+    async def sessions_batch(events: Any) -> None:
+        async with rt.locks["sessions"]:
             out = rt.sessions.batch(events)
             await _send(rt, out, "sessions", rt.sessions.partition_of)
             rt.sessions.prune()
             rt.metrics.set_event_lag(rt.settings.beacons_topic, _lag_s(rt.sessions))
 
-    @rt.app.agent(rt.topics["facts"], name="campaigns")
-    async def campaigns(stream: Any) -> None:
-        async for events in stream.take_events(BATCH, within=WITHIN_S):
+    async def campaigns_batch(events: Any) -> None:
+        async with rt.locks["campaigns"]:
             out = rt.campaigns.batch(events)
             await _send(rt, out, "campaigns", rt.campaigns.partition_of)
             rt.campaigns.prune()
             rt.metrics.set_campaign_health(campaigns_view(rt).health_rows())
+
+    @rt.app.agent(rt.topics["source"], name="sessionize")
+    async def sessionize(stream: Any) -> None:
+        async for events in stream.take_events(BATCH, within=WITHIN_S):
+            await sessions_batch(events)
+
+    @rt.app.agent(rt.topics["facts"], name="campaigns")
+    async def campaigns(stream: Any) -> None:
+        async for events in stream.take_events(BATCH, within=WITHIN_S):
+            await campaigns_batch(events)
+
+    async def idle_tick() -> None:
+        """Let watermarks move on when inputs fall quiet (they are re-read only per batch).
+
+        An input silent for ``IDLE_S`` stops holding its stage's watermark back, but only a
+        batch looks again; without this the last minutes before a pause (or the heartbeats
+        of a worker that died) would wait for the next record.
+        """
+        if rt.recovered:
+            await sessions_batch([])
+            await campaigns_batch([])
+
+    cast(Any, rt.app).timer(IDLE_TICK_S)(idle_tick)
 
     @rt.app.agent(rt.topics["verdicts"], name="incidents")
     async def incidents(stream: Any) -> None:

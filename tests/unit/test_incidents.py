@@ -107,12 +107,12 @@ def test_bh_matches_scipy_and_an_independent_reference() -> None:
 
 
 def test_manager_applies_bh_over_warmed_up_campaigns_only() -> None:
-    # m = 4 warmed up; thresholds k * alpha / 4 = 2.08e-4, 4.17e-4, 6.25e-4, 8.33e-4
-    p_values = {"a": 3e-4, "b": 3.6e-4, "c": 7.2e-4, "d": 0.5}
+    # m = 4 warmed up; BH level 4 * alpha; thresholds k * alpha = 8.3e-4, 1.7e-3, 2.5e-3, 3.3e-3
+    p_values = {"a": 5e-4, "b": 1.5e-3, "c": 3e-3, "d": 0.5}
     ticks = [dropped(name, T0, conversion_p_value=p) for name, p in p_values.items()]
     ticks.append(dropped("cold", T0, conversion_p_value=1e-12, warmed_up=False))
     alerts = IncidentManager(ONE_TICK).process_tick(T0, ticks)
-    # c alone would pass alpha (7.2e-4 < 8.33e-4) but not BH over four campaigns
+    # c is under the level (3e-3 < 3.3e-3) but not under BH's threshold at its rank
     assert sorted(a.campaign for a in alerts) == ["a", "b"]
     assert {a.kind for a in alerts} == {"conversion_drop"}
     assert [a.evidence["conversion_significant"] for a in alerts] == [True, True]
