@@ -43,6 +43,7 @@ class CampaignParams:
     horizon_minutes: int = 120
     recent_minutes: int = 15
     price_minutes: int = 10
+    price_conversion_minutes: int = 45
     p75_minutes: int = 5
     min_p75_sessions: int = 20
     latency_shift: float = math.log(1.25)
@@ -238,14 +239,36 @@ class CampaignModel:
             slow = self._slow_page_loss(tick_ms, site_fit, aov, aov_se)
         if conv.p_value < PRICE_CONVERSION_P and conv.window_start_ms is not None:
             base_conv, base_sessions = self.conv_base.values
-            start = conv.window_start_ms
+            priced = self._pricing_window(tick_ms, conv, window)
+            start = priced.window_start_ms or tick_ms
             lost = price_conversion_loss(
-                conv, tick_ms=tick_ms,
+                priced, tick_ms=tick_ms,
                 window_sessions=sum(b.sessions for m, b in window if m >= start),
                 baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
                 aov=aov, aov_se=aov_se)
         return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
                 "conversion_loss_per_hour": lost}
+
+    def _pricing_window(self, tick_ms: int, conv: ConversionVerdict,
+                        window: list[tuple[int, MinuteBucket]]) -> ConversionVerdict:
+        """The shortfall to price: the scan's window, widened to ``price_conversion_minutes``.
+
+        The scan picks the window with the smallest p-value, whose shortfall is biased up
+        (the winner's curse, worst for short windows); pricing a longer window damps it.
+        """
+        start = min(conv.window_start_ms or tick_ms,
+                    tick_ms - self.params.price_conversion_minutes * MINUTE_MS)
+        rows = [(m, b) for m, b in window if m >= start]
+        if not rows:
+            return conv
+        ages = np.array([(tick_ms - m) / MINUTE_MS - 0.5 for m, _ in rows])
+        sessions = np.array([b.sessions for _, b in rows], dtype=float)
+        base_conv, base_sessions = self.conv_base.values
+        expected = float(sessions @ self.lag.cdf_array(ages)) * float(base_conv / base_sessions)
+        observed = float(sum(b.conversions for _, b in rows))
+        ratio = observed / expected if expected > 0 else math.nan
+        return ConversionVerdict(conv.p_value, observed, expected, ratio, rows[0][0],
+                                 conv.statistic)
 
     def _slow_page_loss(self, tick_ms: int, site_fit: CurveFit | None, aov: float,
                         aov_se: float) -> Estimate:
