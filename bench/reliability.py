@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 import streams.topics  # noqa: F401  (imports kafka-python quietly before aiokafka admin)
-from detectors.buckets import MinuteBucket
+from detectors.buckets import MinuteBucket, minute_of
 from detectors.incidents import IncidentManager
 from detectors.monitor import MODEL_KEY, SEPARATOR, Monitor
 from detectors.verdicts import CampaignVerdict
@@ -52,6 +52,7 @@ from tests.integration.worker_harness import Message, TopicReader, Worker, produ
 Record = tuple[str, dict[str, Any]]
 TAIL_CAMPAIGN = "zz-reliability-tail"
 OFFLINE_BATCH = 500
+TAIL_AFTER_MS = 10 * 60_000
 
 
 # -- records -------------------------------------------------------------------------------
@@ -323,14 +324,33 @@ async def run_with_kills(settings: Settings, workers: Sequence[Worker], records:
     await play(settings, records, seconds)
     timing["feed_s"] = time.monotonic() - began
     await crasher
-    await produce(settings.broker_host_port,
-                  tail_messages(settings, last_event_ms(records) + 10 * 60_000))
-    timing["catch_up_s"] = await caught_up(settings, 300.0, workers)
+    timing["catch_up_s"] = await finish(settings, records, workers)
     return await read_back(settings), log, timing
 
 
+async def finish(settings: Settings, records: Sequence[Record], workers: Sequence[Worker],
+                 timeout_s: float = 300.0) -> float:
+    """Send the tail, wait for the last tick's verdicts and for every record to be read.
+
+    An input that fell silent (a dead worker's heartbeats, re-read) holds a watermark back
+    for ``IDLE_S`` before the idle timer lets it go, so waiting for the offsets alone would
+    read the tables before the last ticks.
+    """
+    began = time.monotonic()
+    tail_ms = last_event_ms(records) + TAIL_AFTER_MS
+    await produce(settings.broker_host_port, tail_messages(settings, tail_ms))
+    last_tick = minute_of(tail_ms - round(settings.allowed_lateness_seconds * 1000))
+    async with TopicReader(settings.broker_host_port, settings.verdicts_topic) as verdicts:
+        await verdicts.until(
+            lambda rs: any(orjson.loads(r.value or b"{}").get("tick_ms", 0) >= last_tick
+                           for r in rs), timeout_s, f"the verdicts of tick {last_tick}",
+            workers[-1] if workers else None)
+    await caught_up(settings, timeout_s, workers)
+    return time.monotonic() - began
+
+
 def reference_for(settings: Settings, records: list[Record]) -> RunResult:
-    tail = tail_records(tail_messages(settings, last_event_ms(records) + 10 * 60_000))
+    tail = tail_records(tail_messages(settings, last_event_ms(records) + TAIL_AFTER_MS))
     return offline([*records, *tail], settings)
 
 

@@ -29,7 +29,7 @@ from streams.health import campaigns_view, dumps_json
 from streams.metrics import Metrics
 from streams.pipeline import TickAssembler, incident_params
 from streams.receivers import receivers_from_settings
-from streams.sessions import Sessionizer
+from streams.sessions import NO_WATERMARK, Sessionizer
 from streams.settings import Settings
 from streams.sink import KafkaSink
 from streams.stages import CampaignStage, IncidentStage, Out, SessionStage, Topics
@@ -143,7 +143,10 @@ def _reload(rt: Runtime, name: str) -> None:
     if name == "sessions":
         stage = rt.sessions
         fresh = Sessionizer.from_settings(rt.settings, external_watermark=True)
-        fresh.restore(session_items(items), stage.sessionizer.watermark_ms)
+        sessions = session_items(items)
+        # after a restart the watermark is where the saved sessions last saw it
+        saved = max((state["a"] for _, state in sessions), default=NO_WATERMARK)
+        fresh.restore(sessions, max(stage.sessionizer.watermark_ms, saved))
         stage.sessionizer = fresh
         stage.early = EarlyOrders()
         stage.early.restore(items)

@@ -145,23 +145,26 @@ class SessionStage:
         self.bots_counted = bots
 
     def _prime(self, events: Sequence[EventLike]) -> list[SessionFact]:
-        """Give a sessionizer with no watermark yet (first batch after a start) this batch's.
+        """Give a sessionizer with no watermark yet (first batch, empty table) a start.
 
         Without it the sessions of the first batch would record "no time" as their last
         activity and expire at the first advance, and their next beacons would start a
-        second session (a second session fact) under another campaign.
+        second session (a second session fact) under another campaign. The start is the
+        batch's earliest arrival less the lateness, so no record of the batch is late. (A
+        restart restores the watermark from the table instead: see ``streams/app.py``.)
         """
         if self.sessionizer.watermark_ms != NO_WATERMARK:
             return []
+        arrivals: list[int] = []
         for event in events:
-            topic = event.message.topic
             with contextlib.suppress(InvalidRecord):
-                record = parse_order(event.value) if topic == self.topics.orders \
+                record = parse_order(event.value) if event.message.topic == self.topics.orders \
                     else parse_beacon(event.value)
-                arrival = record.ts if record.received_at is None else record.received_at
-                self.watermarks.observe((topic, event.message.partition), arrival)
-        to_ms = self._watermark_ms()
-        return [] if to_ms is None else self.sessionizer.advance(to_ms)
+                arrivals.append(record.ts if record.received_at is None else record.received_at)
+        if not arrivals:
+            return []
+        primed = self.sessionizer.advance(min(arrivals) - self.lateness_ms)
+        return [fact for fact in primed if fact.kind != "heartbeat"]  # the batch sends one
 
     def _one(self, event: EventLike, out: Out) -> list[SessionFact]:
         raw: bytes = event.value or b""  # a tombstone (null value) is just unreadable

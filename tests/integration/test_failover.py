@@ -17,24 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.reliability import (
-    caught_up,
-    compare,
-    last_event_ms,
-    play,
-    read_back,
-    reference_for,
-    scenario_records,
-    tail_messages,
-)
+from bench.reliability import compare, finish, play, read_back, reference_for, scenario_records
 from streams.topics import ensure_topics, revwatch_topics
-from tests.integration.worker_harness import (
-    Worker,
-    free_port,
-    metric_value,
-    produce,
-    worker_settings,
-)
+from tests.integration.worker_harness import Worker, free_port, metric_value, worker_settings
 
 pytestmark = pytest.mark.integration
 
@@ -84,9 +69,7 @@ async def test_a_survivor_takes_over_and_a_newcomer_shares_the_load(
     c.start()
     c_ready_s = await asyncio.to_thread(c.wait_ready)  # /readyz: C has partitions
     await feeding
-    await produce(settings.broker_host_port,
-                  tail_messages(settings, last_event_ms(records) + 10 * 60_000))
-    catch_up_s = await caught_up(settings, 300.0, [b, c])
+    catch_up_s = await finish(settings, records, [b, c])
     result = await read_back(settings)
     diff = compare(reference, result)
     print(f"C ready after {c_ready_s:.1f} s, caught up {catch_up_s:.1f} s after the feed, {diff}")
