@@ -9,6 +9,7 @@ spreads the partitions of the consumer group; each piece of state has one owner.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -39,6 +40,8 @@ BATCH = 1000
 WITHIN_S = 0.5
 SESSION_TIMEOUT_S = 10.0
 IDLE_TICK_S = 5.0
+SEND_WAIT_S = 30.0
+log = logging.getLogger(__name__)
 # The source topics of each table: a table partition is owned with its topics' partition.
 TABLE_SOURCES = {"sessions": "source", "campaigns": "facts", "incidents": "verdicts"}
 
@@ -151,6 +154,9 @@ def _reload(rt: Runtime, name: str) -> None:
         stage.early = EarlyOrders()
         stage.early.restore(items)
         stage.partitions = key_partitions(table)
+        owned = _owned(rt, "sessions")
+        stage.expect((topic, partition) for topic in rt.topics["source"].topics
+                     for partition in owned)
     elif name == "campaigns":
         rt.campaigns.restore(items)
         rt.campaigns.partitions = {key.rpartition(SEPARATOR)[0]: partition
@@ -179,7 +185,11 @@ async def _send(rt: Runtime, out: Out, table: str, partition_of: Any) -> None:
     sent = [rt.topics[topic].send_soon(key=key, value=value, partition=partition)
             for topic, key, value, partition in out.records]
     if sent and out.changes:
-        await asyncio.gather(*sent)
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.gather(*sent)), SEND_WAIT_S)
+        except TimeoutError:  # never stall the agent: write the state (at most this batch late)
+            log.warning("%s: records not acknowledged after %.0f s; writing the state anyway",
+                        table, SEND_WAIT_S)
     if rt.reloads.get(table, 0) == reloads:
         write_changes(rt.tables[table], out.changes, partition_of)
     else:

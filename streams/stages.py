@@ -111,14 +111,22 @@ class SessionStage:
     early: EarlyOrders = field(default_factory=EarlyOrders)
     bots_counted: int = 0
     _expired: list[str] = field(default_factory=list)
+    # input partitions assigned by the last rebalance and not read since: until each is
+    # read (or IDLE_S passed), the watermark waits, so a partition read ahead of a backlog
+    # cannot make the others' records late
+    waiting: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    def expect(self, sources: Iterable[tuple[str, int]]) -> None:
+        """After a rebalance: hold the watermark until each of ``sources`` is read."""
+        deadline = time.monotonic() + IDLE_S
+        self.waiting = dict.fromkeys(sources, deadline)
 
     def batch(self, events: Sequence[EventLike]) -> Out:
         out = Out()
         facts: list[SessionFact] = self._prime(events)
         for event in events:
             facts.extend(self._one(event, out))
-        watermark = self.watermarks.value()
-        to_ms = None if watermark is None else watermark - self.lateness_ms
+        to_ms = self._watermark_ms()
         for order in self.early.release(to_ms):
             facts.extend(self.sessionizer.observe_order(order))
         facts.extend(self.sessionizer.advance(to_ms))
@@ -175,7 +183,7 @@ class SessionStage:
                 order = parse_order(raw)
                 self.partitions[order.session_id] = event.message.partition
                 arrival = order.ts if order.received_at is None else order.received_at
-                self.watermarks.observe((topic, event.message.partition), arrival)
+                self._observe((topic, event.message.partition), arrival)
                 self.metrics.count_orders("accepted")
                 if self.early.is_early(order, self._watermark_ms()):
                     self.early.hold(order, event.message.partition)
@@ -192,7 +200,7 @@ class SessionStage:
         self.metrics.count_beacons("topic", "accepted")
         self.partitions[beacon.session_id] = event.message.partition
         arrival = beacon.ts if beacon.received_at is None else beacon.received_at
-        self.watermarks.observe((topic, event.message.partition), arrival)
+        self._observe((topic, event.message.partition), arrival)
         return self.sessionizer.observe_beacon(beacon)
 
     def _emit(self, fact: SessionFact, out: Out) -> None:
@@ -206,7 +214,17 @@ class SessionStage:
                 self.metrics.count_sessions()
             out.send(self.topics.facts, fact.campaign.encode(), value)
 
+    def _observe(self, source: tuple[str, int], arrival_ms: int) -> None:
+        self.watermarks.observe(source, arrival_ms)
+        if self.waiting:
+            self.waiting.pop(source, None)
+
     def _watermark_ms(self) -> int | None:
+        if self.waiting:
+            now = time.monotonic()
+            self.waiting = {src: t for src, t in self.waiting.items() if t > now}
+            if self.waiting:
+                return None
         value = self.watermarks.value()
         return None if value is None else value - self.lateness_ms
 

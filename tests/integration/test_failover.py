@@ -23,9 +23,12 @@ from tests.integration.worker_harness import Worker, free_port, metric_value, wo
 
 pytestmark = pytest.mark.integration
 
-FEED_S = 45.0
-KILL_AT_S = 10.0  # event time ~27 min: long before the slowdown (minute 60)
-JOIN_AT_S = 25.0
+# Event time runs 80 times faster than the wall clock here, so the ~10 s a dead worker holds
+# its partitions are ~13 event-minutes of lag for them: well inside the 30 min a record may
+# be late and still open a session (at 45 s, 27 minutes made that flaky).
+FEED_S = 90.0
+KILL_AT_S = 20.0  # event time ~27 min: long before the slowdown (minute 60)
+JOIN_AT_S = 50.0
 
 
 @pytest.fixture
