@@ -35,7 +35,13 @@ from streams.errors import BrokerError
 from streams.feed import feed
 from streams.simulate import demo_scenario, generate
 from streams.topics import ensure_topics, revwatch_topics
-from tests.integration.worker_harness import TopicReader, Worker, free_port, worker_settings
+from tests.integration.worker_harness import (
+    TopicReader,
+    Worker,
+    free_port,
+    running_worker,
+    worker_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,16 +70,8 @@ def worker(request: pytest.FixtureRequest, broker: LocalBroker, tmp_path: Path
     settings = worker_settings(broker.host_port, "outage", tmp_path / "w", partitions=2,
                                buffer_max_records=BUFFER_RECORDS, rate_limit_per_minute=0)
     ensure_topics(broker.host_port, revwatch_topics(settings))
-    started = Worker(settings, tmp_path / "w.log")
-    failed_before = request.session.testsfailed
-    try:
-        started.start()
-        started.wait_ready()
+    with running_worker(request, settings, tmp_path / "w.log") as started:
         yield started
-    finally:
-        started.stop()
-        if request.session.testsfailed > failed_before:
-            print(started.describe(lines=120))
 
 
 @dataclass

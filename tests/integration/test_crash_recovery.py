@@ -23,7 +23,7 @@ from bench.reliability import (
     scenario_records,
 )
 from streams.topics import ensure_topics, revwatch_topics
-from tests.integration.worker_harness import Worker, worker_settings
+from tests.integration.worker_harness import Worker, running_worker, worker_settings
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +36,8 @@ def worker(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path
            ) -> Iterator[Worker]:
     settings = worker_settings(kafka_bootstrap, "crash", tmp_path / "w0", partitions=4)
     ensure_topics(kafka_bootstrap, revwatch_topics(settings))
-    started = Worker(settings, tmp_path / "w0.log")
-    failed_before = request.session.testsfailed
-    try:
-        started.start()
-        started.wait_ready()
+    with running_worker(request, settings, tmp_path / "w0.log") as started:
         yield started
-    finally:
-        started.stop()
-        if request.session.testsfailed > failed_before:
-            print(started.describe(lines=120))
 
 
 def explain(diff: Comparison) -> str:

@@ -237,11 +237,19 @@ def worker_fixture(request: pytest.FixtureRequest, bootstrap: str,
     tmp_path_factory, "alerts", partitions=2)``.
     """
     data_dir = tmp_path_factory.mktemp(f"worker-{name}")
-    worker = Worker(worker_settings(bootstrap, name, data_dir, **overrides),
-                    data_dir / "worker.log")
+    settings = worker_settings(bootstrap, name, data_dir, **overrides)
+    with running_worker(request, settings, data_dir / "worker.log") as worker:
+        yield worker
+
+
+@contextlib.contextmanager
+def running_worker(request: pytest.FixtureRequest, settings: Settings, log_path: Path
+                   ) -> Iterator[Worker]:
+    """A ready worker for the ``with`` block; stopped after, its log printed on failure."""
+    worker = Worker(settings, log_path)
     failed_before = request.session.testsfailed
-    worker.start()
     try:
+        worker.start()
         worker.wait_ready()
         yield worker
     finally:
