@@ -23,12 +23,13 @@ from tests.integration.worker_harness import Worker, free_port, metric_value, wo
 
 pytestmark = pytest.mark.integration
 
-# Event time runs 80 times faster than the wall clock here, so the ~10 s a dead worker holds
-# its partitions are ~13 event-minutes of lag for them: well inside the 30 min a record may
-# be late and still open a session (at 45 s, 27 minutes made that flaky).
-FEED_S = 90.0
-KILL_AT_S = 20.0  # event time ~27 min: long before the slowdown (minute 60)
-JOIN_AT_S = 50.0
+# Event time runs 48 times faster than the wall clock here, so the ~10 s a dead worker holds
+# its partitions are ~8 event-minutes of lag for them: well inside the 30 min a record may
+# be late and still open a session (at 45 s, 27 minutes made that flaky; at 90 s, 13
+# minutes split 10 sessions in one CI run on a loaded machine).
+FEED_S = 150.0
+KILL_AT_S = 33.0  # event time ~27 min: long before the slowdown (minute 60)
+JOIN_AT_S = 83.0
 
 
 @pytest.fixture
