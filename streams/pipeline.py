@@ -86,6 +86,10 @@ class Pipeline:
         """Emit what became due at the current watermark (call after each batch)."""
         return self._facts(self.sessionizer.advance())
 
+    def apply(self, facts: Iterable[SessionFact]) -> list[Alert]:
+        """Feed session facts on (the sessionizer's output); the alerts they give."""
+        return self._facts(facts)
+
     def _facts(self, facts: Iterable[SessionFact]) -> list[Alert]:
         alerts: list[Alert] = []
         for fact in facts:

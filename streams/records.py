@@ -199,12 +199,27 @@ _MIN_TS, _MAX_TS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 .. 2100-01-0
 _INF = math.inf
 
 
+# The fields of a :class:`Beacon` but ``extra``, in field order: what the sessionizer reads.
+BeaconRow = tuple[str, str, int, str, float | None, float | None, float | None, float | None,
+                  float | None, float | None, int | None, str | None, str | None, str | None,
+                  str | None]
+
+
 def beacon_from_dict(data: dict[str, Any]) -> Beacon:
-    """Validate a canonical beacon object.
+    """Validate a canonical beacon object (see :func:`beacon_row`)."""
+    row = beacon_row(data)
+    extra = {} if _KNOWN_BEACON_KEYS.issuperset(data) else \
+        {k: v for k, v in data.items() if k not in _KNOWN_BEACON_KEYS}
+    return Beacon(*row, extra)
+
+
+def beacon_row(data: dict[str, Any]) -> BeaconRow:
+    """The fields :func:`beacon_from_dict` gives, but ``extra``, as a tuple (no object built).
 
     The common case (well-typed, in-range fields) is checked inline with exact type tests;
     anything else goes through :func:`_beacon_checked`, which gives the same result or the
-    reason the record is refused.
+    reason the record is refused. The replay reads beacons with this: a ``Beacon`` costs
+    more to build than to validate, and the sessionizer only reads its fields.
     """
     get: Callable[[str], Any] = data.get
     device, campaign, group, agent = get("device"), get("campaign"), get("page_group"), \
@@ -212,37 +227,47 @@ def beacon_from_dict(data: dict[str, Any]) -> Beacon:
     bid, sid, ts, url = get("beacon_id"), get("session_id"), get("ts"), get("page_url")
     received = get("received_at")
     if not ((device is None or (type(device) is str and device in DEVICES))
-            and _short_str(bid, MAX_ID_LEN) and _short_str(sid, MAX_ID_LEN)
+            and type(bid) is str and 0 < len(bid) <= MAX_ID_LEN
+            and type(sid) is str and 0 < len(sid) <= MAX_ID_LEN
             and type(ts) is int and _MIN_TS <= ts <= _MAX_TS
-            and _short_str(url, MAX_URL_LEN)
+            and type(url) is str and 0 < len(url) <= MAX_URL_LEN
             and (received is None or (type(received) is int
                                       and _MIN_TS <= received <= _MAX_TS))
-            and _opt_short_str(campaign, MAX_ID_LEN) and _opt_short_str(group, MAX_ID_LEN)
-            and _opt_short_str(agent, 1000)):
-        return _beacon_checked(data)
-    metrics = [get(name) for name in METRICS]
-    for slot, value in enumerate(metrics):
-        if value is None:
-            continue
-        kind = type(value)
-        if kind is not float and kind is not int:
-            return _beacon_checked(data)
-        if not 0.0 <= value <= (MAX_TIMING_MS if slot != 5 else _INF) or value == _INF:
-            return _beacon_checked(data)  # also NaN: comparisons are false
-        metrics[slot] = float(value)
-    lcp, fcp, ttfb, inp, load, cls = metrics
-    extra = {} if _KNOWN_BEACON_KEYS.issuperset(data) else \
-        {k: v for k, v in data.items() if k not in _KNOWN_BEACON_KEYS}
-    return Beacon(bid, sid, ts, url, lcp, fcp, ttfb, inp, load, cls, received,
-                  campaign or None, group or None, device, agent or None, extra)
+            and (campaign is None or (type(campaign) is str and len(campaign) <= MAX_ID_LEN))
+            and (group is None or (type(group) is str and len(group) <= MAX_ID_LEN))
+            and (agent is None or (type(agent) is str and len(agent) <= 1000))):
+        return row_of_beacon(_beacon_checked(data))
+    lcp, fcp, ttfb, inp, load, cls = metrics = (
+        get("lcp_ms"), get("fcp_ms"), get("ttfb_ms"), get("inp_ms"), get("load_ms"), get("cls"))
+    if metrics != _NO_METRICS:
+        if not ((lcp is None or _metric_ok(lcp, MAX_TIMING_MS))
+                and (fcp is None or _metric_ok(fcp, MAX_TIMING_MS))
+                and (ttfb is None or _metric_ok(ttfb, MAX_TIMING_MS))
+                and (inp is None or _metric_ok(inp, MAX_TIMING_MS))
+                and (load is None or _metric_ok(load, MAX_TIMING_MS))
+                and (cls is None or _metric_ok(cls, _INF))):
+            return row_of_beacon(_beacon_checked(data))
+        if int in (type(lcp), type(fcp), type(ttfb), type(inp), type(load), type(cls)):
+            lcp, fcp, ttfb, inp, load, cls = (None if v is None else float(v) for v in metrics)
+    return (bid, sid, ts, url, lcp, fcp, ttfb, inp, load, cls, received,
+            campaign or None, group or None, device, agent or None)
 
 
-def _short_str(value: Any, max_len: int) -> bool:
-    return type(value) is str and 0 < len(value) <= max_len
+_NO_METRICS = (None,) * 6
 
 
-def _opt_short_str(value: Any, max_len: int) -> bool:
-    return value is None or (type(value) is str and len(value) <= max_len)
+def _metric_ok(value: Any, limit: float) -> bool:
+    """An int or float from 0 to ``limit`` (not NaN, not infinite)."""
+    kind = type(value)
+    return (kind is float or kind is int) and 0.0 <= value <= limit and value != _INF
+
+
+def row_of_beacon(beacon: Beacon) -> BeaconRow:
+    """A beacon's fields but ``extra``, in field order."""
+    return (beacon.beacon_id, beacon.session_id, beacon.ts, beacon.page_url, beacon.lcp_ms,
+            beacon.fcp_ms, beacon.ttfb_ms, beacon.inp_ms, beacon.load_ms, beacon.cls,
+            beacon.received_at, beacon.campaign, beacon.page_group, beacon.device,
+            beacon.user_agent)
 
 
 def _beacon_checked(data: dict[str, Any]) -> Beacon:

@@ -9,7 +9,6 @@ stderr and skipped; the good lines around it still count.
 
 from __future__ import annotations
 
-import heapq
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ import orjson
 from detectors.incidents import Alert
 from streams.errors import InputFileError, InvalidRecord
 from streams.pipeline import Pipeline
-from streams.records import beacon_from_dict, order_from_dict
+from streams.records import beacon_row, order_from_dict
 from streams.settings import Settings
 
 PROGRESS_EVERY = 200_000
@@ -60,9 +59,7 @@ def read_jsonl(path: Path, kind: str, stats: ReplayStats, order_base: int) -> It
                 continue
             arrival = obj.get("received_at") or obj.get("ts") if type(obj) is dict else None
             if not isinstance(arrival, (int, float)):
-                what = "no numeric 'received_at' or 'ts'" if isinstance(obj, dict) \
-                    else "expected a JSON object"
-                _bad(stats, InputFileError(str(path), number, what))
+                _bad(stats, InputFileError(str(path), number, _not_timed(obj)))
                 continue
             yield int(arrival), order_base + number, kind, obj, number
 
@@ -82,33 +79,99 @@ def replay(beacons: Path, orders: Path, out: IO[bytes], settings: Settings,
            progress: Callable[[str], None] | None = None) -> ReplayStats:
     """Run the pipeline over both files; write alerts to ``out``; return the counts."""
     stats = ReplayStats()
-    pipeline = Pipeline.from_settings(settings)
     started = time.perf_counter()
-    merged = heapq.merge(read_jsonl(beacons, "b", stats, 0),
-                         read_jsonl(orders, "o", stats, 1 << 40))
-    paths = {"b": beacons, "o": orders}
-    feed_beacon, feed_order = pipeline.beacon, pipeline.order
-    for count, (_, _, kind, obj, line) in enumerate(merged, start=1):
-        try:
-            if kind == "b":
-                beacon = beacon_from_dict(obj)
-                stats.beacons += 1
-                alerts = feed_beacon(beacon)
-            else:
-                order = order_from_dict(obj)
-                stats.orders += 1
-                alerts = feed_order(order)
-            if alerts:
-                _write(out, alerts, stats)
-        except InvalidRecord as exc:
-            _bad(stats, InputFileError(str(paths[kind]), line, exc.reason))
-        if count % 1000 == 0:
-            _write(out, pipeline.flush(), stats)
-        if progress and count % PROGRESS_EVERY == 0:
-            progress(f"{count:,} records, watermark {pipeline.sessionizer.watermark_ms}")
-    _write(out, pipeline.flush(), stats)
+    run = _Run(Pipeline.from_settings(settings), out, stats, progress, (beacons, orders))
+    run.play()
+    _write(out, run.pipeline.flush(), stats)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+class _Run:
+    """One replay: beacons read and fed in one loop, orders merged in by arrival time.
+
+    The records go through in the order ``heapq.merge`` of the two :func:`read_jsonl`
+    streams gives (by arrival, then beacons before orders, then line), and each file is
+    read as far as that merge would have read it, so bad lines are reported in the same
+    order; beacons are fed as :func:`~streams.records.beacon_row` tuples.
+    """
+
+    def __init__(self, pipeline: Pipeline, out: IO[bytes], stats: ReplayStats,
+                 progress: Callable[[str], None] | None, paths: tuple[Path, Path]) -> None:
+        self.pipeline, self.out, self.stats, self.progress = pipeline, out, stats, progress
+        self.paths = paths
+        self.orders = read_jsonl(paths[1], "o", stats, 1 << 40)
+        self.count = 0
+
+    def play(self) -> None:
+        """Every record of both files, merged by arrival (``heapq.merge`` order)."""
+        order = self._beacons()
+        while order is not None:
+            self._order(order)
+            order = next(self.orders, None)
+
+    def _beacons(self) -> Record | None:
+        """Feed the beacons and the orders that arrive before them; the next order left."""
+        loads, decode_error, bad, write = orjson.loads, orjson.JSONDecodeError, _bad, _write
+        stats, out, path = self.stats, self.out, self.paths[0]
+        observe, apply = self.pipeline.sessionizer.observe_row, self.pipeline.apply
+        order: Record | None = None
+        primed, fed = False, 0
+        with path.open("rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    obj = loads(line)
+                except decode_error as exc:
+                    if line.strip():  # blank lines are skipped silently
+                        bad(stats, InputFileError(str(path), number, _reason(exc)))
+                    continue
+                arrival = obj.get("received_at") or obj.get("ts") if type(obj) is dict else None
+                if not isinstance(arrival, (int, float)):
+                    bad(stats, InputFileError(str(path), number, _not_timed(obj)))
+                    continue
+                if not primed:  # heapq.merge reads the first order after the first beacon
+                    order, primed = next(self.orders, None), True
+                while order is not None and order[0] < int(arrival):
+                    self._order(order)
+                    order = next(self.orders, None)
+                try:
+                    row = beacon_row(obj)
+                    fed += 1
+                    facts = observe(row)
+                    if facts and (alerts := apply(facts)):
+                        write(out, alerts, stats)
+                except InvalidRecord as exc:
+                    bad(stats, InputFileError(str(path), number, exc.reason))
+                self.count += 1
+                if self.count % 1000 == 0:
+                    self._thousand()
+        stats.beacons += fed
+        return order if primed else next(self.orders, None)
+
+    def _order(self, record: Record) -> None:
+        try:
+            order = order_from_dict(record[3])
+            self.stats.orders += 1
+            alerts = self.pipeline.order(order)
+            if alerts:
+                _write(self.out, alerts, self.stats)
+        except InvalidRecord as exc:
+            _bad(self.stats, InputFileError(str(self.paths[1]), record[4], exc.reason))
+        self.count += 1
+        if self.count % 1000 == 0:
+            self._thousand()
+
+    def _thousand(self) -> None:
+        """Every 1,000 records: emit what became due (as the agents do per batch)."""
+        _write(self.out, self.pipeline.flush(), self.stats)
+        if self.progress and self.count % PROGRESS_EVERY == 0:
+            self.progress(f"{self.count:,} records, "
+                          f"watermark {self.pipeline.sessionizer.watermark_ms}")
+
+
+def _not_timed(obj: object) -> str:
+    return "no numeric 'received_at' or 'ts'" if isinstance(obj, dict) \
+        else "expected a JSON object"
 
 
 def _write(out: IO[bytes], alerts: list[Alert], stats: ReplayStats) -> None:

@@ -31,10 +31,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from streams.bots import is_bot_user_agent
-from streams.records import NONE_CAMPAIGN, Beacon, Order, SessionFact
+from streams.records import NONE_CAMPAIGN, Beacon, BeaconRow, Order, SessionFact, row_of_beacon
 from streams.session_state import (
+    CLS,
     COMMERCE,
+    FCP,
+    INP,
     LCP,
+    LOAD,
     MINUTE_MS,
     NO_WATERMARK,
     TS,
@@ -70,6 +74,7 @@ class Sessionizer:
         self._heartbeat_minute: int | None = None
         self._changed: set[str] = set()
         self._deleted: set[str] = set()
+        self._lateness_ms = self.params.allowed_lateness_ms  # read per record
 
     @classmethod
     def from_settings(cls, settings: Settings, *, external_watermark: bool = False
@@ -90,17 +95,38 @@ class Sessionizer:
 
     def observe_beacon(self, b: Beacon) -> list[SessionFact]:
         """Merge one beacon record; returns the session fact if it became due."""
+        return self.observe_row(row_of_beacon(b))
+
+    def observe_row(self, row: BeaconRow) -> list[SessionFact]:
+        """:meth:`observe_beacon` for a beacon's fields (:func:`~streams.records.beacon_row`).
+
+        The per-record path of the replay and the agents: one tuple unpacked into locals.
+        """
+        bid, sid, ts, url, _, _, _, _, _, _, received, campaign, _, _, agent = row
         if not self.external_watermark:
-            self._see(b.ts if b.received_at is None else b.received_at)
-        st = self._touch(b.session_id, b.ts)
+            arrival = ts if received is None else received
+            if arrival - self._lateness_ms > self._wm:
+                self._see(arrival)
+        st = self._touch(sid, ts)
         if st is None or st.is_bot:
             return []
-        if b.user_agent is not None and is_bot_user_agent(b.user_agent):
+        if agent is not None and is_bot_user_agent(agent):
             self._flag_bot(st)
-        elif self._record_page(b, st) and not st.emitted:
-            self._note_campaign(b, st)
-            if st.pages[st.landing][LCP] is not None:
-                return self._emit_session(b.session_id, st)
+            return []
+        page = st.pages.get(bid)
+        if page is None:
+            page = self._add_page(row, st)
+        elif not _merge(page, st, row):
+            self.stats.duplicate_beacons += 1
+            return []
+        if page[LCP] is not None and page[TTFB] is not None and page[LCP] < page[TTFB]:
+            self._flag_bot(st)
+        if st.is_bot or st.emitted:
+            return []
+        if st.campaign_ts is None or ts < st.campaign_ts:
+            _note_campaign(st, campaign, url, ts)
+        if st.pages[st.landing][LCP] is not None:
+            return self._emit_session(sid, st)
         return []
 
     def observe_order(self, o: Order) -> list[SessionFact]:
@@ -212,62 +238,33 @@ class Sessionizer:
         self._changed.add(sid)
         return st
 
-    def _record_page(self, b: Beacon, st: SessionState) -> bool:
-        """Add or merge the page view; False if nothing changed or the session is a bot."""
-        page = st.pages.get(b.beacon_id)
-        if page is None:
-            page = self._add_page(b, st)
-        elif not self._merge(b, page, st):
-            self.stats.duplicate_beacons += 1
-            return False
-        if page[LCP] is not None and page[TTFB] is not None and page[LCP] < page[TTFB]:
-            self._flag_bot(st)
-        return not st.is_bot
-
-    def _add_page(self, b: Beacon, st: SessionState) -> list[Any]:
-        commerce = self.params.is_commerce(b.page_url, b.page_group)
-        page = [b.ts, b.lcp_ms, b.fcp_ms, b.ttfb_ms, b.inp_ms, b.load_ms, b.cls, commerce]
-        st.pages[b.beacon_id] = page
-        if len(st.pages) == 1:
+    def _add_page(self, row: BeaconRow, st: SessionState) -> list[Any]:
+        bid, sid, ts, url, lcp, fcp, ttfb, inp, load, cls, _, _, group, device, _ = row
+        if group:  # what ``is_commerce`` gives, without a call or a look at the URL
+            commerce = group.lower() not in self.params.non_commerce_groups
+        else:
+            commerce = self.params.is_commerce(url, group)
+        page = [ts, lcp, fcp, ttfb, inp, load, cls, commerce]
+        pages = st.pages
+        pages[bid] = page
+        if len(pages) == 1:
             self.stats.sessions_started += 1
         if st.device is None:
-            st.device = b.device
-        if not st.emitted and (not st.landing or (b.ts, b.beacon_id) < (st.start_ms, st.landing)):
-            st.start_ms, st.landing, st.commerce = b.ts, b.beacon_id, commerce
-            heapq.heappush(self._due, (b.ts + self.params.lcp_wait_ms, b.session_id))
-        if commerce and b.lcp_ms is not None:
-            _add_lcp(st, None, b.lcp_ms)
-        if len(st.pages) > self.params.max_pages_per_minute and self._too_fast(st):
+            st.device = device
+        if not st.emitted and (not st.landing or (ts, bid) < (st.start_ms, st.landing)):
+            st.start_ms, st.landing, st.commerce = ts, bid, commerce
+            heapq.heappush(self._due, (ts + self.params.lcp_wait_ms, sid))
+        if commerce and lcp is not None:
+            _add_lcp(st, None, lcp)
+        if len(pages) > self.params.max_pages_per_minute and self._too_fast(st):
             self._flag_bot(st)
         return page
-
-    @staticmethod
-    def _merge(b: Beacon, page: list[Any], st: SessionState) -> bool:
-        """Latest value of each metric wins; False when the record brings nothing new."""
-        changed = False
-        values = (b.lcp_ms, b.fcp_ms, b.ttfb_ms, b.inp_ms, b.load_ms, b.cls)
-        for slot, value in enumerate(values, start=LCP):
-            if value is not None and value != page[slot]:
-                if slot == LCP and page[COMMERCE]:
-                    _add_lcp(st, page[LCP], value)
-                page[slot] = value
-                changed = True
-        return changed
 
     def _too_fast(self, st: SessionState) -> bool:
         """More than ``max_pages_per_minute`` page views within one minute."""
         times = sorted(page[TS] for page in st.pages.values())
         k = self.params.max_pages_per_minute
         return any(times[i + k] - times[i] < MINUTE_MS for i in range(len(times) - k))
-
-    @staticmethod
-    def _note_campaign(b: Beacon, st: SessionState) -> None:
-        """The earliest beacon (by ``ts``) that names a campaign names the session's."""
-        if st.campaign_ts is not None and b.ts >= st.campaign_ts:
-            return
-        name = _clean(b.campaign) or campaign_from_url(b.page_url)
-        if name:
-            st.campaign, st.campaign_ts = name, b.ts
 
     def _flag_bot(self, st: SessionState) -> None:
         if not st.is_bot:
@@ -345,6 +342,35 @@ class Sessionizer:
                  in enumerate(sorted(st.pending, key=_by_ts))]
         self.stats.orphan_orders += len(facts)
         return facts
+
+
+def _merge(page: list[Any], st: SessionState, row: BeaconRow) -> bool:
+    """Latest value of each metric wins; False when the record brings nothing new."""
+    _, _, _, _, lcp, fcp, ttfb, inp, load, cls, _, _, _, _, _ = row
+    changed = False
+    if lcp is not None and lcp != page[LCP]:
+        if page[COMMERCE]:
+            _add_lcp(st, page[LCP], lcp)
+        page[LCP], changed = lcp, True
+    if fcp is not None and fcp != page[FCP]:
+        page[FCP], changed = fcp, True
+    if ttfb is not None and ttfb != page[TTFB]:
+        page[TTFB], changed = ttfb, True
+    if inp is not None and inp != page[INP]:
+        page[INP], changed = inp, True
+    if load is not None and load != page[LOAD]:
+        page[LOAD], changed = load, True
+    if cls is not None and cls != page[CLS]:
+        page[CLS], changed = cls, True
+    return changed
+
+
+def _note_campaign(st: SessionState, campaign: str | None, url: str, ts: int) -> None:
+    """The earliest beacon (by ``ts``) that names a campaign names the session's (the caller
+    checks that ``ts`` is earlier than the beacon that named it so far)."""
+    name = _clean(campaign) or campaign_from_url(url)
+    if name:
+        st.campaign, st.campaign_ts = name, ts
 
 
 def _add_lcp(st: SessionState, old_ms: float | None, new_ms: float) -> None:
