@@ -92,15 +92,17 @@ def _unpairs(pairs: list[list[int]]) -> dict[int, int]:
 class MinuteRing:
     """Minute buckets of one campaign, keyed by minute (epoch ms), oldest first.
 
-    ``_minutes`` mirrors the keys in ascending order, so a span is two bisections and a
-    slice (a tick asks for a dozen spans of a ring of ~140 minutes).
+    ``_minutes`` and ``_list`` mirror the keys and the buckets in ascending minute order,
+    so a span is two bisections and two slices (a tick asks for several spans of a ring of
+    ~140 minutes).
     """
 
-    __slots__ = ("_buckets", "_minutes")
+    __slots__ = ("_buckets", "_list", "_minutes")
 
     def __init__(self) -> None:
         self._buckets: dict[int, MinuteBucket] = {}
         self._minutes: list[int] = []
+        self._list: list[MinuteBucket] = []
 
     def get(self, minute_ms: int) -> MinuteBucket | None:
         return self._buckets.get(minute_ms)
@@ -118,12 +120,16 @@ class MinuteRing:
         known = minute_ms in self._buckets
         self._buckets[minute_ms] = bucket
         if known:
+            self._list[bisect.bisect_left(minutes, minute_ms)] = bucket
             return
         if not minutes or minute_ms > minutes[-1]:
             minutes.append(minute_ms)
+            self._list.append(bucket)
             return
-        bisect.insort(minutes, minute_ms)
-        self._buckets = {m: self._buckets[m] for m in minutes}
+        at = bisect.bisect_left(minutes, minute_ms)
+        minutes.insert(at, minute_ms)
+        self._list.insert(at, bucket)
+        self._buckets = dict(zip(minutes, self._list, strict=True))
 
     def drop_before(self, minute_ms: int) -> list[int]:
         """Drop the buckets older than ``minute_ms``; return their minutes."""
@@ -131,6 +137,7 @@ class MinuteRing:
         dropped = self._minutes[:cut]
         if dropped:
             del self._minutes[:cut]
+            del self._list[:cut]
             for key in dropped:
                 del self._buckets[key]
         return dropped
@@ -139,11 +146,14 @@ class MinuteRing:
         self._insert(minute_ms, bucket)
 
     def span(self, start_ms: int, end_ms: int) -> Iterator[tuple[int, MinuteBucket]]:
-        """Buckets with ``start_ms <= minute < end_ms``, oldest first."""
+        """Buckets with ``start_ms <= minute < end_ms``, oldest first (a snapshot)."""
+        return iter(list(zip(*self.span_lists(start_ms, end_ms), strict=True)))
+
+    def span_lists(self, start_ms: int, end_ms: int) -> tuple[list[int], list[MinuteBucket]]:
+        """The minutes and the buckets of :meth:`span`, as two new lists."""
         minutes = self._minutes
-        chosen = minutes[bisect.bisect_left(minutes, start_ms):bisect.bisect_left(minutes, end_ms)]
-        buckets = self._buckets
-        return iter([(minute, buckets[minute]) for minute in chosen])
+        lo, hi = bisect.bisect_left(minutes, start_ms), bisect.bisect_left(minutes, end_ms)
+        return minutes[lo:hi], self._list[lo:hi]
 
     def __len__(self) -> int:
         return len(self._buckets)

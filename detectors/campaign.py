@@ -13,7 +13,9 @@ learned into the baselines (the river habit of keeping anomalies out of the base
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -206,18 +208,19 @@ class CampaignModel:
     def _verdict(self, campaign: str, tick_ms: int, conv: ConversionVerdict,
                  site_fit: CurveFit | None) -> CampaignVerdict:
         p = self.params
-        window = list(self.ring.span(tick_ms - p.horizon_minutes * MINUTE_MS, tick_ms))
-        recent = [(m, b) for m, b in window if m >= tick_ms - p.recent_minutes * MINUTE_MS]
+        minutes, buckets = self.ring.span_lists(tick_ms - p.horizon_minutes * MINUTE_MS, tick_ms)
+        window = list(zip(minutes, buckets, strict=True))
+        recent = buckets[bisect_left(minutes, tick_ms - p.recent_minutes * MINUTE_MS):]
         base_conv, base_sessions = self.conv_base.values
         lat = self.last_latency
         return CampaignVerdict(
             campaign=campaign, tick_ms=tick_ms,
             warmed_up=bool(base_conv >= p.min_baseline_conversions),
-            sessions_per_minute=sum(b.sessions for _, b in recent) / p.recent_minutes,
-            sessions_in_window=sum(b.sessions for _, b in window),
-            conversion_rate=self._recent_rate(tick_ms, window),
+            sessions_per_minute=sum(map(_SESSIONS, recent)) / p.recent_minutes,
+            sessions_in_window=sum(map(_SESSIONS, buckets)),
+            conversion_rate=self._recent_rate(tick_ms, minutes, buckets),
             conversion_rate_baseline=base_conv / base_sessions if base_sessions else math.nan,
-            lcp_p75_ms=self._recent_p75(tick_ms, window),
+            lcp_p75_ms=self._recent_p75(tick_ms, minutes, buckets),
             lcp_p75_baseline_ms=self._baseline_p75(tick_ms),
             latency_regressed=lat.is_regression,
             latency_statistic=lat.statistic, latency_threshold=lat.threshold,
@@ -295,42 +298,57 @@ class CampaignModel:
         n, total, total_sq = self.orders.values
         return average_order_value(float(total), float(total_sq), float(n))
 
-    def _recent_rate(self, tick_ms: int, window: list[tuple[int, MinuteBucket]]) -> float:
-        """Lag-adjusted conversion rate of the last hour's sessions."""
-        hour = [(m, b) for m, b in window if m >= tick_ms - 60 * MINUTE_MS]
-        if not hour:
+    def _recent_rate(self, tick_ms: int, minutes: list[int], buckets: list[MinuteBucket]
+                     ) -> float:
+        """Lag-adjusted conversion rate of the last hour's sessions (window oldest first)."""
+        first = bisect_left(minutes, tick_ms - 60 * MINUTE_MS)
+        if first == len(minutes):
             return math.nan
-        ages = np.array([(tick_ms - m) / MINUTE_MS - 0.5 for m, _ in hour])
-        sessions = np.array([b.sessions for _, b in hour], dtype=float)
+        hour = buckets[first:]
+        ages = (tick_ms - np.array(minutes[first:], dtype=np.int64)) / MINUTE_MS - 0.5
+        sessions = np.array(list(map(_SESSIONS, hour)), dtype=float)
         exposure = float(sessions @ self.lag.cdf_array(ages))
-        conversions = sum(b.conversions for _, b in hour)
+        conversions = sum(map(_CONVERSIONS, hour))
         return conversions / exposure if exposure > 0 else math.nan
 
-    def _recent_p75(self, tick_ms: int, window: list[tuple[int, MinuteBucket]]) -> float:
-        """p75 of the last 5 minutes' sessions; 15 or 60 minutes when they are too few."""
-        sketch = LogHistogram()
-        limits = iter((self.params.p75_minutes, self.params.recent_minutes, 60))
-        limit = next(limits)
-        for minute, bucket in reversed(window):
-            while minute < tick_ms - limit * MINUTE_MS:
-                if sketch.count >= self.params.min_p75_sessions:
-                    return sketch.quantile(0.75)
-                limit = next(limits, 0)
-                if limit == 0:
-                    return math.nan
-            sketch.merge(bucket.sketch)
-        return sketch.quantile(0.75) if sketch.count >= self.params.min_p75_sessions else math.nan
+    def _recent_p75(self, tick_ms: int, minutes: list[int], buckets: list[MinuteBucket]
+                    ) -> float:
+        """p75 of the last 5 minutes' sessions; 15 or 60 minutes when they are too few.
 
-    def _recent_shift(self, tick_ms: int, recent: list[tuple[int, MinuteBucket]]) -> float:
-        n = sum(b.lcp_n for _, b in recent)
+        The windows are nested: each adds its older minutes to the sketch of the last.
+        """
+        p = self.params
+        sketch = LogHistogram()
+        end = len(minutes)
+        for n, limit in enumerate((p.p75_minutes, p.recent_minutes, 60)):
+            if n and limit == 0:
+                return math.nan
+            start = min(end, bisect_left(minutes, tick_ms - limit * MINUTE_MS))
+            sketch.merge_all([b.sketch for b in buckets[start:end]])
+            if sketch.count >= p.min_p75_sessions:
+                return sketch.quantile(0.75)
+            if start == 0:
+                return math.nan
+            end = start
+        return math.nan
+
+    def _recent_shift(self, tick_ms: int, recent: list[MinuteBucket]) -> float:
+        n: int = sum(map(_LCP_N, recent))
         if n == 0 or self.latency_baseline.level_weight <= 0:
             return math.nan
-        return sum(b.sum_log for _, b in recent) / n - self.latency_baseline.expected(tick_ms)
+        total: float = sum(map(_SUM_LOG, recent))
+        return total / n - self.latency_baseline.expected(tick_ms)
 
     def _baseline_p75(self, tick_ms: int) -> float:
         if self.latency_baseline.level_weight <= 0:
             return math.nan
         return math.exp(self.latency_baseline.expected(tick_ms) + Z75 * self._sd_log())
+
+
+_SESSIONS = attrgetter("sessions")
+_CONVERSIONS = attrgetter("conversions")
+_LCP_N = attrgetter("lcp_n")
+_SUM_LOG = attrgetter("sum_log")
 
 
 def _dense(counts: dict[int, int]) -> np.ndarray:

@@ -102,6 +102,16 @@ class LogHistogram:
             bins[index] = get(index, 0) + count
         self._count += other._count
 
+    def merge_all(self, others: Iterable[LogHistogram]) -> None:
+        """:meth:`merge` each of ``others`` in turn."""
+        bins = self._bins
+        get = bins.get
+        for other in others:
+            self._check_compatible(other)
+            for index, count in other._bins.items():
+                bins[index] = get(index, 0) + count
+            self._count += other._count
+
     def subtract(self, other: LogHistogram) -> None:
         """Remove ``other``'s counts; ``ValueError`` (and no change) if one would go negative."""
         self._check_compatible(other)
