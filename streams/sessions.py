@@ -75,6 +75,7 @@ class Sessionizer:
         self._changed: set[str] = set()
         self._deleted: set[str] = set()
         self._lateness_ms = self.params.allowed_lateness_ms  # read per record
+        self._timeout_ms = self.params.session_timeout_ms
 
     @classmethod
     def from_settings(cls, settings: Settings, *, external_watermark: bool = False
@@ -102,32 +103,50 @@ class Sessionizer:
 
         The per-record path of the replay and the agents: one tuple unpacked into locals.
         """
-        bid, sid, ts, url, _, _, _, _, _, _, received, campaign, _, _, agent = row
-        if not self.external_watermark:
-            arrival = ts if received is None else received
-            if arrival - self._lateness_ms > self._wm:
-                self._see(arrival)
-        st = self._touch(sid, ts)
+        _, sid, ts, url, _, _, _, _, _, _, received, campaign, _, _, agent = row
+        st = self._arrive(sid, ts, received)
         if st is None or st.is_bot:
             return []
         if agent is not None and is_bot_user_agent(agent):
             self._flag_bot(st)
             return []
-        page = st.pages.get(bid)
-        if page is None:
-            page = self._add_page(row, st)
-        elif not _merge(page, st, row):
-            self.stats.duplicate_beacons += 1
-            return []
-        if page[LCP] is not None and page[TTFB] is not None and page[LCP] < page[TTFB]:
-            self._flag_bot(st)
-        if st.is_bot or st.emitted:
+        if not self._record_page(row, st) or st.emitted:
             return []
         if st.campaign_ts is None or ts < st.campaign_ts:
             _note_campaign(st, campaign, url, ts)
         if st.pages[st.landing][LCP] is not None:
             return self._emit_session(sid, st)
         return []
+
+    def _arrive(self, sid: str, ts: int, received: int | None) -> SessionState | None:
+        """:meth:`_see` and :meth:`_touch` for a beacon, the common case inline."""
+        wm = self._wm
+        if not self.external_watermark:
+            seen = (ts if received is None else received) - self._lateness_ms
+            if seen > wm:
+                if wm == NO_WATERMARK:
+                    self._stamp_first(seen)
+                self._wm = wm = seen
+        st = self._sessions.get(sid)
+        if st is None or ts < wm - self._timeout_ms:  # new or late: the full _touch
+            return self._touch(sid, ts)
+        if st.last_activity_ms != wm:
+            st.last_activity_ms = wm
+            self._sessions.move_to_end(sid)
+        self._changed.add(sid)
+        return st
+
+    def _record_page(self, row: BeaconRow, st: SessionState) -> bool:
+        """Add or merge the page view; False if nothing changed or the session is a bot."""
+        page = st.pages.get(row[0])
+        if page is None:
+            page = self._add_page(row, st)
+        elif not _merge(page, st, row):
+            self.stats.duplicate_beacons += 1
+            return False
+        if page[LCP] is not None and page[TTFB] is not None and page[LCP] < page[TTFB]:
+            self._flag_bot(st)
+        return not st.is_bot
 
     def observe_order(self, o: Order) -> list[SessionFact]:
         """Record one order; returns its fact if its session fact is already out."""
@@ -280,9 +299,10 @@ class Sessionizer:
         facts = [SessionFact(kind="session", campaign=st.campaign or NONE_CAMPAIGN,
                              watermark_ms=self._wm, session_id=sid, start_ms=st.start_ms,
                              lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device)]
-        for order_id, ts, revenue, _ in sorted(st.pending, key=_by_ts):
-            facts.append(self._order_fact(sid, st, order_id, ts, revenue))
-        st.pending.clear()
+        if st.pending:
+            for order_id, ts, revenue, _ in sorted(st.pending, key=_by_ts):
+                facts.append(self._order_fact(sid, st, order_id, ts, revenue))
+            st.pending.clear()
         self._changed.add(sid)
         return facts
 
@@ -334,6 +354,8 @@ class Sessionizer:
 
     def _orphans(self, sid: str, st: SessionState) -> list[SessionFact]:
         """Orders whose session never showed a beacon: revenue under their own campaign."""
+        if not st.pending:
+            return []
         facts = [SessionFact(kind="order", campaign=_clean(campaign) or NONE_CAMPAIGN,
                              watermark_ms=self._wm, session_id=sid, start_ms=ts,
                              order_id=order_id, order_ts_ms=ts, revenue=revenue,
