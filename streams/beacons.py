@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 
 from streams.errors import InvalidRecord
-from streams.records import Beacon, beacon_from_dict
+from streams.records import MAX_URL_LEN, Beacon, beacon_from_dict
 from streams.urls import scrub_url
 
 Source = Literal["web-vitals", "boomerang", "canonical"]
@@ -43,10 +43,12 @@ WEB_VITALS_METRICS = {"LCP": "lcp_ms", "FCP": "fcp_ms", "TTFB": "ttfb_ms", "INP"
 BOOMERANG_METRICS = (("lcp_ms", "pt.lcp"), ("fcp_ms", "pt.fcp"), ("load_ms", "t_done"),
                      ("inp_ms", "et.inp"), ("cls", "c.cls"))
 _PASS_THROUGH = ("campaign", "page_group", "device")
+_PASS_THROUGH_SET = frozenset(_PASS_THROUGH)
 _JSON_TYPES = frozenset({"text/plain", "application/json"})
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _UNTYPED = "application/octet-stream"
 _URL_KEYS = frozenset({"page_url", "navigationURL", "referrer", "u", "r", "pgu", "nu"})
+_EXTRA_URL_KEYS = _URL_KEYS - {"page_url"}  # never canonical fields: they stay in ``extra``
 _BULKY_KEYS = frozenset({"attribution", "entries", "restiming"})
 _QUERY_IN_RAW = re.compile(rb"\?[^\s\"'#]*|%3[Ff][^\s\"'&#]*")
 
@@ -91,22 +93,31 @@ def parse_web_vitals(
     Raises:
         InvalidRecord: no ``session_id``, unknown metric name, bad value, or no page view id.
     """
+    return beacon_from_dict(_web_vitals_fields(record, received_at_ms, user_agent))
+
+
+def _web_vitals_fields(record: Mapping[str, Any], received_at_ms: int,
+                       user_agent: str | None) -> dict[str, Any]:
+    """The canonical fields of a web-vitals record (what :func:`parse_web_vitals` reads)."""
     session_id = record.get("session_id")
     if session_id is None or session_id == "":
         msg = ("web-vitals record has no 'session_id': web-vitals keeps no session of its "
                "own, so the page must add one (revwatch-rum.js does)")
         raise InvalidRecord(msg, field="session_id")
     field, value = _web_vitals_metric(record)
-    return beacon_from_dict({
-        "beacon_id": f"{session_id}:{_page_view(record)}",
-        "session_id": session_id,
-        "ts": _first_set(record, ("page_ts", "sent_at"), received_at_ms),
-        "page_url": record.get("page_url") or record.get("navigationURL"),
-        field: value,
-        "received_at": received_at_ms,
-        "user_agent": _clip_user_agent(user_agent),
-        **{key: record[key] for key in _PASS_THROUGH if key in record},
-    })
+    beacon_id = f"{session_id}:{_page_view(record)}"
+    ts = record.get("page_ts")
+    if ts is None:
+        ts = record.get("sent_at")
+        if ts is None:
+            ts = received_at_ms
+    fields = {"beacon_id": beacon_id, "session_id": session_id, "ts": ts,
+              "page_url": record.get("page_url") or record.get("navigationURL"),
+              field: value, "received_at": received_at_ms,
+              "user_agent": user_agent[:MAX_USER_AGENT_LEN] if user_agent else None}
+    if not _PASS_THROUGH_SET.isdisjoint(record):
+        fields.update({key: record[key] for key in _PASS_THROUGH if key in record})
+    return fields
 
 
 def parse_boomerang(
@@ -120,13 +131,19 @@ def parse_boomerang(
     Raises:
         InvalidRecord: no ``rt.si`` or ``pid``, a non-numeric or out-of-range timer.
     """
+    return beacon_from_dict(_boomerang_fields(params, received_at_ms, user_agent))
+
+
+def _boomerang_fields(params: Sequence[tuple[str, str]], received_at_ms: int,
+                      user_agent: str | None) -> dict[str, Any]:
+    """The canonical fields of a boomerang beacon (what :func:`parse_boomerang` reads)."""
     fields = _first_values(params)
     if not fields.get("rt.si"):
         raise InvalidRecord(_no_session_reason(fields), field="rt.si")
     if not fields.get("pid"):
         msg = "boomerang beacon has no 'pid' (page view id)"
         raise InvalidRecord(msg, field="pid")
-    return beacon_from_dict({
+    return {
         "beacon_id": f"{fields['rt.si']}:{fields['pid']}",
         "session_id": fields["rt.si"],
         "ts": _boomerang_ts(fields, received_at_ms),
@@ -136,7 +153,7 @@ def parse_boomerang(
         "received_at": received_at_ms,
         "user_agent": _clip_user_agent(user_agent),
         **{key: fields[key] for key in _PASS_THROUGH if fields.get(key)},
-    })
+    }
 
 
 def parse_canonical(obj: Mapping[str, Any]) -> Beacon:
@@ -200,8 +217,8 @@ def _sniff_type(body: bytes) -> str:
 
 def _boomerang_result(pairs: list[tuple[str, str]], request: _Request) -> ParseResult:
     try:
-        beacon = _scrub(parse_boomerang(pairs, received_at_ms=request.received_at_ms,
-                                        user_agent=request.user_agent), request)
+        beacon = _stamped(_boomerang_fields(pairs, request.received_at_ms,
+                                            request.user_agent), request)
     except InvalidRecord as exc:
         return ParseResult((), (exc,), "boomerang", (_raw_form(pairs),))
     return ParseResult((beacon,), (), "boomerang")
@@ -213,7 +230,7 @@ def _json_result(items: list[Any], request: _Request) -> ParseResult:
     raws: list[bytes] = []
     for item in items:
         try:
-            beacons.append(_scrub(_json_item(item, request), request))
+            beacons.append(_json_item(item, request))
         except InvalidRecord as exc:
             errors.append(exc)
             raws.append(_raw_json(item))
@@ -228,16 +245,31 @@ def _json_item(item: Any, request: _Request) -> Beacon:
         msg = f"expected a JSON object, got {type(item).__name__}"
         raise InvalidRecord(msg)
     if "beacon_id" in item:
-        beacon = beacon_from_dict({**item, "received_at": None})  # the collector stamps it
-        return dataclasses.replace(
-            beacon, received_at=request.received_at_ms,
-            user_agent=beacon.user_agent or _clip_user_agent(request.user_agent))
+        return _canonical_beacon(item, request)
     if "name" in item and "value" in item:
-        return parse_web_vitals(item, received_at_ms=request.received_at_ms,
-                                user_agent=request.user_agent)
+        fields = _web_vitals_fields(item, request.received_at_ms, request.user_agent)
+        return _stamped(fields, request)
     msg = ("neither a web-vitals metric (needs 'name' and 'value') nor a canonical beacon "
            "(needs 'beacon_id')")
     raise InvalidRecord(msg)
+
+
+def _canonical_beacon(item: dict[str, Any], request: _Request) -> Beacon:
+    """A canonical beacon stamped with ``received_at`` and, if it has none, the user agent."""
+    agent = item.get("user_agent")
+    if agent is None or agent == "":
+        agent = _clip_user_agent(request.user_agent)
+    try:
+        return _stamped({**item, "received_at": request.received_at_ms, "user_agent": agent},
+                        request)
+    except InvalidRecord as exc:
+        if exc.field != "received_at":
+            raise
+    # an implausible clock (tests): stamp what it says, as the collector always did
+    beacon = _stamped({**item, "received_at": None}, request)
+    return dataclasses.replace(
+        beacon, received_at=request.received_at_ms,
+        user_agent=beacon.user_agent or _clip_user_agent(request.user_agent))
 
 
 def _json_items(body: bytes) -> list[Any]:
@@ -288,7 +320,40 @@ def redact_raw(raw: bytes) -> bytes:
     return _QUERY_IN_RAW.sub(b"", raw[:MAX_RAW_BYTES])
 
 
+def _stamped(fields: dict[str, Any], request: _Request) -> Beacon:
+    """``beacon_from_dict(fields)`` with its URLs scrubbed (``fields`` is changed).
+
+    The beacon (or the error) is the one :func:`_scrub` gives after reading ``fields`` as
+    they are; it is built once, from scrubbed fields, when the ``page_url`` passes the
+    record reader's check both before and after scrubbing (always, but for edge cases).
+    """
+    url = fields.get("page_url")
+    scrubbed = _scrubbed_url(url, request.allowed_params)
+    if scrubbed is None:
+        return _scrub(beacon_from_dict(fields), request)
+    fields["page_url"] = scrubbed
+    if not _EXTRA_URL_KEYS.isdisjoint(fields):
+        for key in _EXTRA_URL_KEYS.intersection(fields):
+            fields[key] = _scrub_raw_value(key, fields[key], request.allowed_params)
+    beacon = beacon_from_dict(fields)
+    if beacon.extra:
+        _check_depth(beacon.extra)
+    return beacon
+
+
+def _scrubbed_url(url: Any, allowed_params: Collection[str]) -> str | None:
+    """``url`` scrubbed, when it and the result are both valid ``page_url`` s; else None."""
+    if type(url) is not str or not 0 < len(url) <= MAX_URL_LEN:
+        return None
+    try:
+        scrubbed = scrub_url(url, allowed_params)
+    except ValueError:
+        return None
+    return scrubbed if 0 < len(scrubbed) <= MAX_URL_LEN else None
+
+
 def _scrub(beacon: Beacon, request: _Request) -> Beacon:
+    """A read beacon with its URLs scrubbed (the reference :func:`_stamped` matches)."""
     try:
         page_url = scrub_url(beacon.page_url, request.allowed_params)
     except ValueError:
@@ -296,12 +361,16 @@ def _scrub(beacon: Beacon, request: _Request) -> Beacon:
         raise InvalidRecord(msg, field="page_url") from None
     if not beacon.extra:
         return dataclasses.replace(beacon, page_url=page_url)
-    if not _shallow(beacon.extra, MAX_EXTRA_DEPTH):
-        msg = f"unknown fields nested more than {MAX_EXTRA_DEPTH} deep"
-        raise InvalidRecord(msg)
+    _check_depth(beacon.extra)
     extra = {key: _scrub_raw_value(key, value, request.allowed_params)
              for key, value in beacon.extra.items()}
     return dataclasses.replace(beacon, page_url=page_url, extra=extra)
+
+
+def _check_depth(extra: dict[str, Any]) -> None:
+    if not _shallow(extra, MAX_EXTRA_DEPTH):
+        msg = f"unknown fields nested more than {MAX_EXTRA_DEPTH} deep"
+        raise InvalidRecord(msg)
 
 
 def _shallow(value: Any, limit: int) -> bool:
@@ -335,10 +404,6 @@ def _page_view(record: Mapping[str, Any]) -> str:
                "or 'navigationId' (web-vitals >= 6), a string or an integer")
         raise InvalidRecord(msg, field="page_view_id")
     return str(page_view)
-
-
-def _first_set(record: Mapping[str, Any], names: Sequence[str], default: int) -> Any:
-    return next((record[name] for name in names if record.get(name) is not None), default)
 
 
 def _first_values(params: Sequence[tuple[str, str]]) -> dict[str, str]:
