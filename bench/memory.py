@@ -137,11 +137,15 @@ def child_invented(n: int) -> dict[str, Any]:
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    began = time.perf_counter()
+    began, began_cpu = time.perf_counter(), time.process_time()
     pipeline.monitor.advance(T0 + 10 * MINUTE)
-    tick_s = time.perf_counter() - began
+    tick_s, tick_cpu_s = time.perf_counter() - began, time.process_time() - began_cpu
+    from detectors.monitor import OVERFLOW
+    other = pipeline.monitor.models.get(OVERFLOW)
     return {"invented": n, "models": len(pipeline.monitor.models), "bytes": used,
-            "per_invented_campaign": used / n, "tick_s": tick_s}
+            "per_invented_campaign": used / n, "tick_s": tick_s, "tick_cpu_s": tick_cpu_s,
+            "other_sessions": sum(b.sessions for _, b in other.ring.span(0, 1 << 62))
+            if other else 0}
 
 
 def main(argv: list[str]) -> int:

@@ -65,6 +65,9 @@ class Monitor:
         return OVERFLOW
 
     def model(self, campaign: str) -> CampaignModel:
+        found = self.models.get(campaign)  # a tracked campaign: its own model
+        if found is not None:
+            return found
         name = self.name_of(campaign)
         found = self.models.get(name)
         if found is None:

@@ -89,7 +89,8 @@ class LogHistogram:
             raise ValueError(msg)
         if count == 0:
             return
-        index = self.index_of(value)
+        index = 0 if value <= self.min_value else \
+            math.ceil(math.log(value / self.min_value) / self._log_gamma)  # index_of, inline
         self._bins[index] = self._bins.get(index, 0) + int(count)
         self._count += int(count)
 

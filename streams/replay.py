@@ -116,7 +116,7 @@ class _Run:
         stats, out, path = self.stats, self.out, self.paths[0]
         observe, apply = self.pipeline.sessionizer.observe_row, self.pipeline.apply
         order: Record | None = None
-        primed, fed = False, 0
+        primed, fed, count = False, 0, self.count
         with path.open("rb") as handle:
             for number, line in enumerate(handle, start=1):
                 try:
@@ -131,9 +131,10 @@ class _Run:
                     continue
                 if not primed:  # heapq.merge reads the first order after the first beacon
                     order, primed = next(self.orders, None), True
-                while order is not None and order[0] < int(arrival):
-                    self._order(order)
-                    order = next(self.orders, None)
+                if order is not None and order[0] < int(arrival):
+                    self.count = count
+                    order = self._orders_before(order, int(arrival))
+                    count = self.count
                 try:
                     row = beacon_row(obj)
                     fed += 1
@@ -142,11 +143,20 @@ class _Run:
                         write(out, alerts, stats)
                 except InvalidRecord as exc:
                     bad(stats, InputFileError(str(path), number, exc.reason))
-                self.count += 1
-                if self.count % 1000 == 0:
+                count += 1
+                if count % 1000 == 0:
+                    self.count = count
                     self._thousand()
+        self.count = count
         stats.beacons += fed
         return order if primed else next(self.orders, None)
+
+    def _orders_before(self, order: Record | None, arrival: int) -> Record | None:
+        """Feed the orders that arrived before ``arrival``; the first one left."""
+        while order is not None and order[0] < arrival:
+            self._order(order)
+            order = next(self.orders, None)
+        return order
 
     def _order(self, record: Record) -> None:
         try:
