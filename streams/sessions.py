@@ -28,6 +28,7 @@ import heapq
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from streams.bots import is_bot_user_agent
@@ -52,6 +53,9 @@ from streams.urls import MAX_CAMPAIGN_LEN, campaign_from_url
 
 if TYPE_CHECKING:
     from streams.settings import Settings
+
+# Landing URLs repeat across sessions (one per ad or e-mail link): parse each once.
+_campaign_of_url = lru_cache(maxsize=4096)(campaign_from_url)
 
 __all__ = ["NO_WATERMARK", "SessionParams", "SessionState", "SessionStats", "Sessionizer"]
 
@@ -390,7 +394,7 @@ def _merge(page: list[Any], st: SessionState, row: BeaconRow) -> bool:
 def _note_campaign(st: SessionState, campaign: str | None, url: str, ts: int) -> None:
     """The earliest beacon (by ``ts``) that names a campaign names the session's (the caller
     checks that ``ts`` is earlier than the beacon that named it so far)."""
-    name = _clean(campaign) or campaign_from_url(url)
+    name = _clean(campaign) or _campaign_of_url(url)
     if name:
         st.campaign, st.campaign_ts = name, ts
 
