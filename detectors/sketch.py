@@ -9,7 +9,6 @@ add and subtract exactly and a window of minutes merges in O(buckets).
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Iterable
 from typing import Any, Self
@@ -136,14 +135,14 @@ class LogHistogram:
         if self._count == 0:
             return math.nan
         rank = math.floor(q * (self._count - 1))
-        indices = sorted(self._bins)
+        bins = self._bins
         cumulative = 0
-        cumulatives = []
-        for index in indices:
-            cumulative += self._bins[index]
-            cumulatives.append(cumulative)
-        position = bisect.bisect_right(cumulatives, rank)
-        return self.representative(indices[position])
+        for index in sorted(bins):  # the first bucket whose cumulative count exceeds the rank
+            cumulative += bins[index]
+            if cumulative > rank:
+                return self.representative(index)
+        msg = "histogram count does not match its buckets"  # unreachable: count = sum
+        raise IndexError(msg)
 
     def mean_log(self) -> float:
         """Mean of ``ln(value)`` over bucket representatives; nan when empty."""
