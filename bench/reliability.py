@@ -41,6 +41,7 @@ from detectors.buckets import MinuteBucket, minute_of
 from detectors.incidents import IncidentManager
 from detectors.monitor import MODEL_KEY, SEPARATOR, Monitor
 from detectors.verdicts import CampaignVerdict
+from streams.facts_codec import facts_of
 from streams.feed import feed
 from streams.pipeline import apply_fact, incident_params
 from streams.records import SessionFact, beacon_from_dict, order_from_dict
@@ -165,7 +166,8 @@ async def read_back(settings: Settings) -> RunResult:
     result = RunResult()
     async with TopicReader(settings.broker_host_port, settings.facts_topic) as facts:
         for record in await facts.drain(quiet_s=2.0, timeout_s=120.0):
-            result.add_fact(SessionFact.from_json(record.value or b""))
+            for fact in facts_of(record.value or b""):
+                result.add_fact(fact)
     changelog = f"{settings.app_id}-campaigns-changelog"
     latest: dict[str, Any] = {}
     async with TopicReader(settings.broker_host_port, changelog) as table:

@@ -26,6 +26,7 @@ from detectors.verdicts import CampaignVerdict
 from streams.early import PREFIX as EARLY_PREFIX
 from streams.early import EarlyOrders
 from streams.errors import InvalidRecord
+from streams.facts_codec import decode_facts, encode_facts
 from streams.metrics import Metrics
 from streams.pipeline import TickAssembler, apply_fact
 from streams.records import SessionFact, parse_beacon, parse_order
@@ -69,12 +70,14 @@ class Topics:
 
 
 def dead_letter(out: Out, topics: Topics, event: EventLike, exc: InvalidRecord, *,
-                metrics: Metrics) -> None:
-    """Send the record to the dead-letter topic under the key it came with (CONTRACT.md)."""
+                metrics: Metrics, raw: bytes | None = None) -> None:
+    """Send the record (or ``raw``, a part of it) to the dead-letter topic under the key it
+    came with (CONTRACT.md)."""
     topic: str = event.message.topic
     key = getattr(event, "key", None)
     key = key if isinstance(key, bytes) else None
-    out.send(topics.dead_letter, key, orjson.dumps(exc.to_dead_letter(topic, event.value)))
+    value = event.value if raw is None else raw
+    out.send(topics.dead_letter, key, orjson.dumps(exc.to_dead_letter(topic, value)))
     metrics.count_dead_letter(topic, exc.reason)
 
 
@@ -130,8 +133,7 @@ class SessionStage:
         for order in self.early.release(to_ms):
             facts.extend(self.sessionizer.observe_order(order))
         facts.extend(self.sessionizer.advance(to_ms))
-        for fact in facts:
-            self._emit(fact, out)
+        self._emit(facts, out)
         states, deleted = self.sessionizer.drain_changes()
         out.changes.update(states)
         out.changes.update(dict.fromkeys(deleted))
@@ -203,16 +205,28 @@ class SessionStage:
         self._observe((topic, event.message.partition), arrival)
         return self.sessionizer.observe_beacon(beacon)
 
-    def _emit(self, fact: SessionFact, out: Out) -> None:
-        value = fact.to_json()
-        if fact.kind == "heartbeat":
-            value = dataclasses.replace(fact, session_id=self.source).to_json()
-            for partition in range(self.topics.facts_partitions):
-                out.send(self.topics.facts, b"", value, partition)
-        else:
+    def _emit(self, facts: list[SessionFact], out: Out) -> None:
+        """One record per campaign (a list of its facts, in order), then the heartbeats.
+
+        A heartbeat ends ``advance``'s facts, so every fact of the batch is sent before it,
+        as when each fact was its own record.
+        """
+        by_campaign: dict[str, list[SessionFact]] = {}
+        beats: list[SessionFact] = []
+        for fact in facts:
+            if fact.kind == "heartbeat":
+                beats.append(dataclasses.replace(fact, session_id=self.source))
+                continue
             if fact.kind == "session":
                 self.metrics.count_sessions()
-            out.send(self.topics.facts, fact.campaign.encode(), value)
+            by_campaign.setdefault(fact.campaign, []).append(fact)
+        for campaign, group in by_campaign.items():
+            for value in encode_facts(group):
+                out.send(self.topics.facts, campaign.encode(), value)
+        for beat in beats:
+            value = next(encode_facts([beat]))
+            for partition in range(self.topics.facts_partitions):
+                out.send(self.topics.facts, b"", value, partition)
 
     def _observe(self, source: tuple[str, int], arrival_ms: int) -> None:
         self.watermarks.observe(source, arrival_ms)
@@ -251,21 +265,12 @@ class CampaignStage:
     def batch(self, events: Sequence[EventLike]) -> Out:
         out = Out()
         for event in events:
-            try:
-                fact = SessionFact.from_json(event.value or b"")
-            except InvalidRecord as exc:
-                dead_letter(out, self.topics, event, exc, metrics=self.metrics)
-                continue
-            if fact.kind == "heartbeat":
-                # per (sessionizer, partition): partitions are read at different paces
-                self.watermarks.observe((fact.session_id, event.message.partition),
-                                        fact.watermark_ms)
-                apply_fact(self.monitor, fact)
-            else:
-                # (other) takes the partition of its first fact: one owner per worker
-                self.partitions.setdefault(self.monitor.name_of(fact.campaign),
-                                           event.message.partition)
-                self._apply_once(fact)
+            for fact in decode_facts(event.value or b""):
+                if isinstance(fact, SessionFact):
+                    self._apply(fact, event.message.partition)
+                else:
+                    dead_letter(out, self.topics, event, fact[1], metrics=self.metrics,
+                                raw=fact[0])
         watermark = self.watermarks.value()
         for verdict in [] if watermark is None else self.monitor.advance(watermark):
             self.latest[verdict.campaign] = verdict
@@ -275,6 +280,16 @@ class CampaignStage:
             del self.latest[name]
         out.changes.update(self._with_seen(self.monitor.drain_changes()))
         return out
+
+    def _apply(self, fact: SessionFact, partition: int) -> None:
+        if fact.kind == "heartbeat":
+            # per (sessionizer, partition): partitions are read at different paces
+            self.watermarks.observe((fact.session_id, partition), fact.watermark_ms)
+            apply_fact(self.monitor, fact)
+        else:
+            # (other) takes the partition of its first fact: one owner per worker
+            self.partitions.setdefault(self.monitor.name_of(fact.campaign), partition)
+            self._apply_once(fact)
 
     def _apply_once(self, fact: SessionFact) -> None:
         """Apply a session or order fact unless its minute bucket already counted it.

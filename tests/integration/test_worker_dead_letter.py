@@ -109,7 +109,7 @@ class Outcome:
 
 
 def good_facts_done(records: Sequence[Consumed]) -> bool:
-    facts = [r.json() for r in records]
+    facts = [f for r in records for f in r.facts()]
     sessions = {f["session_id"] for f in facts if f["kind"] == "session"}
     orders = {f["session_id"] for f in facts if f["kind"] == "order"}
     return set(GOOD_SESSIONS) <= sessions and orders >= CONVERTING
@@ -125,7 +125,7 @@ async def drive(worker: Worker) -> Outcome:
         await facts.until(good_facts_done, 60, "the good sessions' facts", worker, fail=False)
         await dead.drain(quiet_s=1.5)
         worker.assert_alive()
-        return Outcome(dead.records, facts.values(), worker.metrics_text())
+        return Outcome(dead.records, facts.fact_values(), worker.metrics_text())
 
 
 @pytest.fixture(scope="module")
@@ -204,11 +204,11 @@ def test_a_null_value_is_dead_lettered_and_the_worker_goes_on(worker: Worker,
             Message.of(s.beacons_topic, beacon("after-null"), "after-null")])
         async with TopicReader(worker.bootstrap, s.dead_letter_topic) as dead, \
                 TopicReader(worker.bootstrap, s.facts_topic) as facts:
-            await facts.until(lambda rs: any(r.json().get("session_id") == "after-null"
-                                             for r in rs), 30,
+            await facts.until(lambda rs: any(f.get("session_id") == "after-null"
+                                             for r in rs for f in r.facts()), 30,
                               "the session after a null value", worker)
             await dead.until(lambda rs: len(rs) > len(BAD), 15, "a dead letter for it", worker)
-            return dead.records, facts.values()
+            return dead.records, facts.fact_values()
 
     dead, _ = asyncio.run(run())
     worker.assert_alive()

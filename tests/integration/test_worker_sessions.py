@@ -171,8 +171,8 @@ class Outcome:
 
 def heartbeat_at_least(ms: int) -> Any:
     def check(records: Sequence[Consumed]) -> bool:
-        return any(r.json()["kind"] == "heartbeat" and r.json()["watermark_ms"] >= ms
-                   for r in records)
+        return any(f["kind"] == "heartbeat" and f["watermark_ms"] >= ms
+                   for r in records for f in r.facts())
     return check
 
 
@@ -207,10 +207,11 @@ async def drive(worker: Worker) -> Outcome:
         await reader.until(heartbeat_at_least(EXPIRY_AT - 2 * MINUTE), 60,
                            "the watermark to pass every session's expiry", worker)
         expected = sum(EXPECTED_SESSIONS.values()) + len(EXPECTED_ORDERS)
-        await reader.until(lambda rs: len(scripted([r.json() for r in rs])) >= expected, 20,
+        await reader.until(lambda rs: len(scripted([f for r in rs for f in r.facts()]))
+                           >= expected, 20,
                            f"{expected} scripted facts", worker, fail=False)
         await reader.drain(quiet_s=2.0)
-        facts = reader.values()
+        facts = reader.fact_values()
     campaigns = await _campaigns_once_processed(worker)
     return Outcome(facts, sum(m.topic == s.beacons_topic for m in sent),
                    sum(m.topic == s.orders_topic for m in sent), campaigns,

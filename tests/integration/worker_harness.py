@@ -316,6 +316,11 @@ class Consumed:
         assert self.value is not None, f"{self.topic}[{self.partition}]@{self.offset}: no value"
         return orjson.loads(self.value)
 
+    def facts(self) -> list[Any]:
+        """The session facts of a facts-topic record: a JSON array of them (or one object)."""
+        value = self.json()
+        return value if isinstance(value, list) else [value]
+
 
 Predicate = Callable[[Sequence[Consumed]], bool]
 
@@ -389,6 +394,10 @@ class TopicReader:
     def values(self) -> list[Any]:
         """Every record's value as JSON."""
         return [r.json() for r in self.records]
+
+    def fact_values(self) -> list[Any]:
+        """Every session fact of every record (facts topic), in order."""
+        return [fact for r in self.records for fact in r.facts()]
 
 
 # -- Prometheus --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from detectors.incidents import IncidentManager
 from detectors.monitor import Monitor
 from detectors.verdicts import CampaignVerdict, Estimate
+from streams import facts_codec
 from streams.metrics import Metrics
 from streams.records import SessionFact
 from streams.sessions import Sessionizer
@@ -82,8 +83,9 @@ class Sessions:
 
 
 def facts_of(out: Out) -> list[tuple[bytes | None, SessionFact, int | None]]:
-    return [(key, SessionFact.from_json(value), partition)
-            for topic, key, value, partition in out.records if topic == TOPICS.facts]
+    return [(key, fact, partition)
+            for topic, key, value, partition in out.records if topic == TOPICS.facts
+            for fact in facts_codec.facts_of(value)]
 
 
 def test_session_facts_are_keyed_by_campaign_and_heartbeats_go_to_every_partition() -> None:
@@ -174,11 +176,23 @@ def test_campaign_stage_dead_letters_unreadable_facts() -> None:
     m = metrics()
     stage = CampaignStage(Monitor(), TOPICS, m)
     out = stage.batch([Event(b'{"kind": "session"}', Message("facts", 0)),
-                       Event(b"[1, 2]", Message("facts", 1))])
+                       Event(b"[1, 2]", Message("facts", 1)), Event(b"{", Message("facts", 1))])
     dead = [orjson.loads(v) for t, _, v, _ in out.records if t == TOPICS.dead_letter]
-    assert [d["topic"] for d in dead] == ["facts", "facts"]
+    assert [d["topic"] for d in dead] == ["facts"] * 4  # an array: one letter per bad fact
     assert all(set(d) == DEAD_LETTER_KEYS for d in dead)
-    assert dead_count(m) == 2
+    assert dead_count(m) == 4
+
+
+def test_campaign_stage_counts_the_good_facts_of_an_array_with_a_bad_one() -> None:
+    m = metrics()
+    stage = CampaignStage(Monitor(), TOPICS, m)
+    good = SessionFact("session", "spring", T0, "s1", T0 + 1_000, 1_800.0)
+    value = orjson.dumps([dataclasses.asdict(good), {"kind": "session", "campaign": 5}])
+    out = stage.batch([Event(value, Message("facts", 0))])
+    dead = [orjson.loads(v) for t, _, v, _ in out.records if t == TOPICS.dead_letter]
+    assert len(dead) == 1
+    assert dead_count(m) == 1
+    assert stage.seen == {f"spring|{T0}": {"s1"}}
 
 
 def hot(campaign: str, tick_ms: int) -> CampaignVerdict:

@@ -1,0 +1,69 @@
+"""The values of ``revwatch-session-facts``: a JSON array of session facts per record.
+
+The sessionizer sends the facts of one batch for one campaign as one record (key: the
+campaign), so the producer and the campaign stage handle one Kafka record per campaign and
+batch instead of one per fact (docs/PERFORMANCE.md section 2). A record may also be a
+single fact object (the format before 0.2, and what a hand-written heartbeat may be):
+:func:`decode_facts` reads both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+
+import orjson
+
+from streams.errors import InvalidRecord
+from streams.records import SessionFact
+
+MAX_FACTS_PER_RECORD = 500
+"""A record holds at most this many facts (~150 kB, far below Kafka's 1 MB default)."""
+
+
+def encode_facts(facts: Iterable[SessionFact]) -> Iterator[bytes]:
+    """Record values for ``facts``: JSON arrays of at most ``MAX_FACTS_PER_RECORD``."""
+    chunk: list[dict[str, object]] = []
+    for fact in facts:
+        chunk.append(asdict(fact))
+        if len(chunk) == MAX_FACTS_PER_RECORD:
+            yield orjson.dumps(chunk)
+            chunk = []
+    if chunk:
+        yield orjson.dumps(chunk)
+
+
+def decode_facts(raw: bytes) -> list[SessionFact | tuple[bytes, InvalidRecord]]:
+    """The facts of one record, in order; an unreadable one as (its JSON, the error).
+
+    A record that is not a JSON array is read as one fact (:meth:`SessionFact.from_json`).
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, list):
+        try:
+            return [SessionFact.from_json(raw)]
+        except InvalidRecord as exc:
+            return [(raw, exc)]
+    return [_fact(item) for item in data]
+
+
+def _fact(item: object) -> SessionFact | tuple[bytes, InvalidRecord]:
+    raw = orjson.dumps(item)
+    if not isinstance(item, dict):
+        return raw, InvalidRecord("not a session fact: expected a JSON object")
+    try:
+        fact = SessionFact(**item)
+        fact.check()
+    except TypeError as exc:
+        return raw, InvalidRecord(f"not a session fact: {exc}")
+    except InvalidRecord as exc:
+        return raw, exc
+    return fact
+
+
+def facts_of(raw: bytes) -> list[SessionFact]:
+    """The readable facts of one record (tests and benchmarks reading the topic)."""
+    return [f for f in decode_facts(raw) if isinstance(f, SessionFact)]
