@@ -9,9 +9,11 @@ stderr and skipped; the good lines around it still count.
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -25,6 +27,7 @@ from streams.records import beacon_row, order_from_dict
 from streams.settings import Settings
 
 PROGRESS_EVERY = 200_000
+YOUNG_OBJECTS = 50_000  # objects allocated between collections of the young generation
 
 
 @dataclass
@@ -81,10 +84,28 @@ def replay(beacons: Path, orders: Path, out: IO[bytes], settings: Settings,
     stats = ReplayStats()
     started = time.perf_counter()
     run = _Run(Pipeline.from_settings(settings), out, stats, progress, (beacons, orders))
-    run.play()
-    _write(out, run.pipeline.flush(), stats)
+    with _fewer_collections():
+        run.play()
+        _write(out, run.pipeline.flush(), stats)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector less often (the previous thresholds come back after).
+
+    A replay keeps ~10k live sessions of small containers and makes no cyclic garbage
+    (none collected over a simulated day), yet with CPython's default thresholds
+    (700, 10, 10) it scans them ~300 times a day: 1.3 s of ~13 s CPU. With a young
+    generation of 50,000 objects that is ~0.04 s; cycles, if any, are still collected.
+    """
+    threshold = gc.get_threshold()
+    gc.set_threshold(max(threshold[0], YOUNG_OBJECTS), *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
 
 
 class _Run:

@@ -6,11 +6,13 @@ plain, compact JSON-able data and ``from_state()`` rebuilds an equal object.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from streams.records import BeaconRow
     from streams.settings import Settings
 
 MINUTE_MS = 60_000
@@ -152,3 +154,33 @@ class SessionState:
                    order_ids=list(data["o"]), pending=pending, converted=data["cv"],
                    revenue=data["r"], last_activity_ms=data["a"], emitted=data["e"],
                    lcp_count=data["n"], log_lcp_sum=data["ll"])
+
+
+def merge_metrics(page: list[Any], st: SessionState, row: BeaconRow) -> bool:
+    """Latest value of each metric wins; False when the record brings nothing new."""
+    _, _, _, _, lcp, fcp, ttfb, inp, load, cls, _, _, _, _, _ = row
+    changed = False
+    if lcp is not None and lcp != page[LCP]:
+        if page[COMMERCE]:
+            add_lcp(st, page[LCP], lcp)
+        page[LCP], changed = lcp, True
+    if fcp is not None and fcp != page[FCP]:
+        page[FCP], changed = fcp, True
+    if ttfb is not None and ttfb != page[TTFB]:
+        page[TTFB], changed = ttfb, True
+    if inp is not None and inp != page[INP]:
+        page[INP], changed = inp, True
+    if load is not None and load != page[LOAD]:
+        page[LOAD], changed = load, True
+    if cls is not None and cls != page[CLS]:
+        page[CLS], changed = cls, True
+    return changed
+
+
+def add_lcp(st: SessionState, old_ms: float | None, new_ms: float) -> None:
+    """Replace ``old_ms`` (None: add) by ``new_ms`` in the commerce LCP summary."""
+    if old_ms is None:
+        st.lcp_count += 1
+    else:
+        st.log_lcp_sum -= math.log(max(old_ms, 1.0))
+    st.log_lcp_sum += math.log(max(new_ms, 1.0))

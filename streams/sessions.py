@@ -25,7 +25,6 @@ reloads it with :meth:`Sessionizer.restore`.
 from __future__ import annotations
 
 import heapq
-import math
 from collections import OrderedDict
 from collections.abc import Iterable
 from functools import lru_cache
@@ -34,12 +33,7 @@ from typing import TYPE_CHECKING, Any
 from streams.bots import is_bot_user_agent
 from streams.records import NONE_CAMPAIGN, Beacon, BeaconRow, Order, SessionFact, row_of_beacon
 from streams.session_state import (
-    CLS,
-    COMMERCE,
-    FCP,
-    INP,
     LCP,
-    LOAD,
     MINUTE_MS,
     NO_WATERMARK,
     TS,
@@ -48,6 +42,8 @@ from streams.session_state import (
     SessionParams,
     SessionState,
     SessionStats,
+    add_lcp,
+    merge_metrics,
 )
 from streams.urls import MAX_CAMPAIGN_LEN, campaign_from_url
 
@@ -145,7 +141,7 @@ class Sessionizer:
         page = st.pages.get(row[0])
         if page is None:
             page = self._add_page(row, st)
-        elif not _merge(page, st, row):
+        elif not merge_metrics(page, st, row):
             self.stats.duplicate_beacons += 1
             return False
         if page[LCP] is not None and page[TTFB] is not None and page[LCP] < page[TTFB]:
@@ -278,7 +274,7 @@ class Sessionizer:
             st.start_ms, st.landing, st.commerce = ts, bid, commerce
             heapq.heappush(self._due, (ts + self.params.lcp_wait_ms, sid))
         if commerce and lcp is not None:
-            _add_lcp(st, None, lcp)
+            add_lcp(st, None, lcp)
         if len(pages) > self.params.max_pages_per_minute and self._too_fast(st):
             self._flag_bot(st)
         return page
@@ -370,42 +366,12 @@ class Sessionizer:
         return facts
 
 
-def _merge(page: list[Any], st: SessionState, row: BeaconRow) -> bool:
-    """Latest value of each metric wins; False when the record brings nothing new."""
-    _, _, _, _, lcp, fcp, ttfb, inp, load, cls, _, _, _, _, _ = row
-    changed = False
-    if lcp is not None and lcp != page[LCP]:
-        if page[COMMERCE]:
-            _add_lcp(st, page[LCP], lcp)
-        page[LCP], changed = lcp, True
-    if fcp is not None and fcp != page[FCP]:
-        page[FCP], changed = fcp, True
-    if ttfb is not None and ttfb != page[TTFB]:
-        page[TTFB], changed = ttfb, True
-    if inp is not None and inp != page[INP]:
-        page[INP], changed = inp, True
-    if load is not None and load != page[LOAD]:
-        page[LOAD], changed = load, True
-    if cls is not None and cls != page[CLS]:
-        page[CLS], changed = cls, True
-    return changed
-
-
 def _note_campaign(st: SessionState, campaign: str | None, url: str, ts: int) -> None:
     """The earliest beacon (by ``ts``) that names a campaign names the session's (the caller
     checks that ``ts`` is earlier than the beacon that named it so far)."""
     name = _clean(campaign) or _campaign_of_url(url)
     if name:
         st.campaign, st.campaign_ts = name, ts
-
-
-def _add_lcp(st: SessionState, old_ms: float | None, new_ms: float) -> None:
-    """Replace ``old_ms`` (None: add) by ``new_ms`` in the commerce LCP summary."""
-    if old_ms is None:
-        st.lcp_count += 1
-    else:
-        st.log_lcp_sum -= math.log(max(old_ms, 1.0))
-    st.log_lcp_sum += math.log(max(new_ms, 1.0))
 
 
 def _clean(campaign: str | None) -> str | None:
