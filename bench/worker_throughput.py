@@ -9,9 +9,16 @@ Beacons and orders of ``default_scenario`` are produced once to two topics of
 * system: N ``revwatch worker`` processes (new app id, new output topics), started
   together; time from the first record they wrote (session facts) to the last record
   they wrote (facts, verdicts and alerts), read back from the broker once the workers'
-  group has committed the end of both input topics and the outputs stopped growing.
+  group has committed the end of both input topics and the outputs have been still for
+  ``SETTLE_S``.
 
-Throughput = input records / time. Target for one worker: >= 0.5 x floor.
+Throughput = input records / time. Target for one worker: >= 0.5 x floor. Three times per
+run: to the last output (``wN_s``; in a run shorter than ``IDLE_S`` this includes the wait
+for the order partitions, read first, to count as idle), to the inputs committed
+(``wN_consumed_s``, +-1 s: commits every second, polled), and the workers' CPU seconds
+from the first output to the last (``wN_cpu_s``) and to the inputs committed, against the
+floor's CPU seconds (``wN_consumed_cpu_ratio``: less sensitive to other work on a shared
+machine than wall time).
 
 Usage: ``python bench/worker_throughput.py [--days 0.25] [--workers 1 2 4] [--runs 3]``
 """
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -45,9 +53,15 @@ from bench.common import (
     wait_for,
     write_results,
 )
+from streams.app import IDLE_TICK_S
+from streams.stages import IDLE_S
 
 TARGET = 0.5
-PROFILE = bool(__import__("os").environ.get("BENCH_PROFILE"))  # py-spy each worker
+# Outputs still for longer than an input takes to count as idle (IDLE_S) plus the idle timer
+# (IDLE_TICK_S): the last minutes, held back by order partitions read long before the end,
+# come out then. A shorter wait missed them in fast runs (fewer outputs, a shorter time).
+SETTLE_S = IDLE_S + IDLE_TICK_S + 2.0
+PROFILE = bool(os.environ.get("BENCH_PROFILE"))  # py-spy each worker
 
 
 def preload(bootstrap: str, folder: Path, prefix: str, partitions: int) -> dict[str, Any]:
@@ -85,7 +99,7 @@ async def bare_consumer(bootstrap: str, topics: list[str], expected: int) -> dic
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     started = time.perf_counter()
     await consumer.start()
-    first = last = 0.0
+    first = last = cpu_first = cpu_last = 0.0
     seen = 0
     try:
         while seen < expected and time.perf_counter() - started < 600:
@@ -95,11 +109,12 @@ async def bare_consumer(bootstrap: str, topics: list[str], expected: int) -> dic
                     orjson.loads(record.value)
                 seen += len(records)
             if seen and not first:
-                first = time.perf_counter()
-            last = time.perf_counter()
+                first, cpu_first = time.perf_counter(), time.process_time()
+            last, cpu_last = time.perf_counter(), time.process_time()
     finally:
         await consumer.stop()
-    return {"records": seen, "seconds": last - first, "from_start_s": last - started}
+    return {"records": seen, "seconds": last - first, "from_start_s": last - started,
+            "cpu_s": cpu_last - cpu_first}
 
 
 def run_floor(bootstrap: str, topics: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +147,7 @@ def run_workers(bootstrap: str, topics: dict[str, Any], workers: int, partitions
             data_dir.mkdir(parents=True, exist_ok=True)
             run = base.replace(web_port=free_port(), data_dir=data_dir)
             log = (data_dir / "worker.log").open("ab")
-            env = {k: v for k, v in __import__("os").environ.items()
+            env = {k: v for k, v in os.environ.items()
                    if not k.startswith("REVWATCH_")}
             command = [PYTHON, "-m", "streams.cli", "worker"]
             if PROFILE:
@@ -141,13 +156,47 @@ def run_workers(bootstrap: str, topics: dict[str, Any], workers: int, partitions
             started.append(subprocess.Popen(
                 command, env={**env, **run.to_env()},
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT))
-        wait_for(lambda: _caught_up(bootstrap, tag, topics, started), 1800,
-                 "the workers to commit the end of the input topics", every_s=0.25)
+        cpu: list[tuple[float, float]] = []  # (wall ms, CPU s of the workers) samples
+
+        def caught_up() -> bool:
+            cpu.append((time.time() * 1000.0, _cpu_s(started)))
+            return _caught_up(bootstrap, tag, topics, started)
+
+        wait_for(caught_up, 1800, "the workers to commit the end of the input topics",
+                 every_s=0.25)
         caught_up_ms = time.time() * 1000.0
-        _wait_outputs_settle(bootstrap, outputs, started)
+        _wait_outputs_settle(bootstrap, outputs, lambda: cpu.append(
+            (time.time() * 1000.0, _cpu_s(started))), quiet_s=SETTLE_S)
     out = _read_outputs(bootstrap, outputs)
     return out | {"workers": workers,
-                  "consumed_s": (caught_up_ms - out["first_ms"]) / 1000.0}
+                  "consumed_s": (caught_up_ms - out["first_ms"]) / 1000.0,
+                  "cpu_s": _at(cpu, out["first_ms"] + 1000.0 * out["seconds"])
+                  - _at(cpu, out["first_ms"]),
+                  "consumed_cpu_s": _at(cpu, caught_up_ms) - _at(cpu, out["first_ms"])}
+
+
+def _cpu_s(started: list[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU seconds so far of the worker processes (not py-spy's)."""
+    sessions = {proc.pid for proc in started}
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:]
+        parts = fields.split()
+        if int(parts[3]) in sessions and comm != "py-spy":  # session id, utime, stime
+            ticks += int(parts[11]) + int(parts[12])
+    return ticks / float(os.sysconf("SC_CLK_TCK"))
+
+
+def _at(samples: list[tuple[float, float]], when_ms: float) -> float:
+    """CPU seconds at ``when_ms``, interpolated between samples."""
+    before = [s for s in samples if s[0] <= when_ms] or samples[:1]
+    after = [s for s in samples if s[0] >= when_ms] or samples[-1:]
+    (t0, c0), (t1, c1) = before[-1], after[0]
+    return c0 if t1 == t0 else c0 + (c1 - c0) * (when_ms - t0) / (t1 - t0)
 
 
 def _caught_up(bootstrap: str, group: str, topics: dict[str, Any],
@@ -179,12 +228,13 @@ def _offsets(bootstrap: str, group: str, names: list[str]) -> tuple[dict[Any, in
     return committed, ends
 
 
-def _wait_outputs_settle(bootstrap: str, outputs: list[str],
-                         started: list[subprocess.Popen[bytes]], quiet_s: float = 5.0) -> None:
+def _wait_outputs_settle(bootstrap: str, outputs: list[str], sample: Any,
+                         quiet_s: float = 5.0) -> None:
     previous: dict[Any, int] = {}
     stable_since = time.monotonic()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
+        sample()
         _, ends = _offsets(bootstrap, "bench-none", outputs)
         if ends != previous:
             previous, stable_since = ends, time.monotonic()
@@ -240,7 +290,8 @@ def main(argv: list[str]) -> int:
         for n in range(args.runs):
             floor = run_floor(bootstrap, topics)
             row: dict[str, Any] = {"floor_s": floor["seconds"],
-                                   "floor_rps": topics["records"] / floor["seconds"]}
+                                   "floor_rps": topics["records"] / floor["seconds"],
+                                   "floor_cpu_s": floor["cpu_s"]}
             for workers in args.workers:
                 out = run_workers(bootstrap, topics, workers, args.partitions)
                 rps = topics["records"] / out["seconds"]
@@ -251,6 +302,11 @@ def main(argv: list[str]) -> int:
                 row[f"w{workers}_consumed_s"] = out["consumed_s"]
                 row[f"w{workers}_consumed_rps"] = consumed_rps
                 row[f"w{workers}_consumed_ratio"] = consumed_rps / row["floor_rps"]
+                # CPU seconds between the first and the last output: less sensitive to
+                # other work on the machine than wall time (both are reported)
+                row[f"w{workers}_cpu_s"] = out["cpu_s"]
+                row[f"w{workers}_consumed_cpu_s"] = out["consumed_cpu_s"]
+                row[f"w{workers}_consumed_cpu_ratio"] = floor["cpu_s"] / out["consumed_cpu_s"]
                 row[f"w{workers}_outputs"] = out["outputs"]
                 row[f"w{workers}_spans_s"] = out["spans_s"]
             runs.append(row)
@@ -271,7 +327,8 @@ def report(args: argparse.Namespace, counts: dict[str, int], topics: dict[str, A
     print_table(f"worker: {topics['records']:,} records ({args.days:g} days x{args.scale:g}), "
                 f"{args.partitions} partitions; target w1_ratio >= {TARGET:g}",
                 ["measure", "median", "min..max"], rows)
-    print("w1 ratios per run: " + ", ".join(f"{r.get('w1_ratio', 0):.2f}" for r in runs))
+    for key in ("w1_ratio", "w1_consumed_ratio", "w1_consumed_cpu_ratio"):
+        print(f"{key} per run: " + ", ".join(f"{r.get(key, 0):.4f}" for r in runs))
     suffix = "-".join(str(w) for w in args.workers)
     write_results(f"worker_throughput-w{suffix}", {
         "days": args.days, "scale": args.scale, "partitions": args.partitions,
