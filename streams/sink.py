@@ -30,6 +30,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 BATCH_MAX_RECORDS = 500
+MAX_BATCH_BYTES = 512 * 1024
 BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
 
@@ -74,6 +75,7 @@ def aiokafka_producer(settings: Settings) -> Producer:
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
+        max_batch_size=MAX_BATCH_BYTES,
         request_timeout_ms=10_000,
     )
     return producer
