@@ -19,25 +19,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 import orjson
 
 from streams.errors import InvalidRecord
-from streams.records import MAX_URL_LEN, Beacon, beacon_from_dict
-from streams.urls import scrub_url
+from streams.records import Beacon, beacon_from_dict
+from streams.scrub import MAX_EXTRA_DEPTH, MAX_RAW_BYTES, raw_form, raw_json, redact_raw, stamped
+
+__all__ = ["MAX_ARRAY_LEN", "MAX_EXTRA_DEPTH", "MAX_RAW_BYTES", "ParseResult", "Source",
+           "body_source", "parse_boomerang", "parse_canonical", "parse_collector_body",
+           "parse_web_vitals", "redact_raw"]
 
 Source = Literal["web-vitals", "boomerang", "canonical"]
 
 MAX_ARRAY_LEN = 500
 MAX_FORM_FIELDS = 1_000
 MAX_USER_AGENT_LEN = 1_000
-MAX_RAW_BYTES = 4_096
-MAX_EXTRA_DEPTH = 32  # unknown fields nested deeper cannot be serialised safely (orjson: 254)
 WEB_VITALS_METRICS = {"LCP": "lcp_ms", "FCP": "fcp_ms", "TTFB": "ttfb_ms", "INP": "inp_ms",
                       "CLS": "cls"}
 BOOMERANG_METRICS = (("lcp_ms", "pt.lcp"), ("fcp_ms", "pt.fcp"), ("load_ms", "t_done"),
@@ -47,10 +48,6 @@ _PASS_THROUGH_SET = frozenset(_PASS_THROUGH)
 _JSON_TYPES = frozenset({"text/plain", "application/json"})
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _UNTYPED = "application/octet-stream"
-_URL_KEYS = frozenset({"page_url", "navigationURL", "referrer", "u", "r", "pgu", "nu"})
-_EXTRA_URL_KEYS = _URL_KEYS - {"page_url"}  # never canonical fields: they stay in ``extra``
-_BULKY_KEYS = frozenset({"attribution", "entries", "restiming"})
-_QUERY_IN_RAW = re.compile(rb"\?[^\s\"'#]*|%3[Ff][^\s\"'&#]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +214,10 @@ def _sniff_type(body: bytes) -> str:
 
 def _boomerang_result(pairs: list[tuple[str, str]], request: _Request) -> ParseResult:
     try:
-        beacon = _stamped(_boomerang_fields(pairs, request.received_at_ms,
-                                            request.user_agent), request)
+        beacon = stamped(_boomerang_fields(pairs, request.received_at_ms,
+                                           request.user_agent), request.allowed_params)
     except InvalidRecord as exc:
-        return ParseResult((), (exc,), "boomerang", (_raw_form(pairs),))
+        return ParseResult((), (exc,), "boomerang", (raw_form(pairs),))
     return ParseResult((beacon,), (), "boomerang")
 
 
@@ -233,7 +230,7 @@ def _json_result(items: list[Any], request: _Request) -> ParseResult:
             beacons.append(_json_item(item, request))
         except InvalidRecord as exc:
             errors.append(exc)
-            raws.append(_raw_json(item))
+            raws.append(raw_json(item))
     first = items[0]
     source: Source = "canonical" if isinstance(first, dict) and "beacon_id" in first \
         else "web-vitals"
@@ -248,7 +245,7 @@ def _json_item(item: Any, request: _Request) -> Beacon:
         return _canonical_beacon(item, request)
     if "name" in item and "value" in item:
         fields = _web_vitals_fields(item, request.received_at_ms, request.user_agent)
-        return _stamped(fields, request)
+        return stamped(fields, request.allowed_params)
     msg = ("neither a web-vitals metric (needs 'name' and 'value') nor a canonical beacon "
            "(needs 'beacon_id')")
     raise InvalidRecord(msg)
@@ -260,13 +257,13 @@ def _canonical_beacon(item: dict[str, Any], request: _Request) -> Beacon:
     if agent is None or agent == "":
         agent = _clip_user_agent(request.user_agent)
     try:
-        return _stamped({**item, "received_at": request.received_at_ms, "user_agent": agent},
-                        request)
+        return stamped({**item, "received_at": request.received_at_ms, "user_agent": agent},
+                       request.allowed_params)
     except InvalidRecord as exc:
         if exc.field != "received_at":
             raise
     # an implausible clock (tests): stamp what it says, as the collector always did
-    beacon = _stamped({**item, "received_at": None}, request)
+    beacon = stamped({**item, "received_at": None}, request.allowed_params)
     return dataclasses.replace(
         beacon, received_at=request.received_at_ms,
         user_agent=beacon.user_agent or _clip_user_agent(request.user_agent))
@@ -309,79 +306,6 @@ def _decode_pairs(raw: bytes, what: str) -> list[tuple[str, str]]:
         msg = f"empty {what}"
         raise InvalidRecord(msg)
     return pairs
-
-
-def redact_raw(raw: bytes) -> bytes:
-    """An unreadable body for the dead-letter topic: every URL query (plain or %-encoded) cut.
-
-    >>> redact_raw(b'{"page_url":"https://s.example/p?email=a@b","v":')
-    b'{"page_url":"https://s.example/p","v":'
-    """
-    return _QUERY_IN_RAW.sub(b"", raw[:MAX_RAW_BYTES])
-
-
-def _stamped(fields: dict[str, Any], request: _Request) -> Beacon:
-    """``beacon_from_dict(fields)`` with its URLs scrubbed (``fields`` is changed).
-
-    The beacon (or the error) is the one :func:`_scrub` gives after reading ``fields`` as
-    they are; it is built once, from scrubbed fields, when the ``page_url`` passes the
-    record reader's check both before and after scrubbing (always, but for edge cases).
-    """
-    url = fields.get("page_url")
-    scrubbed = _scrubbed_url(url, request.allowed_params)
-    if scrubbed is None:
-        return _scrub(beacon_from_dict(fields), request)
-    fields["page_url"] = scrubbed
-    if not _EXTRA_URL_KEYS.isdisjoint(fields):
-        for key in _EXTRA_URL_KEYS.intersection(fields):
-            fields[key] = _scrub_raw_value(key, fields[key], request.allowed_params)
-    beacon = beacon_from_dict(fields)
-    if beacon.extra:
-        _check_depth(beacon.extra)
-    return beacon
-
-
-def _scrubbed_url(url: Any, allowed_params: Collection[str]) -> str | None:
-    """``url`` scrubbed, when it and the result are both valid ``page_url`` s; else None."""
-    if type(url) is not str or not 0 < len(url) <= MAX_URL_LEN:
-        return None
-    try:
-        scrubbed = scrub_url(url, allowed_params)
-    except ValueError:
-        return None
-    return scrubbed if 0 < len(scrubbed) <= MAX_URL_LEN else None
-
-
-def _scrub(beacon: Beacon, request: _Request) -> Beacon:
-    """A read beacon with its URLs scrubbed (the reference :func:`_stamped` matches)."""
-    try:
-        page_url = scrub_url(beacon.page_url, request.allowed_params)
-    except ValueError:
-        msg = "'page_url' is not a URL"
-        raise InvalidRecord(msg, field="page_url") from None
-    if not beacon.extra:
-        return dataclasses.replace(beacon, page_url=page_url)
-    _check_depth(beacon.extra)
-    extra = {key: _scrub_raw_value(key, value, request.allowed_params)
-             for key, value in beacon.extra.items()}
-    return dataclasses.replace(beacon, page_url=page_url, extra=extra)
-
-
-def _check_depth(extra: dict[str, Any]) -> None:
-    if not _shallow(extra, MAX_EXTRA_DEPTH):
-        msg = f"unknown fields nested more than {MAX_EXTRA_DEPTH} deep"
-        raise InvalidRecord(msg)
-
-
-def _shallow(value: Any, limit: int) -> bool:
-    """Whether ``value`` (JSON data) nests lists and objects at most ``limit`` deep."""
-    level: list[Any] = [value]
-    for _ in range(limit + 1):
-        level = [child for item in level if isinstance(item, dict | list)
-                 for child in (item.values() if isinstance(item, dict) else item)]
-        if not level:
-            return True
-    return False
 
 
 def _web_vitals_metric(record: Mapping[str, Any]) -> tuple[str, Any]:
@@ -453,31 +377,3 @@ def _boomerang_ttfb(fields: Mapping[str, str]) -> float | None:
 
 def _clip_user_agent(user_agent: str | None) -> str | None:
     return user_agent[:MAX_USER_AGENT_LEN] if user_agent else None
-
-
-def _raw_json(item: Any) -> bytes:
-    """A bad element for the dead-letter topic: URLs scrubbed, bulky fields dropped."""
-    if isinstance(item, dict):
-        item = {key: _scrub_raw_value(key, value) for key, value in item.items()
-                if key not in _BULKY_KEYS}
-    try:
-        raw = orjson.dumps(item)
-    except TypeError:  # e.g. integers beyond 64 bits
-        raw = b'"(not serialisable)"'
-    return raw[:MAX_RAW_BYTES]
-
-
-def _raw_form(params: Sequence[tuple[str, str]]) -> bytes:
-    """A bad boomerang beacon for the dead-letter topic: URLs scrubbed, ``restiming`` dropped."""
-    kept = [(key, _scrub_raw_value(key, value)) for key, value in params
-            if key not in _BULKY_KEYS]
-    return urlencode(kept).encode()[:MAX_RAW_BYTES]
-
-
-def _scrub_raw_value(key: str, value: Any, allowed_params: Collection[str] = ()) -> Any:
-    if key not in _URL_KEYS or not isinstance(value, str):
-        return value
-    try:
-        return scrub_url(value, allowed_params)
-    except ValueError:
-        return "(unreadable URL)"

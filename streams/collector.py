@@ -33,8 +33,9 @@ from typing import Any
 import orjson
 from aiohttp import hdrs, web
 
-from streams.beacons import Source, body_source, parse_collector_body, redact_raw
+from streams.beacons import Source, body_source, parse_collector_body
 from streams.errors import InvalidRecord
+from streams.scrub import redact_raw
 from streams.settings import Settings
 from streams.sink import BeaconSink
 
