@@ -253,8 +253,10 @@ async def _read_body(request: web.Request, max_bytes: int) -> bytes:
         if len(request.query_string) > max_bytes:
             raise too_large
         return b""
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise too_large
+    if request.content_length is not None:
+        if request.content_length > max_bytes:
+            raise too_large
+        return await request.content.read()  # the parser stops at Content-Length
     body = bytearray()
     async for chunk in request.content.iter_chunked(_READ_CHUNK):
         body += chunk
