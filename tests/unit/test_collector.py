@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+from aiokafka.partitioner import DefaultPartitioner
 
 from streams.collector import PREFLIGHT_HEADERS, RateLimiter, collector_routes, install_collector
 from streams.errors import InvalidRecord
@@ -335,6 +336,9 @@ class FakeBroker:
         self.down_starts = down_starts
         self.down_sends = down_sends
         self.log: list[tuple[str, bytes, bytes]] = []
+        self.partitions_of: list[int] = []
+        self.partitions = 1
+        self.batch_records = 1_000
         self.stopped = 0
 
     def __call__(self) -> FakeBroker.Producer:
@@ -353,15 +357,36 @@ class FakeBroker:
         async def stop(self) -> None:
             self.broker.stopped += 1
 
-        async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+        async def partitions_for(self, topic: str) -> set[int]:
+            return set(range(self.broker.partitions))
+
+        def create_batch(self) -> FakeBroker.Batch:
+            return FakeBroker.Batch(self.broker.batch_records)
+
+        async def send_batch(self, batch: FakeBroker.Batch, topic: str, *,
+                             partition: int) -> asyncio.Future[None]:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             if self.broker.down_sends > 0:
                 self.broker.down_sends -= 1
                 future.set_exception(KafkaTimeoutError())
             else:
-                self.broker.log.append((topic, key, value))
+                self.broker.log.extend((topic, key, value) for key, value in batch.records)
+                self.broker.partitions_of.extend(partition for _ in batch.records)
                 future.set_result(None)
             return future
+
+    class Batch:
+        """Holds up to ``size`` records (the first always)."""
+
+        def __init__(self, size: int) -> None:
+            self.size = size
+            self.records: list[tuple[bytes, bytes]] = []
+
+        def append(self, *, timestamp: int | None, key: bytes, value: bytes) -> object:
+            if self.records and len(self.records) >= self.size:
+                return None
+            self.records.append((key, value))
+            return object()
 
 
 def beacons(n: int, session: str = SESSION) -> Sequence[Beacon]:
@@ -391,6 +416,27 @@ async def test_sink_retries_until_the_broker_returns_and_loses_nothing() -> None
     assert {(t, k) for t, k, _ in broker.log} == {("beacons", SESSION.encode())}
     await sink.stop(flush_timeout_s=1)
     assert not sink.connected
+
+
+async def test_sink_batches_each_record_to_its_key_partition_in_order() -> None:
+    broker = FakeBroker()
+    broker.partitions, broker.batch_records = 8, 3  # full batches are sent and restarted
+    sink = KafkaSink(Settings(), topic="beacons", producer_factory=broker)
+    offered = [b for n in range(6) for b in beacons(4, session=f"session-{n}")]
+    assert sink.offer(offered)
+    await sink.start()
+    await wait_for(lambda: sink.sent == len(offered))
+    await sink.stop(flush_timeout_s=1)
+    by_key = {b.session_id.encode(): b for b in offered}
+    expected = {key: DefaultPartitioner()(key, list(range(8)), list(range(8)))
+                for key in by_key}
+    assert len(set(expected.values())) > 1
+    assert [(k, p) for (_, k, _), p in zip(broker.log, broker.partitions_of, strict=True)] \
+        == [(k, expected[k]) for _, k, _ in broker.log]
+    assert sorted(v for _, _, v in broker.log) == sorted(b.to_json() for b in offered)
+    for key in by_key:  # one session's records keep their order
+        assert [v for _, k, v in broker.log if k == key] == \
+            [b.to_json() for b in offered if b.session_id.encode() == key]
 
 
 async def test_sink_buffer_is_bounded_and_all_or_nothing() -> None:
