@@ -1,8 +1,8 @@
 """Prometheus metrics of one worker (CONTRACT.md "Metrics"), every name prefixed ``revwatch_``.
 
 Metrics never do I/O: the worker's ``GET /metrics`` serves the registry passed in here
-(the same one given to Faust's ``setup_prometheus_sensors``). Tests pass a fresh
-``CollectorRegistry()`` and read values with ``registry.get_sample_value(...)``.
+(the one :class:`streams.faust_sensor.FaustCollector` is registered in too). Tests pass a
+fresh ``CollectorRegistry()`` and read values with ``registry.get_sample_value(...)``.
 
 The ``campaign`` label is bounded: :meth:`Metrics.set_campaign_health` exports the
 busiest ``max_campaign_labels`` campaigns by sessions per minute (ties by name) and
