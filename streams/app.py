@@ -23,14 +23,13 @@ from detectors.incidents import IncidentManager
 from detectors.monitor import SEPARATOR, Monitor
 from streams.collector import install_collector
 from streams.delivery import Dispatcher
-from streams.early import EarlyOrders, session_items
 from streams.errors import InvalidRecord
 from streams.faust_sensor import FaustCollector, LeanMonitor
 from streams.health import campaigns_view, dumps_json
 from streams.metrics import Metrics
 from streams.pipeline import TickAssembler, incident_params
 from streams.receivers import receivers_from_settings
-from streams.sessions import NO_WATERMARK, Sessionizer
+from streams.session_state import SessionParams
 from streams.settings import Settings
 from streams.sink import KafkaSink
 from streams.stages import CampaignStage, IncidentStage, Out, SessionStage, Topics
@@ -96,8 +95,8 @@ def create_app(settings: Settings) -> Runtime:
     names = topics_of(settings)
     rt = Runtime(
         settings, app, registry, metrics,
-        SessionStage(Sessionizer.from_settings(settings, external_watermark=True), names,
-                     metrics, lateness_ms=int(settings.allowed_lateness_seconds * 1000)),
+        SessionStage(SessionParams.from_settings(settings), names, metrics,
+                     lateness_ms=int(settings.allowed_lateness_seconds * 1000)),
         CampaignStage(Monitor(), names, metrics),
         IncidentStage(IncidentManager(incident_params(settings)), names, metrics),
         KafkaSink(settings), Dispatcher(receivers_from_settings(settings),
@@ -145,19 +144,7 @@ def _reload(rt: Runtime, name: str) -> None:
     table = rt.tables[name]
     items = table_items(table)
     if name == "sessions":
-        stage = rt.sessions
-        fresh = Sessionizer.from_settings(rt.settings, external_watermark=True)
-        sessions = session_items(items)
-        # after a restart the watermark is where the saved sessions last saw it
-        saved = max((state["a"] for _, state in sessions), default=NO_WATERMARK)
-        fresh.restore(sessions, max(stage.sessionizer.watermark_ms, saved))
-        stage.sessionizer = fresh
-        stage.early = EarlyOrders()
-        stage.early.restore(items)
-        stage.partitions = key_partitions(table)
-        owned = _owned(rt, "sessions")
-        stage.expect((topic, partition) for topic in rt.topics["source"].topics
-                     for partition in owned)
+        rt.sessions.restore(items, key_partitions(table), _owned(rt, "sessions"))
     elif name == "campaigns":
         rt.campaigns.restore(items)
         rt.campaigns.partitions = {key.rpartition(SEPARATOR)[0]: partition
@@ -269,7 +256,7 @@ def _agents(rt: Runtime) -> None:
 
 
 def _lag_s(stage: SessionStage) -> float:
-    watermark = stage.sessionizer.watermark_ms
+    watermark = stage.watermark_ms
     return max(time.time() - watermark / 1000.0, 0.0) if watermark else 0.0
 
 

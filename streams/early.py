@@ -63,7 +63,3 @@ class EarlyOrders:
                 order = order_from_dict(value["o"])
                 heapq.heappush(self._heap, (order.ts, next(self._seq), order))
 
-
-def session_items(items: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """The table items that are sessions (not held orders)."""
-    return [(k, v) for k, v in items if not k.startswith(PREFIX)]

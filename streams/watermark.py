@@ -48,3 +48,8 @@ class InputWatermarks:
         if candidate is not None and (self._value is None or candidate > self._value):
             self._value = candidate
         return self._value
+
+    def idle(self) -> bool:
+        """True when no input has spoken for ``idle_s`` (or none ever did)."""
+        now = self._clock()
+        return all(now - seen > self.idle_s for seen in self._seen_at.values())
