@@ -29,6 +29,7 @@ import numpy.typing as npt
 from scipy.stats import norm
 
 from detectors.elasticity import BIN_CENTERS_S, N_BINS, CurveFit
+from detectors.strata import StrataFit, by_stratum
 from detectors.verdicts import Estimate
 
 FloatArray = npt.NDArray[np.float64]
@@ -94,6 +95,70 @@ def slow_page_loss(
                (float(delta @ rates), var_rate_diff),
                (average_order_value, aov_se**2)]
     return _clipped(*_product(factors))
+
+
+def stratified_slow_page_loss(
+    fit: StrataFit,
+    baseline_mix: npt.ArrayLike,
+    current_mix: npt.ArrayLike,
+    *,
+    sessions_per_hour: float,
+    average_order_value: float,
+    aov_se: float,
+) -> Estimate:
+    """:func:`slow_page_loss` within device strata: each stratum's sessions are compared at
+    their own normal LCP mix and their current one, through the common slope and the
+    stratum's intercept, and weighted by the stratum's share of the current sessions.
+
+    ``value = sessions_per_hour * sum_s share_s * (p_s(baseline mix_s) - p_s(current mix_s))
+    * AOV``. The mixes are curve vectors (``bin + N_BINS * stratum``) of session counts,
+    whose totals are the sessions behind them. A stratum without a baseline mix or without
+    conversions loses nothing. The interval adds the parameters' covariance (delta method),
+    the multinomial noise of the current sessions over (stratum, bin), that of each
+    baseline mix, the Poisson noise of the session rate and the AOV's standard error.
+    """
+    _check_non_negative(sessions_per_hour=sessions_per_hour,
+                        average_order_value=average_order_value, aov_se=aov_se)
+    base, now = _strata_counts(baseline_mix), _strata_counts(current_mix)
+    observed = float(now.sum())
+    if base.shape != now.shape or base.shape[0] != len(fit.intercepts):
+        msg = f"mixes {base.shape} and {now.shape} do not match {len(fit.intercepts)} strata"
+        raise ValueError(msg)
+    if observed == 0.0 or sessions_per_hour == 0.0:
+        return Estimate.zero()
+    eta = fit.eta()
+    rates = np.exp(np.minimum(eta, 0.0))
+    d_rates = np.where(eta < 0.0, rates, 0.0)
+    n0 = base.sum(axis=1)
+    usable = (n0 > 0.0) & np.isfinite(np.asarray(fit.intercepts))
+    q0 = np.divide(base, n0[:, None], out=np.zeros_like(base), where=usable[:, None])
+    share = now.sum(axis=1) / observed
+    p0 = (q0 * rates).sum(axis=1)  # each stratum's rate at its normal mix
+    gain = np.where(usable[:, None], p0[:, None] - rates, 0.0)  # per (stratum, bin) of now
+    current = now / observed
+    value = float((current * gain).sum())
+    weight = np.where(usable[:, None], share[:, None] * q0 - current, 0.0) * d_rates
+    g_a = weight.sum(axis=1)  # dvalue / d intercept_s
+    g_b = float((weight * BIN_CENTERS_S).sum())  # dvalue / d slope
+    y = np.asarray(fit.conversions_by_stratum)
+    m = np.asarray(fit.mean_lcp_s)
+    param_var = (float(np.divide(g_a * g_a, y, out=np.zeros_like(y), where=y > 0).sum())
+                 + fit.slope_var * (g_b - float(g_a @ m)) ** 2)
+    now_var = max(float((current * gain * gain).sum()) - value * value, 0.0) / observed
+    base_var = sum(share[s] ** 2 * _mix_variance(q0[s], rates[s], float(n0[s]))
+                   for s in np.flatnonzero(usable))
+    factors = [(sessions_per_hour, sessions_per_hour**2 / observed),
+               (value, param_var + now_var + base_var),
+               (average_order_value, aov_se**2)]
+    return _clipped(*_product(factors))
+
+
+def _strata_counts(mix: npt.ArrayLike) -> FloatArray:
+    counts = by_stratum(mix)
+    if not (np.isfinite(counts).all() and (counts >= 0).all()):
+        msg = "a mix holds finite non-negative session counts"
+        raise ValueError(msg)
+    return counts
 
 
 def conversion_loss(
