@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 from collections import deque
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2
 
 from streams.records import Beacon
 from streams.settings import Settings
@@ -35,7 +36,7 @@ BATCH_MAX_RECORDS = 500
 MAX_BATCH_BYTES = 512 * 1024
 BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
-_PARTITIONER = DefaultPartitioner()  # what AIOKafkaProducer.send uses for a key
+KEY_CACHE_SIZE = 16_384  # session ids whose key and hash are kept (sessions send several)
 
 
 class BeaconSink(Protocol):
@@ -199,7 +200,7 @@ class KafkaSink:
         session id), as ``producer.send`` would; a batch per partition spares a future and
         a partitioner call through the producer per record.
         """
-        partitions = list(await producer.partitions_for(self.topic))
+        partitions = sorted(await producer.partitions_for(self.topic))
         builders: dict[int, RecordBatch] = {}
         pending: list[Awaitable[Any]] = []
         count = 0
@@ -207,8 +208,8 @@ class KafkaSink:
             value = self._serialise(beacon)
             if value is None:
                 continue
-            key = beacon.session_id.encode()
-            partition = _PARTITIONER(key, partitions, partitions)
+            key, hashed = _key_hash(beacon.session_id)
+            partition = partitions[hashed % len(partitions)]
             builder = builders.get(partition) or builders.setdefault(
                 partition, producer.create_batch())
             if builder.append(timestamp=None, key=key, value=value) is None:  # full
@@ -251,3 +252,14 @@ class KafkaSink:
         if producer is not None:
             with contextlib.suppress(Exception):
                 await producer.stop()
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
+def _key_hash(session_id: str) -> tuple[bytes, int]:
+    """The record key of ``session_id`` and the hash aiokafka's default partitioner takes
+    for it (``murmur2(key) & 0x7FFFFFFF``; the partition is ``partitions[hash % count]``).
+
+    aiokafka's murmur2 is pure Python (~2 us a key); sessions send several beacons.
+    """
+    key = session_id.encode()
+    return key, murmur2(key) & 0x7FFFFFFF

@@ -18,7 +18,7 @@ from streams.collector import PREFLIGHT_HEADERS, RateLimiter, collector_routes, 
 from streams.errors import InvalidRecord
 from streams.records import Beacon
 from streams.settings import Settings
-from streams.sink import KafkaSink, ListSink
+from streams.sink import KEY_CACHE_SIZE, KafkaSink, ListSink, _key_hash
 from tests.unit.test_beacons import (
     BOOMR_SESSION,
     SCRUBBED,
@@ -437,6 +437,20 @@ async def test_sink_batches_each_record_to_its_key_partition_in_order() -> None:
     for key in by_key:  # one session's records keep their order
         assert [v for _, k, v in broker.log if k == key] == \
             [b.to_json() for b in offered if b.session_id.encode() == key]
+
+
+def test_sink_key_cache_gives_the_default_partitioner_s_partition_and_is_bounded() -> None:
+    keys = [f"s-{n}-\u00e9" * (n % 7) for n in range(1, 3_000)] + ["", "7" * 200]
+    for count in (1, 3, 8, 12):
+        partitions = list(range(count))
+        for key in keys * 2:  # cold, then cached
+            raw, hashed = _key_hash(key)
+            assert raw == key.encode()
+            assert partitions[hashed % count] == DefaultPartitioner()(raw, partitions,
+                                                                       partitions)
+    for n in range(KEY_CACHE_SIZE + 100):
+        _key_hash(f"fill-{n}")
+    assert _key_hash.cache_info().currsize == KEY_CACHE_SIZE
 
 
 async def test_sink_buffer_is_bounded_and_all_or_nothing() -> None:
