@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from streams.beacons import Source, body_source, parse_collector_body
 from streams.errors import InvalidRecord
@@ -46,6 +47,7 @@ Clock = Callable[[], float]
 MAX_TRACKED_CLIENTS = 10_000
 MAX_REASON_CHARS = 200
 MAX_ORIGIN_CHARS = 300
+MAX_CACHED_ORIGINS = 1_024  # origins whose CORS answer is kept (the cache is emptied when full)
 OVERLOADED_RETRY_AFTER_S = 5
 PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
@@ -112,22 +114,42 @@ class _BeaconView:
         self._on_invalid = on_invalid
         self._clock = clock
         self._limiter = limiter
+        # origin -> the 204's headers (None: not allowed); built once per origin
+        self._accepted_headers: dict[str | None, CIMultiDict[str] | None] = {}
 
     async def beacon(self, request: web.Request) -> web.Response:
         """``POST`` and ``GET /beacon``."""
-        source = body_source(request.method, request.headers.get(hdrs.CONTENT_TYPE))
-        headers = cors_headers(request.headers.get(hdrs.ORIGIN), self._settings.cors_origins)
+        request_headers = request.headers
+        content_type = request_headers.get(hdrs.CONTENT_TYPE)
+        origin = request_headers.get(hdrs.ORIGIN)
         try:
-            if headers is None:
+            accepted_headers = self._accepted_headers[origin]
+        except KeyError:
+            accepted_headers = self._accepted_headers_of(origin)
+        try:
+            if accepted_headers is None:
                 raise _Reject(403, "invalid", "origin not allowed")
-            self._check_rate(request)
+            limiter = self._limiter
+            if limiter.per_minute > 0 or type(limiter) is not RateLimiter:
+                self._check_rate(request)
             body = await _read_body(request, self._settings.max_body_bytes)
-            accepted, source = self._accept(request, body)
+            accepted, source = self._accept(request, content_type, body)
         except _Reject as reject:
-            self._count(reject.source or source, reject.outcome, reject.count)
+            self._count(reject.source or body_source(request.method, content_type),
+                        reject.outcome, reject.count)
+            headers = cors_headers(origin, self._settings.cors_origins)
             return _error_response(reject, headers or {hdrs.VARY: "Origin"})
         self._count(source, "accepted", accepted)
-        return web.Response(status=204, headers={**_PLAIN_HEADERS, **headers})
+        return web.Response(status=204, headers=accepted_headers)  # (copied by aiohttp)
+
+    def _accepted_headers_of(self, origin: str | None) -> CIMultiDict[str] | None:
+        """The headers of a 204 to ``origin`` (None: not allowed), kept for the next time."""
+        headers = cors_headers(origin, self._settings.cors_origins)
+        accepted = None if headers is None else CIMultiDict({**_PLAIN_HEADERS, **headers})
+        if len(self._accepted_headers) >= MAX_CACHED_ORIGINS:
+            self._accepted_headers.clear()
+        self._accepted_headers[origin] = accepted
+        return accepted
 
     async def preflight(self, request: web.Request) -> web.Response:
         """``OPTIONS /beacon``: the CORS preflight of ``application/json`` Blob beacons."""
@@ -144,17 +166,17 @@ class _BeaconView:
             raise _Reject(429, "rate_limited", "too many beacons from this client",
                           retry_after_s=wait_s)
 
-    def _accept(self, request: web.Request, body: bytes) -> tuple[int, Source]:
-        raw = body or request.query_string.encode()
+    def _accept(self, request: web.Request, content_type: str | None,
+                body: bytes) -> tuple[int, Source]:
         try:
             result = parse_collector_body(
-                request.method, request.headers.get(hdrs.CONTENT_TYPE), body,
+                request.method, content_type, body,
                 request.query_string, received_at_ms=int(self._clock() * 1000),
                 user_agent=request.headers.get(hdrs.USER_AGENT),
                 allowed_params=self._settings.allowed_query_params)
         except InvalidRecord as exc:
-            self._dead_letter(exc, redact_raw(raw))
-            source = body_source(request.method, request.headers.get(hdrs.CONTENT_TYPE), body)
+            self._dead_letter(exc, redact_raw(body or request.query_string.encode()))
+            source = body_source(request.method, content_type, body)
             raise _Reject(400, "invalid", exc.reason, source=source) from None
         for error, element in result.rejected():
             self._dead_letter(error, element)
@@ -248,21 +270,28 @@ def cors_headers(origin: str | None, allowed: tuple[str, ...]) -> dict[str, str]
 
 
 async def _read_body(request: web.Request, max_bytes: int) -> bytes:
-    too_large = _Reject(413, "too_large", f"body larger than {max_bytes} bytes")
     if request.method == "GET":
         if len(request.query_string) > max_bytes:
-            raise too_large
+            raise _too_large(max_bytes)
         return b""
-    if request.content_length is not None:
-        if request.content_length > max_bytes:
-            raise too_large
-        return await request.content.read()  # the parser stops at Content-Length
+    length = request.content_length
+    if length is not None:
+        if length > max_bytes:
+            raise _too_large(max_bytes)
+        content = request.content
+        if content.is_eof():  # all of it received already (the usual small beacon)
+            return content.read_nowait()
+        return await content.read()  # the parser stops at Content-Length
     body = bytearray()
     async for chunk in request.content.iter_chunked(_READ_CHUNK):
         body += chunk
         if len(body) > max_bytes:
-            raise too_large
+            raise _too_large(max_bytes)
     return bytes(body)
+
+
+def _too_large(max_bytes: int) -> _Reject:
+    return _Reject(413, "too_large", f"body larger than {max_bytes} bytes")
 
 
 def _error_response(reject: _Reject, headers: dict[str, str]) -> web.Response:
