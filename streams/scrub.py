@@ -9,6 +9,7 @@ bulky fields dropped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -21,6 +22,8 @@ from streams.records import MAX_URL_LEN, Beacon, beacon_from_dict
 from streams.urls import scrub_url
 
 MAX_RAW_BYTES = 4_096
+SCRUB_CACHE_SIZE = 2_048  # page URLs whose scrubbed form is kept (pages send several beacons)
+MAX_CACHED_URL_LEN = 1_024  # longer URLs are scrubbed each time (bounds the cache's memory)
 MAX_EXTRA_DEPTH = 32  # unknown fields nested deeper cannot be serialised safely (orjson: 254)
 _URL_KEYS = frozenset({"page_url", "navigationURL", "referrer", "u", "r", "pgu", "nu"})
 _EXTRA_URL_KEYS = _URL_KEYS - {"page_url"}  # never canonical fields: they stay in ``extra``
@@ -62,11 +65,20 @@ def _scrubbed_url(url: Any, allowed_params: Collection[str]) -> str | None:
     """``url`` scrubbed, when it and the result are both valid ``page_url`` s; else None."""
     if type(url) is not str or not 0 < len(url) <= MAX_URL_LEN:
         return None
+    if len(url) <= MAX_CACHED_URL_LEN and isinstance(allowed_params, tuple | frozenset):
+        return _scrubbed_url_cached(url, allowed_params)
+    return _scrubbed_str(url, allowed_params)
+
+
+def _scrubbed_str(url: str, allowed_params: Collection[str]) -> str | None:
     try:
         scrubbed = scrub_url(url, allowed_params)
     except ValueError:
         return None
     return scrubbed if 0 < len(scrubbed) <= MAX_URL_LEN else None
+
+
+_scrubbed_url_cached = functools.lru_cache(maxsize=SCRUB_CACHE_SIZE)(_scrubbed_str)
 
 
 def _scrub(beacon: Beacon, allowed_params: Collection[str]) -> Beacon:

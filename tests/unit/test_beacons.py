@@ -19,6 +19,13 @@ from streams.beacons import (
 )
 from streams.errors import InvalidRecord
 from streams.records import Beacon
+from streams.scrub import (
+    MAX_CACHED_URL_LEN,
+    SCRUB_CACHE_SIZE,
+    _scrubbed_str,
+    _scrubbed_url,
+    _scrubbed_url_cached,
+)
 from streams.urls import campaign_from_url, scrub_url
 
 NOW = 1_795_446_040_000
@@ -464,6 +471,17 @@ def test_campaign_from_url(url: str, campaign: str | None) -> None:
 ])
 def test_scrub_url(url: str, allowed: tuple[str, ...], scrubbed: str) -> None:
     assert scrub_url(url, allowed) == scrubbed
+
+
+def test_scrubbed_page_urls_are_cached_without_changing_them() -> None:
+    urls = [LANDING, "http://[::1/p", "https://s.example/?b=1", "?x=1", "",
+            "https://s.example/" + "a" * (MAX_CACHED_URL_LEN + 5) + "?utm_a=1&b=2"]
+    for allowed in ((), ("b",), frozenset({"b"}), ["b"]):
+        for url in urls * 2:  # cold, then cached
+            assert _scrubbed_url(url, allowed) == _scrubbed_str(url, allowed)
+    for n in range(SCRUB_CACHE_SIZE + 10):
+        _scrubbed_url(f"https://s.example/{n}?q=1", ())
+    assert _scrubbed_url_cached.cache_info().currsize == SCRUB_CACHE_SIZE
 
 
 def test_unreadable_url_is_invalid() -> None:
