@@ -48,8 +48,9 @@ class Beacon:
 
     def to_json(self) -> bytes:
         """Canonical JSON (extra fields included, ``None`` dropped)."""
-        data = {k: getattr(self, k) for k in _BEACON_FIELDS}  # no deep copy of ``extra``
-        return orjson.dumps({**self.extra, **{k: v for k, v in data.items() if v is not None}})
+        row = zip(_BEACON_FIELDS, row_of_beacon(self), strict=True)
+        data = {k: v for k, v in row if v is not None}
+        return orjson.dumps({**self.extra, **data} if self.extra else data)  # extra not copied
 
 
 _BEACON_FIELDS = tuple(f.name for f in fields(Beacon) if f.name != "extra")
