@@ -72,11 +72,16 @@ class ParseResult:
         return zip(self.errors, self.rejected_raw, strict=True)
 
 
-@dataclass(frozen=True, slots=True)
 class _Request:
-    received_at_ms: int
-    user_agent: str | None
-    allowed_params: Collection[str]
+    """What the parse of one request needs besides the body (a plain class: built per request)."""
+
+    __slots__ = ("allowed_params", "received_at_ms", "user_agent")
+
+    def __init__(self, received_at_ms: int, user_agent: str | None,
+                 allowed_params: Collection[str]) -> None:
+        self.received_at_ms = received_at_ms
+        self.user_agent = user_agent
+        self.allowed_params = allowed_params
 
 
 def parse_web_vitals(
@@ -222,6 +227,14 @@ def _boomerang_result(pairs: list[tuple[str, str]], request: _Request) -> ParseR
 
 
 def _json_result(items: list[Any], request: _Request) -> ParseResult:
+    first = items[0]
+    source: Source = "canonical" if isinstance(first, dict) and "beacon_id" in first \
+        else "web-vitals"
+    if len(items) == 1:  # what browsers send: one record a request
+        try:
+            return ParseResult((_json_item(first, request),), (), source)
+        except InvalidRecord as exc:
+            return ParseResult((), (exc,), source, (raw_json(first),))
     beacons: list[Beacon] = []
     errors: list[InvalidRecord] = []
     raws: list[bytes] = []
@@ -231,9 +244,6 @@ def _json_result(items: list[Any], request: _Request) -> ParseResult:
         except InvalidRecord as exc:
             errors.append(exc)
             raws.append(raw_json(item))
-    first = items[0]
-    source: Source = "canonical" if isinstance(first, dict) and "beacon_id" in first \
-        else "web-vitals"
     return ParseResult(tuple(beacons), tuple(errors), source, tuple(raws))
 
 
@@ -270,7 +280,7 @@ def _canonical_beacon(item: dict[str, Any], request: _Request) -> Beacon:
 
 
 def _json_items(body: bytes) -> list[Any]:
-    if not body.strip():
+    if not body or body.isspace():  # (as ``not body.strip()``, without the copy)
         msg = "empty body"
         raise InvalidRecord(msg)
     try:
