@@ -178,8 +178,9 @@ class _BeaconView:
             self._dead_letter(exc, redact_raw(body or request.query_string.encode()))
             source = body_source(request.method, content_type, body)
             raise _Reject(400, "invalid", exc.reason, source=source) from None
-        for error, element in result.rejected():
-            self._dead_letter(error, element)
+        if result.errors:
+            for error, element in result.rejected():
+                self._dead_letter(error, element)
         if not result.beacons:
             raise _Reject(400, "invalid", result.errors[0].reason, count=len(result.errors),
                           source=result.source)
