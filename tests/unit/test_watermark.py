@@ -85,3 +85,16 @@ def test_value_never_decreases_and_never_exceeds_the_largest_event(
         assert value <= max(latest.values())
         assert value >= min(latest.values())
         last = value
+
+
+def test_idle_when_every_input_is_silent_for_longer_than_idle_s() -> None:
+    clock = Clock()
+    w = InputWatermarks(idle_s=10.0, clock=clock)
+    assert w.idle(), "no input ever spoke"
+    w.observe("a", 1_000)
+    clock.now = 5.0
+    w.observe("b", 2_000)
+    clock.now = 12.0  # a silent 12 s, b 7 s
+    assert not w.idle()
+    clock.now = 15.5
+    assert w.idle()
