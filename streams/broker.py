@@ -30,23 +30,23 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import fcntl
 import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.broker_probes import metadata_answers, port_is_free, split_host_port
 from streams.errors import BrokerError
-from streams.settings import Settings
+
+__all__ = ["BrokerStatus", "LocalBroker", "default_cache_dir", "metadata_answers",
+           "new_cluster_id", "port_is_free", "split_host_port"]
 
 Which = Callable[[str], str | None]
 
@@ -422,116 +422,3 @@ def _tail(path: Path, lines: int = _TAIL_LINES) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:])
-
-
-# ---- probes ------------------------------------------------------------------------------
-
-
-def split_host_port(host_port: str) -> tuple[str, int]:
-    """``"127.0.0.1:9092"`` -> ``("127.0.0.1", 9092)``; BrokerError if it is not one."""
-    host, _, port_text = host_port.rpartition(":")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        message = f"broker address {host_port!r} must look like host:port"
-        raise BrokerError(message)
-    return host.strip("[]"), int(port_text)
-
-
-def port_is_free(host: str, port: int) -> bool | None:
-    """True if we could listen on ``host:port``; None if ``host`` is not this machine's."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except socket.gaierror:
-            return None
-        except OSError as exc:
-            return None if exc.errno == errno.EADDRNOTAVAIL else False
-    return True
-
-
-def metadata_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
-    """Whether ``host:port`` answers a Kafka Metadata (v1) request naming a live broker.
-
-    A raw request keeps the probe cheap (no client threads, no log noise); Kafka lists a
-    broker only once it is registered and unfenced, i.e. ready for clients.
-    """
-    client = b"revwatch-probe"
-    body = struct.pack(">hhih", 3, 1, 7, len(client)) + client + struct.pack(">i", 0)
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.sendall(struct.pack(">i", len(body)) + body)
-            (size,) = struct.unpack(">i", _receive(sock, 4))
-            reply = _receive(sock, size) if 8 <= size <= 1 << 20 else b""
-    except OSError:
-        return False
-    if len(reply) < 8:
-        return False
-    correlation_id, brokers = struct.unpack_from(">ii", reply)
-    return bool(correlation_id == 7 and brokers >= 1)
-
-
-def _receive(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            message = "connection closed"
-            raise ConnectionError(message)
-        data += chunk
-    return data
-
-
-# ---- command line ------------------------------------------------------------------------
-
-
-def main(action: str, settings: Settings) -> int:
-    """``revwatch broker start|stop|status``: one line on stdout; errors on stderr, exit 1."""
-    broker = LocalBroker(settings.broker_host_port, settings.data_dir)
-    actions = {"start": _cli_start, "stop": _cli_stop, "status": _cli_status}
-    if action not in actions:
-        print(f"revwatch broker: unknown action {action!r}; use start, stop or status",
-              file=sys.stderr)
-        return 2
-    try:
-        return actions[action](broker)
-    except BrokerError as exc:
-        print(f"revwatch broker {action}: {exc}", file=sys.stderr)
-        return 1
-
-
-def _cli_start(broker: LocalBroker) -> int:
-    began = time.monotonic()
-    before = broker.status()
-    broker.start()
-    pid = broker.status().pid
-    if before.answering and before.running:
-        print(f"kafka {broker.kafka_version} already answering on {broker.host_port} (pid {pid})")
-    else:
-        print(f"kafka {broker.kafka_version} answering on {broker.host_port} "
-              f"(pid {pid}, started in {time.monotonic() - began:.1f}s)")
-    return 0
-
-
-def _cli_stop(broker: LocalBroker) -> int:
-    began = time.monotonic()
-    pid = broker.status().pid
-    broker.stop()
-    if pid is None:
-        print(f"kafka was not running (data dir {broker.home})")
-    else:
-        print(f"kafka stopped (pid {pid}, in {time.monotonic() - began:.1f}s)")
-    return 0
-
-
-def _cli_status(broker: LocalBroker) -> int:
-    state = broker.status()
-    if state.answering:
-        owner = f"pid {state.pid}" if state.running else "not started from this data dir"
-        print(f"kafka {broker.kafka_version} answering on {state.host_port} ({owner})")
-        return 0
-    if state.running:
-        print(f"kafka running (pid {state.pid}) but not answering on {state.host_port}; "
-              f"see {state.log_path}")
-    else:
-        print(f"kafka not running on {state.host_port} (log: {state.log_path})")
-    return 1

@@ -54,9 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "broker":
-        from streams import broker
+        from streams import broker_cli
 
-        return broker.main(args.action, settings)
+        return broker_cli.main(args.action, settings)
     if args.command == "worker":
         from streams.worker import run_worker
 

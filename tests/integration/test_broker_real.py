@@ -12,7 +12,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaAdminClient, KafkaProducer
 
-from streams.broker import LocalBroker, main
+from streams.broker import LocalBroker
+from streams.broker_cli import main
 from streams.settings import Settings
 from streams.topics import ensure_topics, revwatch_topics
 

@@ -22,12 +22,12 @@ import pytest
 from streams.broker import (
     LocalBroker,
     default_cache_dir,
-    main,
     metadata_answers,
     new_cluster_id,
     port_is_free,
     split_host_port,
 )
+from streams.broker_cli import main
 from streams.errors import BrokerError
 from streams.settings import Settings
 
