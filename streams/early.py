@@ -28,7 +28,6 @@ class EarlyOrders:
         self.margin_ms = margin_ms
         self._heap: list[tuple[int, int, Order]] = []
         self._seq = itertools.count()
-        self.partitions: dict[str, int] = {}
         self.changes: dict[str, Any] = {}
 
     def __len__(self) -> int:
@@ -37,11 +36,9 @@ class EarlyOrders:
     def is_early(self, order: Order, watermark_ms: int | None) -> bool:
         return watermark_ms is None or order.ts > watermark_ms + self.margin_ms
 
-    def hold(self, order: Order, partition: int) -> None:
+    def hold(self, order: Order) -> None:
         heapq.heappush(self._heap, (order.ts, next(self._seq), order))
-        key = PREFIX + order.order_id
-        self.partitions[key] = partition
-        self.changes[key] = {"o": asdict(order)}
+        self.changes[PREFIX + order.order_id] = {"o": asdict(order)}
 
     def release(self, watermark_ms: int | None) -> list[Order]:
         """Orders now within ``margin_ms`` of the watermark, oldest first."""

@@ -109,8 +109,8 @@ class SessionStage:
         for partition, task, to_ms in self._targets():
             self._split(partition, self._advance(task, to_ms), facts, beats)
         self._emit(facts, list(beats.values()), out)
-        for task in self.tasks.values():
-            self._drain(task, out)
+        for partition, task in self.tasks.items():
+            self._drain(partition, task, out)
         return out
 
     def _split(self, partition: int, produced: list[SessionFact], facts: list[SessionFact],
@@ -156,12 +156,18 @@ class SessionStage:
         facts.extend(task.sessionizer.advance(to_ms))
         return facts
 
-    def _drain(self, task: PartitionTask, out: Out) -> None:
+    def _drain(self, partition: int, task: PartitionTask, out: Out) -> None:
+        """The task's table changes, each key on the task's partition (a session opened by
+        a held order after a restart has no record of its own that would name it)."""
         states, deleted = task.sessionizer.drain_changes()
+        early = task.early.drain_changes()
+        for key in (*states, *deleted, *early):
+            self.partitions[key] = partition
         out.changes.update(states)
         out.changes.update(dict.fromkeys(deleted))
+        out.changes.update(early)
         self._expired.extend(deleted)
-        out.changes.update(task.early.drain_changes())
+        self._expired.extend(key for key, value in early.items() if value is None)
         bots = task.sessionizer.stats.bot_sessions
         if bots > task.bots_counted:
             self.metrics.count_sessions(bots - task.bots_counted, bot=True)
@@ -201,7 +207,7 @@ class SessionStage:
                 self.metrics.count_orders("accepted")
                 if task.early.is_early(order, task.own_watermark(self.lateness_ms,
                                                                  self.clock())):
-                    task.early.hold(order, partition)
+                    task.early.hold(order)
                     return []
                 return task.sessionizer.observe_order(order)
             beacon = parse_beacon(raw)
@@ -287,9 +293,4 @@ class SessionStage:
         self._expired = []
 
     def partition_of(self, key: str) -> int | None:
-        if key.startswith(EARLY_PREFIX):
-            for task in self.tasks.values():
-                if key in task.early.partitions:
-                    return task.early.partitions.pop(key)
-            return None
         return self.partitions.get(key)

@@ -151,15 +151,22 @@ def test_a_silent_partition_follows_the_slowest_active_one() -> None:
 
 def test_held_orders_are_restored_to_their_partition() -> None:
     s = Sessions()
-    out = s.stage.batch([beacon("a", T0, partition=3), order("o1", "a", T0 + 30 * MIN,
+    out = s.stage.batch([beacon("a", T0, partition=3), order("o1", "b", T0 + 30 * MIN,
                                                               partition=3)])
     held = {k: v for k, v in out.changes.items() if k.startswith(EARLY_PREFIX)}
     assert list(held) == [EARLY_PREFIX + "o1"]
     assert s.stage.partition_of(EARLY_PREFIX + "o1") == 3
-    s.stage.restore([*out.changes.items()], dict.fromkeys(out.changes, 3), owned=[3])
+    rows = [(k, v) for k, v in out.changes.items() if v is not None]
+    s.stage.restore(rows, dict.fromkeys(out.changes, 3), owned=[3])
     assert len(s.stage.tasks[3].early) == 1
-    assert s.stage.restore([*out.changes.items()], dict.fromkeys(out.changes, 3),
-                           owned=[2]) is None
+    assert s.stage.partition_of("b") is None  # the held order's session has no row yet
+    # event time reaches the held order: its (beacon-less) session must be saved, on 3
+    out = s.stage.batch([beacon("c", T0 + 40 * MIN, partition=3),
+                         order("o9", "c", T0 + 40 * MIN, partition=3)])
+    assert out.changes[EARLY_PREFIX + "o1"] is None
+    assert "b" in out.changes, "the session the released order opened is saved"
+    assert s.stage.partition_of("b") == 3
+    s.stage.restore(rows, dict.fromkeys(out.changes, 3), owned=[2])
     assert set(s.stage.tasks) == {2}, "a revoked partition's task is dropped"
 
 
