@@ -226,12 +226,18 @@ def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, An
     rates = f"{_percent(facts['conversion_rate'])} vs {_percent(facts['conversion_rate_baseline'])}"
     value = _money(risk.value, currency)
     band = f"(90%: {_money(risk.low, currency)}-{_money(risk.high, currency)})"
+    recovering = not facts["latency_regressed"]  # an update after the pages sped up again
     if kind == PERFORMANCE:
+        if recovering:
+            return (f"{campaign}: page speed recovering ({lcp} normal); ~{value}/h at risk "
+                    f"{band}; conversion {rates}")
         return f"{campaign}: slow pages cost ~{value}/h {band}; {lcp} normal; conversion {rates}"
     if kind == CONVERSION:
         speed = (f"more than slower pages explain ({lcp})" if facts["latency_regressed"]
                  else "with normal page speed")
         return f"{campaign}: checkout? conversion {rates} {speed}; ~{value}/h at risk {band}"
+    if recovering:
+        return f"{campaign}: page speed back to normal ({lcp} normal); resolves once quiet"
     return f"{campaign}: pages slower ({lcp}) but little revenue effect (~{value}/h)"
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import false_discovery_control
 
-from detectors.episodes import benjamini_hochberg, classify
+from detectors.episodes import PERFORMANCE, benjamini_hochberg, classify, evidence, firing_summary
 from detectors.incidents import Alert, IncidentManager, IncidentParams
 from detectors.verdicts import CampaignVerdict, Estimate
 
@@ -360,6 +360,24 @@ def test_firing_summary(tick: CampaignVerdict, currency: str, summary: str) -> N
     params = IncidentParams(open_ticks_conversion=1, currency=currency)
     (alert,) = IncidentManager(params).process_tick(T0, [tick])
     assert alert.summary == summary
+
+
+@pytest.mark.parametrize(
+    ("kind", "summary"),
+    [
+        (PERFORMANCE, "spring_sale: page speed recovering (p75 LCP 2.4 s vs 2.3 s normal); "
+                      "~$300/h at risk (90%: $100-$500); conversion 3.0% vs 3.1%"),
+        ("latency_regression", "spring_sale: page speed back to normal (p75 LCP 2.4 s vs "
+                               "2.3 s normal); resolves once quiet"),
+    ],
+)
+def test_an_update_after_the_pages_sped_up_says_so(kind: str, summary: str) -> None:
+    """Not "pages slower (p75 LCP 2.8 s vs 3.4 s)" while an episode waits to resolve."""
+    tick = slow("spring_sale", T0, latency_regressed=False, lcp_p75_ms=2400.0,
+                conversion_rate=0.030)
+    text = firing_summary("spring_sale", kind, Estimate(300, 100, 500),
+                          evidence(tick, conversion_rejected=False), "USD")
+    assert text == summary
 
 
 def test_alert_dict_is_strict_json_and_round_trips() -> None:
