@@ -193,9 +193,17 @@ async def _send(rt: Runtime, out: Out, table: str, partition_of: Any) -> None:
 
 async def _produce(rt: Runtime, topic: str, key: bytes | None, value: bytes | None,
                    partition: int | None) -> asyncio.Future[Any]:
-    """Hand one record to the producer; the future is done once the broker acknowledged it."""
-    return cast(asyncio.Future[Any], await rt.app.producer.send(
+    """Hand one record to the producer; the future is done once the broker acknowledged it.
+
+    Counted in Faust's sent and send-error figures (``revwatch_faust_total_sent_messages``),
+    which Faust's own send path would have counted.
+    """
+    future = cast(asyncio.Future[Any], await rt.app.producer.send(
         topic, key, value, partition, None, None))
+    monitor = cast(LeanMonitor, rt.app.monitor)
+    monitor.messages_sent += 1
+    future.add_done_callback(monitor.count_send_outcome)
+    return future
 
 
 def _check_sent(future: asyncio.Future[Any]) -> None:

@@ -49,6 +49,11 @@ class LeanMonitor(Monitor):
     def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
         self.send_errors += 1
 
+    def count_send_outcome(self, future: Any) -> None:
+        """Done-callback of a record produced past Faust's send path (streams/app.py)."""
+        if not future.cancelled() and future.exception() is not None:
+            self.send_errors += 1
+
     @property
     def by_topic(self) -> Counter[str]:
         found = self.__dict__.get("_by_topic")
