@@ -17,7 +17,7 @@ with the intercepts profiled out: for a given slope each stratum's intercept mat
 expected to its observed conversions, so Newton's method runs on the slope alone. The same
 fit with campaign x device strata can give the site-wide slope each campaign is shrunk to.
 
-Status: NOT used by the detectors on main. Wired in (local branch ``device-strata-wiring``:
+Status: NOT used by the detectors on main. Wired in (``docs/experiments/device-strata-wiring.patch``:
 campaign curves by device, site slope by campaign x device, old state padded into stratum
 0), ``bench/quality.py --days 3`` measured, against main at the same commit:
 
