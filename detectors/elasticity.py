@@ -200,13 +200,18 @@ def _validated(
     if n.shape != (N_BINS,) or y.shape != (N_BINS,):
         msg = f"expected {N_BINS} bins, got sessions {n.shape} and conversions {y.shape}"
         raise ValueError(msg)
+    check_counts(n, y, prior_sd)
+    return n, y
+
+
+def check_counts(n: FloatArray, y: FloatArray, prior_sd: float) -> None:
+    """ValueError unless the counts are finite and non-negative and the prior sd positive."""
     if not (np.isfinite(n).all() and np.isfinite(y).all() and (n >= 0).all() and (y >= 0).all()):
         msg = "sessions and conversions must be finite and non-negative"
         raise ValueError(msg)
     if not prior_sd > 0.0:
         msg = f"prior_slope_sd must be > 0, got {prior_sd}"
         raise ValueError(msg)
-    return n, y
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,10 @@ with the intercepts profiled out: for a given slope each stratum's intercept mat
 expected to its observed conversions, so Newton's method runs on the slope alone. The same
 fit with campaign x device strata can give the site-wide slope each campaign is shrunk to.
 
-Status: NOT used by the detectors on main. Wired in (``docs/experiments/device-strata-wiring.patch``:
-campaign curves by device, site slope by campaign x device, old state padded into stratum
-0), ``bench/quality.py --days 3`` measured, against main at the same commit:
+Status: NOT used by the detectors on main. Wired in (the diff is
+``docs/experiments/device-strata-wiring.patch``: campaign curves by device, site slope by
+campaign x device, old state padded into stratum 0), ``bench/quality.py --days 3``
+measured, against main at the same commit:
 
 * seeds 1 2 3 (the README's benchmark): median revenue error 26.1% -> 30.2%, right kind
   11 -> 6 of 11, interval coverage 86% -> 71%; caught, time to detect, false alarms equal;
@@ -47,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from detectors.elasticity import BIN_CENTERS_S, DEFAULT_TAU, N_BINS, CurveFit
+from detectors.elasticity import BIN_CENTERS_S, DEFAULT_TAU, N_BINS, CurveFit, check_counts
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -234,12 +235,7 @@ def _validated(sessions: npt.ArrayLike, conversions: npt.ArrayLike, prior_sd: fl
     if n.shape != y.shape:
         msg = f"sessions {n.shape} and conversions {y.shape} differ in shape"
         raise ValueError(msg)
-    if not (np.isfinite(n).all() and np.isfinite(y).all() and (n >= 0).all() and (y >= 0).all()):
-        msg = "sessions and conversions must be finite and non-negative"
-        raise ValueError(msg)
-    if not prior_sd > 0.0:
-        msg = f"prior_slope_sd must be > 0, got {prior_sd}"
-        raise ValueError(msg)
+    check_counts(n, y, prior_sd)
     return n, y
 
 
