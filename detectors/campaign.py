@@ -50,6 +50,7 @@ class CampaignParams:
     min_p75_sessions: int = 20
     latency_shift: float = math.log(1.25)
     latency_threshold: float = 10.0
+    latency_max_excursion_minutes: int = 60
     min_latency_weight: float = 60.0
     default_sd_log: float = 0.5
     conversion_tolerance: float = 0.1
@@ -81,7 +82,8 @@ class CampaignModel:
         self.ring = MinuteRing()
         self.latency_baseline = SeasonalBaseline()
         self.latency_var = EwStats()
-        self.cusum = LatencyCusum(shift=p.latency_shift, threshold=p.latency_threshold)
+        self.cusum = LatencyCusum(shift=p.latency_shift, threshold=p.latency_threshold,
+                                  max_excursion_minutes=p.latency_max_excursion_minutes)
         self.lag = LagModel(horizon_minutes=p.horizon_minutes)
         self.conv_base = EwVector(2, half_life_minutes=p.conversion_half_life_minutes)
         self.curve_sessions = EwVector(N_BINS, half_life_minutes=p.curve_half_life_minutes)

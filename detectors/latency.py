@@ -40,6 +40,10 @@ class LatencyCusum:
         max_step_fraction: cap of one minute's increment as a fraction of ``threshold``.
         ceiling_fraction: cap of the statistic itself (x ``threshold``), so that after a
             long incident it falls below the threshold within minutes, not hours.
+        max_excursion_minutes: an excursion of ``S`` above 0 that has not alarmed this long
+            after it began starts again from 0 (``None``: never). On a campaign with a
+            session or two a minute ``S`` falls by ~0.1 a minute after a slowdown it could
+            not prove, so without a limit the old evidence can still alarm an hour later.
 
     Raises:
         ValueError: unless ``shift > 0``, ``threshold > 0`` and ``0 < max_step_fraction <= 1``.
@@ -74,8 +78,8 @@ class LatencyCusum:
         (33, 1800000)
     """
 
-    __slots__ = ("_started_ms", "_statistic", "ceiling_fraction", "max_step_fraction", "shift",
-                 "threshold")
+    __slots__ = ("_started_ms", "_statistic", "ceiling_fraction", "max_excursion_ms",
+                 "max_step_fraction", "shift", "threshold")
 
     def __init__(
         self,
@@ -84,6 +88,7 @@ class LatencyCusum:
         threshold: float = 10.0,
         max_step_fraction: float = 1 / 3,
         ceiling_fraction: float = 1.5,
+        max_excursion_minutes: int | None = None,
     ) -> None:
         for name, value in (("shift", shift), ("threshold", threshold)):
             if not (math.isfinite(value) and value > 0):
@@ -99,6 +104,11 @@ class LatencyCusum:
             raise ValueError(msg)
         self.max_step_fraction = float(max_step_fraction)
         self.ceiling_fraction = float(ceiling_fraction)
+        if max_excursion_minutes is not None and max_excursion_minutes < 1:
+            msg = f"max_excursion_minutes must be >= 1, got {max_excursion_minutes!r}"
+            raise ValueError(msg)
+        self.max_excursion_ms = None if max_excursion_minutes is None \
+            else max_excursion_minutes * MINUTE_MS
         self._statistic = 0.0
         self._started_ms: int | None = None
 
@@ -153,15 +163,19 @@ class LatencyCusum:
     def _next(
         self, minute_ms: int, n: int, mean_log: float, baseline_mean_log: float, sd_log: float
     ) -> tuple[float, int | None]:
+        before, started = self._statistic, self._started_ms
+        if (self.max_excursion_ms is not None and started is not None and before < self.threshold
+                and minute_ms - started >= self.max_excursion_ms):
+            before, started = 0.0, None  # evidence this old that never alarmed is dropped
         statistic = min(
-            max(0.0, self._statistic + self.increment(n, mean_log, baseline_mean_log, sd_log)),
+            max(0.0, before + self.increment(n, mean_log, baseline_mean_log, sd_log)),
             self.threshold * self.ceiling_fraction,  # so a long incident ends promptly
         )
         if statistic == 0.0:
             return 0.0, None
-        if self._started_ms is None:
+        if started is None:
             return statistic, minute_ms
-        return statistic, self._started_ms
+        return statistic, started
 
     def to_state(self) -> dict[str, Any]:
         """Plain JSON-able state."""
@@ -170,6 +184,7 @@ class LatencyCusum:
             "threshold": self.threshold,
             "max_step_fraction": self.max_step_fraction,
             "ceiling_fraction": self.ceiling_fraction,
+            "max_excursion_ms": self.max_excursion_ms,
             "statistic": self._statistic,
             "started_ms": self._started_ms,
         }
@@ -183,6 +198,7 @@ class LatencyCusum:
             max_step_fraction=float(state["max_step_fraction"]),
             ceiling_fraction=float(state.get("ceiling_fraction", 1.5)),
         )
+        cusum.max_excursion_ms = state.get("max_excursion_ms")
         cusum._statistic = float(state["statistic"])
         cusum._started_ms = None if state["started_ms"] is None else int(state["started_ms"])
         return cusum

@@ -208,3 +208,48 @@ def test_detection_delay_of_a_fifty_percent_slowdown(
     assert delays.mean() <= mean_at_most
     assert delays.max() <= max_at_most
     assert delays.min() >= 3  # never faster than 1 / max_step_fraction minutes
+
+
+def _feed(cusum: LatencyCusum, minutes: range, n: int, mean_log: float) -> LatencyVerdict:
+    verdict = cusum.score(minutes[0] * MINUTE_MS, n, mean_log, 7.0, 0.5)
+    for minute in minutes:
+        verdict = cusum.score(minute * MINUTE_MS, n, mean_log, 7.0, 0.5)
+        cusum.update(minute * MINUTE_MS, n, mean_log, 7.0, 0.5)
+    return verdict
+
+
+def test_evidence_older_than_the_excursion_limit_is_dropped() -> None:
+    """A slowdown a small campaign could not prove in an hour does not alarm after it ended."""
+    step = 7.0 + SHIFT / 2 + 0.3  # one session a minute: +0.27 a minute
+    bounded, unbounded = LatencyCusum(max_excursion_minutes=60), LatencyCusum()
+    for cusum in (bounded, unbounded):
+        _feed(cusum, range(30), 1, step)  # 30 minutes: S ~ 8, below 10
+        _feed(cusum, range(30, 59), 0, 7.0)  # no sessions for a while: S unchanged
+    assert bounded.statistic == pytest.approx(unbounded.statistic)
+    assert bounded.statistic > 7.0
+    late_bounded = _feed(bounded, range(59, 70), 1, step)
+    late_unbounded = _feed(unbounded, range(59, 70), 1, step)
+    assert late_unbounded.is_regression, "without the limit the old evidence alarms now"
+    assert not late_bounded.is_regression
+    assert late_bounded.started_ms == 60 * MINUTE_MS  # a new excursion began at the limit
+
+
+def test_the_limit_does_not_touch_an_alarm_or_a_fast_detection() -> None:
+    cusum = LatencyCusum(max_excursion_minutes=60)
+    verdict = _feed(cusum, range(3), 10_000, 20.0)
+    assert verdict.is_regression
+    verdict = _feed(cusum, range(3, 120), 10_000, 20.0)  # a long incident stays alarmed
+    assert verdict.is_regression
+    assert verdict.started_ms == 0
+
+
+def test_the_limit_survives_the_state_and_old_state_has_none() -> None:
+    cusum = LatencyCusum(max_excursion_minutes=45)
+    _feed(cusum, range(5), 3, 7.3)
+    restored = LatencyCusum.from_state(json.loads(json.dumps(cusum.to_state())))
+    assert restored == cusum
+    assert restored.max_excursion_ms == 45 * MINUTE_MS
+    old = {k: v for k, v in cusum.to_state().items() if k != "max_excursion_ms"}
+    assert LatencyCusum.from_state(old).max_excursion_ms is None
+    with pytest.raises(ValueError, match="max_excursion_minutes"):
+        LatencyCusum(max_excursion_minutes=0)
