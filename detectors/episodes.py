@@ -237,7 +237,8 @@ def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, An
                  else "with normal page speed")
         return f"{campaign}: checkout? conversion {rates} {speed}; ~{value}/h at risk {band}"
     if recovering:
-        return f"{campaign}: page speed back to normal ({lcp} normal); resolves once quiet"
+        return (f"{campaign}: the latency test no longer finds pages slower ({lcp} normal); "
+                f"resolves once quiet")
     return f"{campaign}: pages slower ({lcp}) but little revenue effect (~{value}/h)"
 
 

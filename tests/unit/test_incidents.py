@@ -367,8 +367,8 @@ def test_firing_summary(tick: CampaignVerdict, currency: str, summary: str) -> N
     [
         (PERFORMANCE, "spring_sale: page speed recovering (p75 LCP 2.4 s vs 2.3 s normal); "
                       "~$300/h at risk (90%: $100-$500); conversion 3.0% vs 3.1%"),
-        ("latency_regression", "spring_sale: page speed back to normal (p75 LCP 2.4 s vs "
-                               "2.3 s normal); resolves once quiet"),
+        ("latency_regression", "spring_sale: the latency test no longer finds pages slower "
+                               "(p75 LCP 2.4 s vs 2.3 s normal); resolves once quiet"),
     ],
 )
 def test_an_update_after_the_pages_sped_up_says_so(kind: str, summary: str) -> None:
