@@ -105,7 +105,7 @@ class SessionStage:
             task = self.task(partition)
             self._split(partition, self._prime(task, group), facts, beats)
             for event in group:
-                facts.extend(self._one(task, partition, event, out))
+                facts.extend(self._one(task, event, out))
         for partition, task, to_ms in self._targets():
             self._split(partition, self._advance(task, to_ms), facts, beats)
         self._emit(facts, list(beats.values()), out)
@@ -194,15 +194,13 @@ class SessionStage:
             return []
         return task.sessionizer.advance(min(arrivals) - self.lateness_ms)
 
-    def _one(self, task: PartitionTask, partition: int, event: EventLike, out: Out
-             ) -> list[SessionFact]:
+    def _one(self, task: PartitionTask, event: EventLike, out: Out) -> list[SessionFact]:
         raw: bytes = event.value or b""  # a tombstone (null value) is just unreadable
         topic: str = event.message.topic
         orders = topic == self.topics.orders
         try:
             if orders:
                 order = parse_order(raw)
-                self.partitions[order.session_id] = partition
                 task.observe(topic, order.ts if order.received_at is None else order.received_at)
                 self.metrics.count_orders("accepted")
                 if task.early.is_early(order, task.own_watermark(self.lateness_ms,
@@ -219,7 +217,6 @@ class SessionStage:
                 self.metrics.count_beacons("topic", "invalid")
             return []
         self.metrics.count_beacons("topic", "accepted")
-        self.partitions[beacon.session_id] = partition
         task.observe(topic, beacon.ts if beacon.received_at is None else beacon.received_at)
         return task.sessionizer.observe_beacon(beacon)
 
