@@ -101,6 +101,7 @@ class RunResult:
 
     session_facts: Counter[str] = field(default_factory=Counter)  # id@start -> times sent
     order_facts: Counter[str] = field(default_factory=Counter)  # order id -> times sent
+    campaign_of: dict[str, str] = field(default_factory=dict)  # id@start -> campaign
     buckets: dict[str, list[int]] = field(default_factory=dict)  # campaign -> [sess, conv]
     episodes: dict[str, set[str]] = field(default_factory=dict)  # campaign -> alert ids
     alert_messages: int = 0
@@ -110,7 +111,9 @@ class RunResult:
         if fact.campaign == TAIL_CAMPAIGN:
             return
         if fact.kind == "session":  # a session id may start a new session after expiry
-            self.session_facts[f"{fact.session_id}@{fact.start_ms}"] += 1
+            key = f"{fact.session_id}@{fact.start_ms}"
+            self.session_facts[key] += 1
+            self.campaign_of[key] = fact.campaign
         elif fact.kind == "order" and fact.order_id:
             self.order_facts[fact.order_id] += 1
 
@@ -212,6 +215,8 @@ class Comparison:
     episodes_run: int
     episodes_differing: list[str]
     duplicate_alert_messages: int
+    # a few differing sessions, "id@start campaign" (to tell a split from a re-attribution)
+    examples: list[str] = field(default_factory=list)
 
     @property
     def equal(self) -> bool:
@@ -236,7 +241,13 @@ def compare(reference: RunResult, run: RunResult) -> Comparison:
         episodes_reference=sum(ref_e.values()), episodes_run=sum(run_e.values()),
         episodes_differing=sorted(n for n in set(ref_e) | set(run_e)
                                   if ref_e.get(n, 0) != run_e.get(n, 0)),
-        duplicate_alert_messages=run.duplicate_alerts)
+        duplicate_alert_messages=run.duplicate_alerts,
+        examples=[*_examples("missing", ref_s - run_s, reference),
+                  *_examples("extra", run_s - ref_s, run)])
+
+
+def _examples(label: str, keys: set[str], result: RunResult, n: int = 6) -> list[str]:
+    return [f"{label} {key} {result.campaign_of.get(key, '?')}" for key in sorted(keys)[:n]]
 
 
 # -- a streaming run -----------------------------------------------------------------------
