@@ -17,6 +17,7 @@ from typing import Any, cast
 import faust
 import orjson
 from aiohttp import web
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from detectors.incidents import IncidentManager
@@ -29,6 +30,7 @@ from streams.health import campaigns_view, dumps_json
 from streams.metrics import Metrics
 from streams.pipeline import TickAssembler, incident_params
 from streams.receivers import receivers_from_settings
+from streams.session_stage import Backlog
 from streams.session_state import SessionParams
 from streams.settings import Settings
 from streams.sink import KafkaSink
@@ -103,11 +105,35 @@ def create_app(settings: Settings) -> Runtime:
                                         queue_max=settings.delivery_queue_max,
                                         on_outcome=metrics.count_delivery,
                                         on_queue_depth=metrics.set_delivery_queue_depth))
+    rt.sessions.backlog = _backlog_probe(rt)
     _declare(rt)
     _agents(rt)
     _web(rt)
     _lifecycle(rt)
     return rt
+
+
+def _backlog_probe(rt: Runtime) -> Backlog:
+    """Whether the consumer knows of records of a partition not processed yet.
+
+    The high-water mark comes with every fetch response; until the first one after an
+    assignment it is unknown, which counts as "may be behind". A task that processed
+    nothing yet is compared from the group's committed offset.
+    """
+    def backlog(topic: str, partition: int, processed: int | None) -> bool:
+        consumer = rt.app.consumer
+        tp = TP(topic, partition)
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # not assigned (any more), or no consumer yet
+            return True
+        if high is None:
+            return True
+        if processed is None:
+            committed = getattr(consumer, "_committed_offset", {}).get(tp)
+            return (committed or 0) < high
+        return processed + 1 < high
+    return backlog
 
 
 def _raw_topic(app: faust.App, *names: str, partitions: int | None = None) -> Any:
@@ -248,7 +274,7 @@ def _agents(rt: Runtime) -> None:
         batch looks again; without this the last minutes before a pause (or the heartbeats
         of a worker that died) would wait for the next record.
         """
-        if rt.recovered:
+        if rt.recovered and not rt.app.rebalancing:
             await sessions_batch([])
             await campaigns_batch([])
 

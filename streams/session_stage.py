@@ -11,7 +11,12 @@ expired early nor dropped as "late" because other partitions are further on.
 A task whose inputs have all fallen silent for ``idle_s`` of wall time (a quiet partition)
 follows the slowest active task, so its last sessions are still judged; when every task is
 silent they all follow the furthest one (as :class:`~streams.watermark.InputWatermarks`
-does for its inputs).
+does for its inputs). Silence alone is not enough: a partition whose records are known to
+be waiting (the consumer's high-water mark is past the last offset processed, or not known
+yet) is behind, not quiet, and keeps its own clock, as Kafka Streams waits for a partition
+with known lag instead of "enforcing processing". Without this, a partition held back by a
+rebalance or a paused fetch would jump to the others' event time, and its backlog would
+be judged late.
 """
 
 from __future__ import annotations
@@ -40,10 +45,19 @@ from streams.watermark import InputWatermarks
 log = logging.getLogger(__name__)
 
 IDLE_S = 15.0
+FOLLOW_WARN_MS = 5 * 60_000  # a quiet task's clock jumping this far is worth a log line
+
+# (topic, partition, last offset processed or None) -> may records be waiting to be read?
+Backlog = Callable[[str, int, "int | None"], bool]
 
 
 def _source_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def no_backlog(topic: str, partition: int, processed: int | None) -> bool:
+    """Without a consumer to ask (replay, tests): silence alone makes a partition quiet."""
+    return False
 
 
 @dataclass
@@ -57,6 +71,7 @@ class PartitionTask:
     # until each is read (or the deadline passed) the task's watermark waits
     waiting: dict[str, float] = field(default_factory=dict)
     bots_counted: int = 0
+    offsets: dict[str, int] = field(default_factory=dict)  # topic -> last offset processed
 
     def own_watermark(self, lateness_ms: int, now: float) -> int | None:
         """Where this task's inputs put event time (None: waiting, or nothing read yet)."""
@@ -71,6 +86,10 @@ class PartitionTask:
         self.watermarks.observe(topic, arrival_ms)
         if self.waiting:
             self.waiting.pop(topic, None)
+
+    def processed(self, topic: str, offset: int) -> None:
+        if offset > self.offsets.get(topic, -1):
+            self.offsets[topic] = offset
 
 
 @dataclass
@@ -88,6 +107,7 @@ class SessionStage:
     clock: Callable[[], float] = time.monotonic
     idle_s: float = IDLE_S
     source: str = field(default_factory=_source_id)
+    backlog: Backlog = no_backlog
     tasks: dict[int, PartitionTask] = field(default_factory=dict)
     partitions: dict[str, int] = field(default_factory=dict)  # table key -> partition
     _expired: list[str] = field(default_factory=list)
@@ -106,6 +126,7 @@ class SessionStage:
             self._split(partition, self._prime(task, group), facts, beats)
             for event in group:
                 facts.extend(self._one(task, event, out))
+                task.processed(event.message.topic, event.message.offset)
         for partition, task, to_ms in self._targets():
             self._split(partition, self._advance(task, to_ms), facts, beats)
         self._emit(facts, list(beats.values()), out)
@@ -137,7 +158,8 @@ class SessionStage:
         """Each task with the watermark it advances to: its own, or the others' when idle."""
         now = self.clock()
         own = {p: t.own_watermark(self.lateness_ms, now) for p, t in self.tasks.items()}
-        idle = {p for p, t in self.tasks.items() if not t.waiting and t.watermarks.idle()}
+        idle = {p for p, t in self.tasks.items() if not t.waiting and t.watermarks.idle()
+                and not self._behind(p, t)}
         active = [w for p, w in own.items() if w is not None and p not in idle]
         known = [w for w in own.values() if w is not None]
         follow = min(active) if active else max(known, default=None)
@@ -145,9 +167,23 @@ class SessionStage:
         for partition in sorted(self.tasks):
             to_ms = own[partition]
             if partition in idle and follow is not None:
-                to_ms = follow if to_ms is None else max(to_ms, follow)
+                to_ms = self._follow(partition, self.tasks[partition], to_ms, follow)
             targets.append((partition, self.tasks[partition], to_ms))
         return targets
+
+    def _behind(self, partition: int, task: PartitionTask) -> bool:
+        """Whether records of the task's inputs may still be waiting to be read."""
+        return any(self.backlog(topic, partition, task.offsets.get(topic))
+                   for topic in (self.topics.beacons, self.topics.orders))
+
+    def _follow(self, partition: int, task: PartitionTask, own: int | None,
+                follow: int) -> int:
+        now_ms = task.sessionizer.watermark_ms
+        if now_ms != NO_WATERMARK and follow - now_ms > FOLLOW_WARN_MS:
+            log.warning("partition %d: quiet for %.0f s with nothing left to read; its event "
+                        "time jumps %.1f min to follow the others", partition, self.idle_s,
+                        (follow - now_ms) / 60_000)
+        return follow if own is None else max(own, follow)
 
     def _advance(self, task: PartitionTask, to_ms: int | None) -> list[SessionFact]:
         facts: list[SessionFact] = []

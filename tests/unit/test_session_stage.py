@@ -149,6 +149,33 @@ def test_a_silent_partition_follows_the_slowest_active_one() -> None:
     assert {s.watermark(p) for p in (0, 1, 2)} == {T0 + 8 * MIN + 1_000 - LATE}
 
 
+def test_a_silent_partition_with_records_waiting_keeps_its_own_clock() -> None:
+    """Held back (a rebalance, a paused fetch) is not quiet: its backlog must not be late."""
+    s = Sessions()
+    high = {("beacons", 1): 8}  # partition 1: offsets up to 7 on the broker
+
+    def backlog(topic: str, partition: int, processed: int | None) -> bool:
+        end = high.get((topic, partition), 0)
+        return (-1 if processed is None else processed) + 1 < end
+
+    s.stage.backlog = backlog
+    first = Event(beacon("q1", T0, partition=1).value, Message("beacons", 1, offset=0))
+    s.stage.batch([first, beacon("r1", T0 + 4 * MIN, partition=2)])
+    for now, minute in ((10.0, 20), (20.0, 40), (30.0, 60)):
+        s.clock.now = now  # partition 2 runs an hour ahead; partition 1 reads nothing
+        s.stage.batch([beacon(f"r-{minute}", T0 + minute * MIN, partition=2)])
+    assert s.watermark(1) == T0 + 1_000 - LATE, "offsets 1-7 are still to come"
+    late = Event(beacon("q1", T0 + 2 * MIN, campaign="spring").value,
+                 Message("beacons", 1, offset=1))
+    s.clock.now = 31.0
+    s.stage.batch([late])
+    assert s.stage.tasks[1].sessionizer.session("q1") is not None, "not judged late"
+    high[("beacons", 1)] = 2  # read to the end: now it is quiet and may follow
+    s.clock.now = 50.0
+    s.stage.batch([beacon("r-80", T0 + 80 * MIN, partition=2)])
+    assert s.watermark(1) == s.watermark(2) == T0 + 80 * MIN + 1_000 - LATE
+
+
 def test_held_orders_are_restored_to_their_partition() -> None:
     s = Sessions()
     out = s.stage.batch([beacon("a", T0, partition=3), order("o1", "b", T0 + 30 * MIN,

@@ -27,6 +27,7 @@ DEAD_LETTER_KEYS = {"error", "topic", "raw", "received_at"}
 class Message:
     topic: str
     partition: int
+    offset: int = 0
 
 
 @dataclass
