@@ -31,6 +31,7 @@ from detectors.episodes import (
     FIRING,
     LATENCY,
     MINUTE_MS,
+    PERFORMANCE,
     RESOLVED,
     Alert,
     Heat,
@@ -237,6 +238,29 @@ class IncidentManager:
         for episode in self._episodes.values():
             site = self._incidents[episode.incident_id].site
             episode.scope = SCOPE_SITE if site else SCOPE_CAMPAIGN
+        self._price_site_slowdowns()
+
+    def _price_site_slowdowns(self) -> None:
+        """A site-wide slowdown is judged on what it costs in total, not per campaign.
+
+        Each campaign of a site-wide slowdown sees only its share of the loss; the small
+        ones alone fall under ``min_revenue_per_hour`` and would say "latency regression"
+        while the incident as a whole costs real money. When the incident's slow-page loss
+        (the sum over its campaigns) is costly, every campaign of it says
+        ``performance_conversion_loss`` (and keeps its own revenue at risk).
+        """
+        members: dict[str, list[_Episode]] = {}
+        for episode in self._episodes.values():
+            incident = self._incidents[episode.incident_id]
+            if incident.site and incident.family == family(LATENCY):
+                members.setdefault(incident.incident_id, []).append(episode)
+        for episodes in members.values():
+            value = sum(e.risk.value for e in episodes)
+            low = sum(e.risk.low for e in episodes)
+            if value >= self.params.min_revenue_per_hour and low > 0:
+                for episode in episodes:
+                    if episode.kind == LATENCY:
+                        episode.kind = PERFORMANCE
 
     def _due_updates(self, tick_ms: int) -> list[Alert]:
         alerts = []

@@ -338,6 +338,26 @@ def test_two_of_three_campaigns_is_site_wide() -> None:
     assert alerts[0].summary.startswith("site-wide (2 campaigns): ")
 
 
+@pytest.mark.parametrize(("each", "kind"), [
+    ((40.0, 10.0, 70.0), "performance_conversion_loss"),  # $120/h in total: costly
+    ((30.0, 0.0, 60.0), "latency_regression"),  # $90/h, and no campaign sure of a loss
+])
+def test_a_site_wide_slowdown_is_priced_as_a_whole(each: tuple[float, float, float],
+                                                   kind: str) -> None:
+    """Each campaign alone costs under min_revenue_per_hour ($100/h); the incident may not."""
+    manager = IncidentManager(ONE_TICK)
+    alerts = manager.process_tick(T0, [slow(n, T0, loss=each) for n in ("a", "b", "c")])
+    assert {(a.scope, a.kind) for a in alerts} == {("site", kind)}
+    assert [a.revenue_at_risk_per_hour for a in alerts] == [each[0]] * 3
+
+
+def test_a_campaign_slowdown_under_the_budget_stays_a_latency_regression() -> None:
+    manager = IncidentManager(ONE_TICK)
+    (alert,) = manager.process_tick(T0, [slow("a", T0, loss=(40.0, 10.0, 70.0)),
+                                         *(verdict(f"q{i}", T0) for i in range(5))])
+    assert (alert.scope, alert.kind) == ("campaign", "latency_regression")
+
+
 # ---------------------------------------------------------------- text and JSON
 
 
