@@ -121,6 +121,44 @@ class CampaignModel:
             bucket.add_conversion(lcp_ms, commerce)
             self.touched.add(minute)
 
+    def retract_session(self, start_ms: int, lcp_ms: float | None, commerce: bool) -> bool:
+        """Undo :meth:`observe_session` while its minute is live; False: left as counted.
+
+        Live means in the ring and not yet matured: a matured minute has been learned from
+        and a dropped or too-old one never held the session, so they keep their counts.
+        """
+        minute = minute_of(start_ms)
+        bucket = self._live(minute)
+        if bucket is None or bucket.sessions == 0:
+            return False
+        bucket.remove_session(lcp_ms, commerce)
+        self.touched.add(minute)
+        return True
+
+    def retract_order(self, start_ms: int, order_ts_ms: int, revenue: float, *,
+                      first_order: bool, known_session: bool, lcp_ms: float | None = None,
+                      commerce: bool = True) -> bool:
+        """Undo :meth:`observe_order` while the session's minute is live (as
+        :meth:`retract_session`); False: left as counted.
+
+        The order-value series takes the order off at its minute as it was added (forgetting
+        since then, at most a few minutes of a 3-day half-life, is not undone).
+        """
+        minute = minute_of(start_ms)
+        bucket = self._live(minute)
+        if bucket is None:
+            return False
+        self.orders.add(minute_of(order_ts_ms), -np.array([1.0, revenue, revenue * revenue]))
+        if first_order and known_session:
+            self.lag.revert(max(order_ts_ms - start_ms, 0) / MINUTE_MS)
+            if bucket.conversions > 0:
+                bucket.remove_conversion(lcp_ms, commerce)
+                self.touched.add(minute)
+        return True
+
+    def _live(self, minute: int) -> MinuteBucket | None:
+        return None if self._too_old(minute) else self.ring.get(minute)
+
     def _too_old(self, minute: int) -> bool:
         done = self.last_matured_minute
         return done is not None and minute <= done

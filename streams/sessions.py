@@ -8,6 +8,13 @@ keeps a :class:`SessionState` and emits (ARCHITECTURE.md, "Sessions"):
 * one ``order`` fact per distinct order; ``first_order`` marks the conversion. Orders seen
   before the session fact wait and follow it; orders whose session never shows a beacon are
   emitted on expiry with ``known_session=False`` under the order's own campaign;
+* ``retract`` facts when a late landing moves an emitted session to another campaign: a
+  page earlier than the emitted landing arrives and names a campaign other than the one
+  sent. The order facts sent and the session fact are cancelled under the old campaign
+  (each ``retract`` carries the fields of the fact it cancels), the session re-lands on its
+  earliest page and is sent again under the new campaign (when that page has its LCP, or
+  ``lcp_wait_ms`` after it), its orders following. An earlier page naming no campaign or
+  the same one is left alone (the session keeps the start it was counted with);
 * one ``heartbeat`` each time the watermark enters a new minute.
 
 The watermark is the largest ``received_at`` (else ``ts``) seen, less the allowed lateness;
@@ -27,12 +34,14 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from streams.bots import is_bot_user_agent
 from streams.records import NONE_CAMPAIGN, Beacon, BeaconRow, Order, SessionFact, row_of_beacon
 from streams.session_state import (
+    COMMERCE,
     LCP,
     MINUTE_MS,
     NO_WATERMARK,
@@ -110,8 +119,10 @@ class Sessionizer:
         if agent is not None and is_bot_user_agent(agent):
             self._flag_bot(st)
             return []
-        if not self._record_page(row, st) or st.emitted:
+        if not self._record_page(row, st):
             return []
+        if st.emitted:  # only a late landing naming another campaign changes what was sent
+            return self._late_landing(sid, st, campaign, url) if ts < st.start_ms else []
         if st.campaign_ts is None or ts < st.campaign_ts:
             _note_campaign(st, campaign, url, ts)
         if st.pages[st.landing][LCP] is not None:
@@ -310,11 +321,43 @@ class Sessionizer:
                     revenue: float) -> SessionFact:
         first, st.converted = not st.converted, True
         st.revenue += revenue
+        st.sent.append((order_id, ts, revenue))
         return SessionFact(kind="order", campaign=st.campaign or NONE_CAMPAIGN,
                            watermark_ms=self._wm, session_id=sid, start_ms=st.start_ms,
                            lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device,
                            order_id=order_id, order_ts_ms=ts, revenue=revenue,
                            first_order=first)
+
+    def _late_landing(self, sid: str, st: SessionState, campaign: str | None,
+                      url: str) -> list[SessionFact]:
+        """A page earlier than the emitted landing names another campaign: retract what was
+        sent, re-land the session on its earliest page and send it again (now if that page
+        has its LCP, else when it is due), its orders following."""
+        name = _clean(campaign) or _campaign_of_url(url)
+        if not name or name == st.campaign or (st.converted and not st.sent):
+            return []  # nothing to move (a converted row from before retracts: left alone)
+        facts = self._retractions(sid, st)
+        st.pending.extend((order_id, ts, revenue, None) for order_id, ts, revenue in st.sent)
+        st.sent.clear()
+        st.emitted, st.converted, st.revenue, st.lcp_ms = False, False, 0.0, None
+        ts, st.landing = min((page[TS], bid) for bid, page in st.pages.items())
+        st.start_ms, st.commerce = ts, st.pages[st.landing][COMMERCE]
+        st.campaign, st.campaign_ts = name, ts
+        self.stats.retracted_sessions += 1
+        if st.pages[st.landing][LCP] is not None:
+            return facts + self._emit_session(sid, st)
+        heapq.heappush(self._due, (ts + self.params.lcp_wait_ms, sid))
+        return facts
+
+    def _retractions(self, sid: str, st: SessionState) -> list[SessionFact]:
+        """``retract`` facts for the order facts sent (latest first), then the session's."""
+        base = SessionFact(kind="retract", campaign=st.campaign or NONE_CAMPAIGN,
+                           watermark_ms=self._wm, session_id=sid, start_ms=st.start_ms,
+                           lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device)
+        orders = [replace(base, order_id=order_id, order_ts_ms=ts, revenue=revenue,
+                          first_order=i == 0)
+                  for i, (order_id, ts, revenue) in enumerate(st.sent)]
+        return [*reversed(orders), base]
 
     def _emit_due(self) -> list[SessionFact]:
         """Session facts whose landing has waited ``lcp_wait_ms`` for its LCP."""
