@@ -13,7 +13,7 @@ keeps a :class:`SessionState` and emits (ARCHITECTURE.md, "Sessions"):
   sent. The order facts sent and the session fact are cancelled under the old campaign
   (each ``retract`` carries the fields of the fact it cancels), the session re-lands on its
   earliest page and is sent again under the new campaign (when that page has its LCP, or
-  ``lcp_wait_ms`` after it), its orders following. An earlier page naming no campaign or
+  ``lcp_wait_ms`` after it arrived), its orders following. An earlier page naming no campaign or
   the same one is left alone (the session keeps the start it was counted with);
 * one ``heartbeat`` each time the watermark enters a new minute.
 
@@ -332,7 +332,7 @@ class Sessionizer:
                       url: str) -> list[SessionFact]:
         """A page earlier than the emitted landing names another campaign: retract what was
         sent, re-land the session on its earliest page and send it again (now if that page
-        has its LCP, else when it is due), its orders following."""
+        has its LCP, else ``lcp_wait_ms`` after it arrived), its orders following."""
         name = _clean(campaign) or _campaign_of_url(url)
         if not name or name == st.campaign or (st.converted and not st.sent):
             return []  # nothing to move (a converted row from before retracts: left alone)
@@ -346,7 +346,7 @@ class Sessionizer:
         self.stats.retracted_sessions += 1
         if st.pages[st.landing][LCP] is not None:
             return facts + self._emit_session(sid, st)
-        heapq.heappush(self._due, (ts + self.params.lcp_wait_ms, sid))
+        heapq.heappush(self._due, (max(ts, self._wm) + self.params.lcp_wait_ms, sid))
         return facts
 
     def _retractions(self, sid: str, st: SessionState) -> list[SessionFact]:
