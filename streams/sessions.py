@@ -122,7 +122,7 @@ class Sessionizer:
         if not self._record_page(row, st):
             return []
         if st.emitted:  # only a late landing naming another campaign changes what was sent
-            return self._late_landing(sid, st, campaign, url) if ts < st.start_ms else []
+            return self._late_landing(sid, st, campaign, url, ts) if ts < st.start_ms else []
         if st.campaign_ts is None or ts < st.campaign_ts:
             _note_campaign(st, campaign, url, ts)
         if st.pages[st.landing][LCP] is not None:
@@ -328,21 +328,26 @@ class Sessionizer:
                            order_id=order_id, order_ts_ms=ts, revenue=revenue,
                            first_order=first)
 
-    def _late_landing(self, sid: str, st: SessionState, campaign: str | None,
-                      url: str) -> list[SessionFact]:
+    def _late_landing(self, sid: str, st: SessionState, campaign: str | None, url: str,
+                      ts: int) -> list[SessionFact]:
         """A page earlier than the emitted landing names another campaign: retract what was
         sent, re-land the session on its earliest page and send it again (now if that page
         has its LCP, else ``lcp_wait_ms`` after it arrived), its orders following."""
         name = _clean(campaign) or _campaign_of_url(url)
-        if not name or name == st.campaign or (st.converted and not st.sent):
-            return []  # nothing to move (a converted row from before retracts: left alone)
+        if not name or (st.campaign_ts is not None and ts >= st.campaign_ts):
+            return []  # names nothing, or an earlier page already named the campaign
+        if name == st.campaign:
+            st.campaign_ts = ts  # the same campaign, named earlier: only noted
+            return []
+        if st.converted and not st.sent:
+            return []  # a converted row from before retracts: its orders are unknown
         facts = self._retractions(sid, st)
         st.pending.extend((order_id, ts, revenue, None) for order_id, ts, revenue in st.sent)
         st.sent.clear()
         st.emitted, st.converted, st.revenue, st.lcp_ms = False, False, 0.0, None
+        st.campaign, st.campaign_ts = name, ts
         ts, st.landing = min((page[TS], bid) for bid, page in st.pages.items())
         st.start_ms, st.commerce = ts, st.pages[st.landing][COMMERCE]
-        st.campaign, st.campaign_ts = name, ts
         self.stats.retracted_sessions += 1
         if st.pages[st.landing][LCP] is not None:
             return facts + self._emit_session(sid, st)
