@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from detectors.buckets import MINUTE_MS, MinuteBucket, minute_of
-from detectors.campaign import CampaignModel, CampaignParams, model_from_state, model_to_state
+from detectors.campaign import CampaignModel, CampaignParams
+from detectors.campaign_state import model_from_state, model_to_state
 from detectors.elasticity import N_BINS, CurveFit, fit_curve
 from detectors.verdicts import CampaignVerdict
 

@@ -8,13 +8,9 @@ keeps a :class:`SessionState` and emits (ARCHITECTURE.md, "Sessions"):
 * one ``order`` fact per distinct order; ``first_order`` marks the conversion. Orders seen
   before the session fact wait and follow it; orders whose session never shows a beacon are
   emitted on expiry with ``known_session=False`` under the order's own campaign;
-* ``retract`` facts when a late landing moves an emitted session to another campaign: a
-  page earlier than the emitted landing arrives and names a campaign other than the one
-  sent. The order facts sent and the session fact are cancelled under the old campaign
-  (each ``retract`` carries the fields of the fact it cancels), the session re-lands on its
-  earliest page and is sent again under the new campaign (when that page has its LCP, or
-  ``lcp_wait_ms`` after it arrived), its orders following. An earlier page naming no campaign or
-  the same one is left alone (the session keeps the start it was counted with);
+* ``retract`` facts when a late landing moves an emitted session to another campaign
+  (:mod:`streams.late_landing`): each cancels a fact sent under the old campaign, and the
+  session and its orders are sent again under the new one;
 * one ``heartbeat`` each time the watermark enters a new minute.
 
 The watermark is the largest ``received_at`` (else ``ts``) seen, less the allowed lateness;
@@ -34,14 +30,13 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from streams.bots import is_bot_user_agent
+from streams.late_landing import reland, retractions
 from streams.records import NONE_CAMPAIGN, Beacon, BeaconRow, Order, SessionFact, row_of_beacon
 from streams.session_state import (
-    COMMERCE,
     LCP,
     MINUTE_MS,
     NO_WATERMARK,
@@ -341,28 +336,13 @@ class Sessionizer:
             return []
         if st.converted and not st.sent:
             return []  # a converted row from before retracts: its orders are unknown
-        facts = self._retractions(sid, st)
-        st.pending.extend((order_id, ts, revenue, None) for order_id, ts, revenue in st.sent)
-        st.sent.clear()
-        st.emitted, st.converted, st.revenue, st.lcp_ms = False, False, 0.0, None
-        st.campaign, st.campaign_ts = name, ts
-        ts, st.landing = min((page[TS], bid) for bid, page in st.pages.items())
-        st.start_ms, st.commerce = ts, st.pages[st.landing][COMMERCE]
+        facts = retractions(sid, st, self._wm)
+        reland(st, name, ts)
         self.stats.retracted_sessions += 1
         if st.pages[st.landing][LCP] is not None:
             return facts + self._emit_session(sid, st)
-        heapq.heappush(self._due, (max(ts, self._wm) + self.params.lcp_wait_ms, sid))
+        heapq.heappush(self._due, (max(st.start_ms, self._wm) + self.params.lcp_wait_ms, sid))
         return facts
-
-    def _retractions(self, sid: str, st: SessionState) -> list[SessionFact]:
-        """``retract`` facts for the order facts sent (latest first), then the session's."""
-        base = SessionFact(kind="retract", campaign=st.campaign or NONE_CAMPAIGN,
-                           watermark_ms=self._wm, session_id=sid, start_ms=st.start_ms,
-                           lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device)
-        orders = [replace(base, order_id=order_id, order_ts_ms=ts, revenue=revenue,
-                          first_order=i == 0)
-                  for i, (order_id, ts, revenue) in enumerate(st.sent)]
-        return [*reversed(orders), base]
 
     def _emit_due(self) -> list[SessionFact]:
         """Session facts whose landing has waited ``lcp_wait_ms`` for its LCP."""
