@@ -57,10 +57,19 @@ class MinuteBucket:
             b = lcp_bin(lcp_ms)
             self.commerce_conversions[b] = self.commerce_conversions.get(b, 0) + 1
 
-    def remove_session(self, lcp_ms: float | None, commerce: bool) -> None:
-        """Undo :meth:`add_session` (a retracted session); no count goes below zero."""
+    def remove_session(self, lcp_ms: float | None, commerce: bool, *,
+                       keep_log_sums: bool = False) -> None:
+        """Undo :meth:`add_session` (a retracted session); no count goes below zero.
+
+        ``keep_log_sums``: leave ``lcp_n`` and the log-LCP sums, which the latency test has
+        scored, so that the baseline later learns what was scored.
+        """
         self.sessions = max(self.sessions - 1, 0)
         if lcp_ms is None or lcp_ms <= 0 or not self.sketch.discard(lcp_ms):
+            return
+        if commerce:
+            _decrement(self.commerce_sessions, lcp_bin(lcp_ms))
+        if keep_log_sums:
             return
         log_lcp = math.log(lcp_ms)
         self.lcp_n -= 1
@@ -69,8 +78,6 @@ class MinuteBucket:
             self.sumsq_log -= log_lcp * log_lcp
         else:  # exactly empty, not a rounding residue
             self.sum_log = self.sumsq_log = 0.0
-        if commerce:
-            _decrement(self.commerce_sessions, lcp_bin(lcp_ms))
 
     def remove_conversion(self, lcp_ms: float | None, commerce: bool) -> None:
         """Undo :meth:`add_conversion` (a retracted first order); no count goes below zero."""

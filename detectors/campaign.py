@@ -125,13 +125,16 @@ class CampaignModel:
         """Undo :meth:`observe_session` while its minute is live; False: left as counted.
 
         Live means in the ring and not yet matured: a matured minute has been learned from
-        and a dropped or too-old one never held the session, so they keep their counts.
+        and a dropped or too-old one never held the session, so they keep their counts. In
+        a minute the latency test has scored, the log-LCP sums stay as scored (the baseline
+        learns them later; learning sums the test never saw would bias it).
         """
         minute = minute_of(start_ms)
         bucket = self._live(minute)
         if bucket is None or bucket.sessions == 0:
             return False
-        bucket.remove_session(lcp_ms, commerce)
+        scored = self.last_latency_minute is not None and minute <= self.last_latency_minute
+        bucket.remove_session(lcp_ms, commerce, keep_log_sums=scored)
         self.touched.add(minute)
         return True
 

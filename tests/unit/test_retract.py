@@ -8,6 +8,7 @@ true campaign, and every consumer must end with the counts of an on-time stream.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import pytest
@@ -180,6 +181,26 @@ def test_a_retract_leaves_a_matured_bucket_as_counted() -> None:
     fresh = CampaignModel()
     assert not fresh.retract_session(T0, 2_000.0, True)  # never counted: nothing to undo
     assert len(fresh.ring) == 0
+
+
+def test_a_retract_in_a_scored_minute_keeps_the_log_sums_the_latency_test_saw() -> None:
+    def bucket_after(tick: bool) -> MinuteBucket:
+        model = CampaignModel()
+        for lcp in (1_500.0, 4_000.0):
+            model.observe_session(T0, lcp, True)
+        if tick:
+            model.tick("spring", T0 + 4 * MIN, None)  # scores minute T0
+        assert model.retract_session(T0, 4_000.0, True)
+        found = model.ring.get(T0)
+        assert found is not None
+        return found
+
+    unscored, scored = bucket_after(tick=False), bucket_after(tick=True)
+    assert (unscored.sessions, unscored.lcp_n, unscored.sketch.count) == (1, 1, 1)
+    assert unscored.sum_log == pytest.approx(math.log(1_500.0))
+    assert (scored.sessions, scored.lcp_n, scored.sketch.count) == (1, 2, 1)
+    assert scored.sum_log == pytest.approx(math.log(1_500.0) + math.log(4_000.0))
+    assert scored.commerce_sessions == unscored.commerce_sessions
 
 
 def test_bucket_remove_undoes_add_exactly() -> None:
