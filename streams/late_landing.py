@@ -28,12 +28,13 @@ def retractions(sid: str, st: SessionState, watermark_ms: int) -> list[SessionFa
     return [*reversed(orders), base]
 
 
-def reland(st: SessionState, campaign: str, named_ts: int) -> None:
+def reland(st: SessionState, campaign: str, named_ts: int, watermark_ms: int) -> None:
     """Make ``st`` an unsent session of ``campaign`` (named by the page at ``named_ts``),
-    landing on its earliest page, with the orders it had sent held to follow it again."""
+    landing on its earliest page, with the orders it had sent held to follow it again; its
+    wait for the landing's LCP runs from ``watermark_ms``."""
     st.pending.extend((order_id, ts, revenue, None) for order_id, ts, revenue in st.sent)
     st.sent.clear()
     st.emitted, st.converted, st.revenue, st.lcp_ms = False, False, 0.0, None
-    st.campaign, st.campaign_ts = campaign, named_ts
+    st.campaign, st.campaign_ts, st.relanded_ms = campaign, named_ts, watermark_ms
     st.start_ms, st.landing = min((page[TS], bid) for bid, page in st.pages.items())
     st.commerce = st.pages[st.landing][COMMERCE]

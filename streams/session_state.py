@@ -129,6 +129,7 @@ class SessionState:
     emitted: bool = False
     lcp_count: int = 0
     log_lcp_sum: float = 0.0
+    relanded_ms: int | None = None  # watermark when a late landing re-landed it
 
     def to_state(self) -> dict[str, Any]:
         """Plain JSON-able data: one table row per live session.
@@ -146,7 +147,8 @@ class SessionState:
                 "po": [x for order in self.pending for x in order],
                 "so": [x for order in self.sent for x in order],
                 "cv": self.converted, "r": self.revenue, "a": self.last_activity_ms,
-                "e": self.emitted, "n": self.lcp_count, "ll": self.log_lcp_sum}
+                "e": self.emitted, "n": self.lcp_count, "ll": self.log_lcp_sum,
+                "rl": self.relanded_ms}
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> SessionState:
@@ -162,7 +164,7 @@ class SessionState:
                    device=data["d"], is_bot=data["bot"], pages=pages,
                    order_ids=list(data["o"]), pending=pending, sent=sent, converted=data["cv"],
                    revenue=data["r"], last_activity_ms=data["a"], emitted=data["e"],
-                   lcp_count=data["n"], log_lcp_sum=data["ll"])
+                   lcp_count=data["n"], log_lcp_sum=data["ll"], relanded_ms=data.get("rl"))
 
 
 def merge_metrics(page: list[Any], st: SessionState, row: BeaconRow) -> bool:

@@ -216,7 +216,7 @@ class Sessionizer:
         self._sessions = OrderedDict(merged)
         for sid, st in loaded:
             if st.landing and not st.emitted and not st.is_bot:
-                heapq.heappush(self._due, (st.start_ms + self.params.lcp_wait_ms, sid))
+                heapq.heappush(self._due, (self._due_ms(st), sid))
         if watermark_ms > self._wm:
             self._wm = watermark_ms
             self._heartbeat_minute = watermark_ms // MINUTE_MS
@@ -337,22 +337,28 @@ class Sessionizer:
         if st.converted and not st.sent:
             return []  # a converted row from before retracts: its orders are unknown
         facts = retractions(sid, st, self._wm)
-        reland(st, name, ts)
+        reland(st, name, ts, self._wm)
         self.stats.retracted_sessions += 1
         if st.pages[st.landing][LCP] is not None:
             return facts + self._emit_session(sid, st)
-        heapq.heappush(self._due, (max(st.start_ms, self._wm) + self.params.lcp_wait_ms, sid))
+        heapq.heappush(self._due, (self._due_ms(st), sid))
         return facts
+
+    def _due_ms(self, st: SessionState) -> int:
+        """When an unsent session stops waiting for its landing's LCP: ``lcp_wait_ms`` after
+        the landing, or after a late landing arrived."""
+        since = st.start_ms if st.relanded_ms is None else max(st.start_ms, st.relanded_ms)
+        return since + self.params.lcp_wait_ms
 
     def _emit_due(self) -> list[SessionFact]:
         """Session facts whose landing has waited ``lcp_wait_ms`` for its LCP."""
         facts: list[SessionFact] = []
-        due, wait = self._due, self.params.lcp_wait_ms
+        due = self._due
         while due and due[0][0] <= self._wm:
             sid = heapq.heappop(due)[1]
             st = self._sessions.get(sid)
             if (st is not None and st.landing and not st.emitted and not st.is_bot
-                    and st.start_ms + wait <= self._wm):
+                    and self._due_ms(st) <= self._wm):
                 facts.extend(self._emit_session(sid, st))
         return facts
 
