@@ -16,7 +16,7 @@ from detectors.verdicts import CampaignVerdict, Estimate
 
 MIN = 60_000
 T0 = 28_333_334 * MIN  # a whole minute
-ALPHA = 0.02 / 24  # budget per campaign-day over 24 independent tests a day
+ALPHA = 0.02 / 16  # budget per campaign-day over 16 effective tests a day (calibrated)
 ONE_TICK = IncidentParams(open_ticks_conversion=1)
 
 
@@ -107,12 +107,12 @@ def test_bh_matches_scipy_and_an_independent_reference() -> None:
 
 
 def test_manager_applies_bh_over_warmed_up_campaigns_only() -> None:
-    # m = 4 warmed up; BH level 4 * alpha; thresholds k * alpha = 8.3e-4, 1.7e-3, 2.5e-3, 3.3e-3
-    p_values = {"a": 5e-4, "b": 1.5e-3, "c": 3e-3, "d": 0.5}
+    # m = 4 warmed up; BH level 4 * alpha; thresholds k * alpha for ranks k = 1..4
+    p_values = {"a": 0.6 * ALPHA, "b": 1.8 * ALPHA, "c": 3.6 * ALPHA, "d": 0.5}
     ticks = [dropped(name, T0, conversion_p_value=p) for name, p in p_values.items()]
     ticks.append(dropped("cold", T0, conversion_p_value=1e-12, warmed_up=False))
     alerts = IncidentManager(ONE_TICK).process_tick(T0, ticks)
-    # c is under the level (3e-3 < 3.3e-3) but not under BH's threshold at its rank
+    # c is under the level (3.6 < 4 alpha) but not under BH's threshold at its rank (3 alpha)
     assert sorted(a.campaign for a in alerts) == ["a", "b"]
     assert {a.kind for a in alerts} == {"conversion_drop"}
     assert [a.evidence["conversion_significant"] for a in alerts] == [True, True]
@@ -456,3 +456,19 @@ def test_params_reject_bad_values(overrides: dict[str, Any]) -> None:
 
 def test_alpha_per_tick() -> None:
     assert IncidentParams().alpha_per_tick == pytest.approx(ALPHA)
+
+
+@pytest.mark.parametrize(("budget", "tests"), [(0.02, 16.0), (0.02, 8.0), (0.1, 24.0)])
+def test_alpha_per_tick_follows_the_calibrated_count(budget: float, tests: float) -> None:
+    params = IncidentParams(false_alarms_per_campaign_day=budget, independent_tests_per_day=tests)
+    assert params.alpha_per_tick == pytest.approx(budget / tests)
+
+
+def test_manager_rejects_at_the_calibrated_level() -> None:
+    # one campaign: BH is the level itself, so a p-value just under budget / 16 is hot
+    # (under the old 24 it was not) and one just over it is not
+    hot = [dropped("a", T0, conversion_p_value=0.99 * ALPHA)]
+    cold = [dropped("a", T0, conversion_p_value=1.01 * ALPHA)]
+    assert 0.99 * ALPHA > 0.02 / 24
+    assert len(IncidentManager(ONE_TICK).process_tick(T0, hot)) == 1
+    assert IncidentManager(ONE_TICK).process_tick(T0, cold) == []
