@@ -1,8 +1,9 @@
 """A campaign's own recent normal: exponentially forgetting level plus time-of-day offsets.
 
-Both classes forget by *event time*: an observation's weight halves every half-life of
-event-time minutes elapsed since it was seen. Weights are information (e.g. the number of
-sessions behind a minute's value), so a busy minute counts more than a quiet one.
+:class:`SeasonalBaseline` forgets by *event time*, as :class:`~detectors.ewstats.EwStats`
+(re-exported here) does: an observation's weight halves every half-life of event-time
+minutes elapsed since it was seen. Weights are information (e.g. the number of sessions
+behind a minute's value), so a busy minute counts more than a quiet one.
 """
 
 from __future__ import annotations
@@ -10,128 +11,17 @@ from __future__ import annotations
 import math
 from typing import Any, Self
 
+from detectors.ewstats import (
+    LN2,
+    MINUTE_MS,
+    EwStats,
+    check_observation,
+    check_positive,
+    decay,
+    ew_step,
+)
+
 __all__ = ["MINUTE_MS", "EwStats", "SeasonalBaseline"]
-
-MINUTE_MS = 60_000
-_LN2 = math.log(2.0)
-
-
-def _decay(elapsed_minutes: float, half_life_minutes: float) -> float:
-    """Factor by which a weight shrinks over ``elapsed_minutes`` (never grows)."""
-    return math.exp(-_LN2 * max(0.0, elapsed_minutes) / half_life_minutes)
-
-
-def _ew_step(mean: float, weight: float, target: float, new_weight: float) -> tuple[float, float]:
-    """Weighted mean after adding ``target`` with ``new_weight`` to ``mean`` of ``weight``."""
-    total = weight + new_weight
-    return mean + (target - mean) * new_weight / total, total
-
-
-def _check_observation(value: float, weight: float) -> None:
-    if not math.isfinite(value):
-        msg = f"value must be finite, got {value!r}"
-        raise ValueError(msg)
-    if not math.isfinite(weight):
-        msg = f"weight must be finite, got {weight!r}"
-        raise ValueError(msg)
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        msg = f"{name} must be positive and finite, got {value!r}"
-        raise ValueError(msg)
-
-
-class EwStats:
-    """Exponentially forgetting weighted mean and variance of a scalar.
-
-    Args:
-        half_life_minutes: event-time minutes after which an observation's weight halves.
-
-    Notes:
-        West's weighted incremental update, with every past weight multiplied by
-        ``0.5 ** (elapsed / half_life)`` before each new observation. ``variance`` is the
-        weighted second central moment (divisor = total weight), the maximum-likelihood
-        variance when weights are frequencies; it is nan until some weight is seen.
-
-    Examples:
-        >>> import numpy as np
-        >>> rng = np.random.default_rng(3)
-        >>> stats = EwStats(half_life_minutes=600.0)
-        >>> for minute in range(2000):
-        ...     stats.update(minute * 60_000, float(rng.normal(5.0, 2.0)), 1.0)
-        >>> round(stats.mean), round(stats.variance)
-        (5, 4)
-    """
-
-    __slots__ = ("_last_minute", "_m2", "_mean", "_weight", "half_life_minutes")
-
-    def __init__(self, *, half_life_minutes: float = 180.0) -> None:
-        _check_positive("half_life_minutes", half_life_minutes)
-        self.half_life_minutes = float(half_life_minutes)
-        self._mean = math.nan
-        self._m2 = 0.0
-        self._weight = 0.0
-        self._last_minute: int | None = None
-
-    @property
-    def mean(self) -> float:
-        """Weighted mean (nan before any weight)."""
-        return self._mean
-
-    @property
-    def variance(self) -> float:
-        """Weighted variance (nan before any weight)."""
-        return self._m2 / self._weight if self._weight > 0 else math.nan
-
-    @property
-    def weight(self) -> float:
-        """Effective weight as of the last update."""
-        return self._weight
-
-    def update(self, minute_ms: int, value: float, weight: float) -> None:
-        """Fold in ``value`` observed at ``minute_ms`` with ``weight`` (<= 0 is ignored)."""
-        _check_observation(value, weight)
-        if weight <= 0:
-            return
-        if self._last_minute is not None:
-            factor = _decay((minute_ms - self._last_minute) / MINUTE_MS, self.half_life_minutes)
-            self._weight *= factor
-            self._m2 *= factor
-        if self._last_minute is None or minute_ms > self._last_minute:
-            self._last_minute = minute_ms
-        total = self._weight + weight
-        delta = value - (self._mean if self._weight > 0 else value)
-        self._mean = value if self._weight == 0 else self._mean + delta * weight / total
-        self._m2 += weight * delta * (value - self._mean)
-        self._weight = total
-
-    def to_state(self) -> dict[str, Any]:
-        """Plain JSON-able state (no NaN: an empty mean is ``None``)."""
-        return {
-            "half_life_minutes": self.half_life_minutes,
-            "mean": None if math.isnan(self._mean) else self._mean,
-            "m2": self._m2,
-            "weight": self._weight,
-            "last_minute": self._last_minute,
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Self:
-        """Rebuild from :meth:`to_state` output."""
-        stats = cls(half_life_minutes=float(state["half_life_minutes"]))
-        stats._mean = math.nan if state["mean"] is None else float(state["mean"])
-        stats._m2 = float(state["m2"])
-        stats._weight = float(state["weight"])
-        stats._last_minute = state["last_minute"]
-        return stats
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, EwStats):
-            return NotImplemented
-        return self.to_state() == other.to_state()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable
 
 
 class SeasonalBaseline:
@@ -222,8 +112,8 @@ class SeasonalBaseline:
         season_prior_weight: float = 1.0,
         shrink_offsets: bool = True,
     ) -> None:
-        _check_positive("level_half_life_minutes", level_half_life_minutes)
-        _check_positive("season_half_life_days", season_half_life_days)
+        check_positive("level_half_life_minutes", level_half_life_minutes)
+        check_positive("season_half_life_days", season_half_life_days)
         if (
             int(slot_minutes) != slot_minutes
             or slot_minutes < 1
@@ -269,7 +159,7 @@ class SeasonalBaseline:
             return 0.0
         slot = self.slot_of(minute_ms)
         days = (minute_ms - self._season_minute) / MINUTE_MS
-        weight = self._slot_weights[slot] * _decay(days, self.season_half_life_days * 1440.0)
+        weight = self._slot_weights[slot] * decay(days, self.season_half_life_days * 1440.0)
         prior = self.season_prior_weight * self._minute_weight(minute_ms)
         if weight <= 0:
             return 0.0
@@ -302,7 +192,7 @@ class SeasonalBaseline:
 
     def update(self, minute_ms: int, value: float, weight: float) -> None:
         """Learn ``value`` seen at ``minute_ms`` with ``weight`` (<= 0 is ignored)."""
-        _check_observation(value, weight)
+        check_observation(value, weight)
         if weight <= 0:
             return
         period = self._period_of(minute_ms)
@@ -325,8 +215,8 @@ class SeasonalBaseline:
         if self._last_minute is None:
             return 0.0
         elapsed = (minute_ms - self._last_minute) / MINUTE_MS
-        weight = self._level_weight * _decay(elapsed, self.level_half_life_minutes)
-        return weight * _LN2 / self.level_half_life_minutes
+        weight = self._level_weight * decay(elapsed, self.level_half_life_minutes)
+        return weight * LN2 / self.level_half_life_minutes
 
     def _update_levels(self, minute_ms: int, target: float, weight: float) -> None:
         if self._last_minute is None:
@@ -335,15 +225,15 @@ class SeasonalBaseline:
             self._last_minute = minute_ms
             return
         elapsed = (minute_ms - self._last_minute) / MINUTE_MS
-        self._level, self._level_weight = _ew_step(
+        self._level, self._level_weight = ew_step(
             self._level,
-            self._level_weight * _decay(elapsed, self.level_half_life_minutes),
+            self._level_weight * decay(elapsed, self.level_half_life_minutes),
             target,
             weight,
         )
         slow_half_life = self.slots * self.slot_minutes / 2.0
-        self._slow_level, self._slow_weight = _ew_step(
-            self._slow_level, self._slow_weight * _decay(elapsed, slow_half_life), target, weight
+        self._slow_level, self._slow_weight = ew_step(
+            self._slow_level, self._slow_weight * decay(elapsed, slow_half_life), target, weight
         )
         self._last_minute = max(self._last_minute, minute_ms)
 
@@ -379,7 +269,7 @@ class SeasonalBaseline:
     def _decay_season(self, minute_ms: int) -> None:
         if self._season_minute is not None:
             elapsed = (minute_ms - self._season_minute) / MINUTE_MS
-            factor = _decay(elapsed, self.season_half_life_days * 1440.0)
+            factor = decay(elapsed, self.season_half_life_days * 1440.0)
             self._slot_weights = [w * factor for w in self._slot_weights]
             self._slot_squares = [q * factor * factor for q in self._slot_squares]
         if self._season_minute is None or minute_ms > self._season_minute:
