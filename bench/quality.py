@@ -7,6 +7,9 @@ caught, how fast, with which kind, and the revenue estimate against the truth; t
 totals against the targets. Writes the figures to ``bench/results/quality.json``.
 
     .venv/bin/python bench/quality.py --seeds 1 2 3 --days 3
+    # or one process per seed, then merged (what bench/results/quality-seeds1-12.json is):
+    .venv/bin/python bench/quality.py --seeds 4 --out /tmp/q/seed-4.json   # ... each seed
+    .venv/bin/python bench/quality.py --merge /tmp/q/seed-*.json --out merged.json
 """
 
 from __future__ import annotations
@@ -209,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=3.0)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=Path("bench/results/quality.json"))
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="merge these per-seed outputs (one process per seed) into --out")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.days, args.out)
     results: list[IncidentResult] = []
     alarms: list[dict[str, Any]] = []
     for seed in args.seeds:
@@ -219,10 +226,31 @@ def main(argv: list[str] | None = None) -> int:
         results.extend(judge(seed, inc, episodes) for inc in tru["incidents"])
         alarms.extend(false_alarms(seed, episodes, tru))
     summary = report(results, alarms, args.days, len(args.seeds))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"summary": summary, "incidents": [asdict(r) for r in results],
-                                    "false_alarms": alarms}, indent=1))
+    _write(args.out, summary, results, alarms)
     return 0
+
+
+def merge(paths: list[Path], days: float, out: Path) -> int:
+    """Outputs of one process per seed (``--seeds N --out ...``) as one run of all seeds."""
+    results: list[IncidentResult] = []
+    alarms: list[dict[str, Any]] = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        for row in data["incidents"]:
+            interval = row["interval"]
+            results.append(IncidentResult(**{**row, "interval": None if interval is None
+                                             else tuple(interval)}))
+        alarms.extend(data["false_alarms"])
+    seeds = len({r.seed for r in results} | {a["seed"] for a in alarms})
+    _write(out, summarise(results, alarms, days, seeds), results, alarms)
+    return 0
+
+
+def _write(out: Path, summary: dict[str, Any], results: list[IncidentResult],
+           alarms: list[dict[str, Any]]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "incidents": [asdict(r) for r in results],
+                               "false_alarms": alarms}, indent=1))
 
 
 if __name__ == "__main__":

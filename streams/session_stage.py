@@ -87,9 +87,15 @@ class PartitionTask:
         if self.waiting:
             self.waiting.pop(topic, None)
 
-    def processed(self, topic: str, offset: int) -> None:
-        if offset > self.offsets.get(topic, -1):
-            self.offsets[topic] = offset
+    def note_read(self, events: Sequence[EventLike]) -> None:
+        """The last offset read of each input, from the batch's records of this partition
+        (a partition's records come in offset order: only the last of each topic counts)."""
+        latest: dict[str, int] = {}
+        for event in reversed(events):
+            latest.setdefault(event.message.topic, event.message.offset)
+            if len(latest) == 2:  # beacons and orders
+                break
+        self.offsets.update(latest)
 
 
 @dataclass
@@ -126,7 +132,7 @@ class SessionStage:
             self._split(partition, self._prime(task, group), facts, beats)
             for event in group:
                 facts.extend(self._one(task, event, out))
-                task.processed(event.message.topic, event.message.offset)
+            task.note_read(group)
         for partition, task, to_ms in self._targets():
             self._split(partition, self._advance(task, to_ms), facts, beats)
         self._emit(facts, list(beats.values()), out)

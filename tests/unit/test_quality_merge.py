@@ -1,0 +1,44 @@
+"""bench/quality.py --merge: per-seed outputs summed as one run of all their seeds."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench.quality import IncidentResult, main
+
+MIN = 60_000
+
+
+def incident(seed: int, caught: bool, error: float) -> IncidentResult:
+    return IncidentResult(seed, "perf", "performance_conversion_loss", "campaign", "a", 1000.0,
+                          caught, 5.0 if caught else None,
+                          "performance_conversion_loss" if caught else None,
+                          1000.0 * (1 + error) if caught else None,
+                          (500.0, 1500.0) if caught else None, True if caught else None, True)
+
+
+def seed_file(tmp: Path, seed: int, results: list[IncidentResult],
+              alarms: list[dict[str, Any]]) -> Path:
+    path = tmp / f"seed-{seed}.json"
+    path.write_text(json.dumps({"summary": {}, "incidents": [asdict(r) for r in results],
+                                "false_alarms": alarms}))
+    return path
+
+
+def test_merged_seeds_count_as_one_run(tmp_path: Path) -> None:
+    alarm = {"seed": 2, "campaign": "b", "kind": "latency_regression", "first_ts": MIN,
+             "near_trap": None, "summary": "b: pages slower"}
+    files = [seed_file(tmp_path, 1, [incident(1, True, 0.1), incident(1, False, 0.0)], []),
+             seed_file(tmp_path, 2, [incident(2, True, 0.3)], [alarm])]
+    out = tmp_path / "merged.json"
+    assert main(["--merge", *map(str, files), "--days", "3", "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    summary = merged["summary"]
+    assert (summary["seeds"], summary["incidents"], summary["costly_caught"]) == (2, 3, 2)
+    assert summary["false_alarm_episodes"] == 1
+    assert summary["false_alarms_per_two_days"] == 1 / 6 * 2
+    assert abs(summary["median_relative_revenue_error"] - 0.2) < 1e-9  # median of 0.1, 0.3
+    assert [r["interval"] for r in merged["incidents"]] == [[500.0, 1500.0], None, [500.0, 1500.0]]
