@@ -54,6 +54,7 @@ from bench.common import (
     write_results,
 )
 from streams.app import IDLE_TICK_S
+from streams.settings import Settings
 from streams.stages import IDLE_S
 
 TARGET = 0.5
@@ -67,7 +68,6 @@ PROFILE = bool(os.environ.get("BENCH_PROFILE"))  # py-spy each worker
 def preload(bootstrap: str, folder: Path, prefix: str, partitions: int) -> dict[str, Any]:
     """Produce both files to ``PREFIX-beacons`` and ``PREFIX-orders``; return the names."""
     from streams.feed import feed
-    from streams.settings import Settings
     from streams.topics import ensure_topics, revwatch_topics
 
     settings = Settings(beacons_topic=f"{prefix}-beacons", orders_topic=f"{prefix}-orders",
@@ -130,7 +130,6 @@ def run_floor(bootstrap: str, topics: dict[str, Any]) -> dict[str, Any]:
 def run_workers(bootstrap: str, topics: dict[str, Any], workers: int, partitions: int
                 ) -> dict[str, Any]:
     """Start ``workers`` workers on fresh output topics; time first to last output."""
-    from streams.settings import Settings
     from streams.topics import ensure_topics, revwatch_topics
 
     tag = f"bw-{uuid.uuid4().hex[:8]}"
@@ -142,20 +141,7 @@ def run_workers(bootstrap: str, topics: dict[str, Any], workers: int, partitions
     ensure_topics(bootstrap, revwatch_topics(base))
     outputs = [base.facts_topic, base.verdicts_topic, base.alerts_topic]
     with processes() as started:
-        for n in range(workers):
-            data_dir = DATA / "workers" / f"{tag}-{n}"
-            data_dir.mkdir(parents=True, exist_ok=True)
-            run = base.replace(web_port=free_port(), data_dir=data_dir)
-            log = (data_dir / "worker.log").open("ab")
-            env = {k: v for k, v in os.environ.items()
-                   if not k.startswith("REVWATCH_")}
-            command = [PYTHON, "-m", "streams.cli", "worker"]
-            if PROFILE:
-                command = [str(Path(PYTHON).parent / "py-spy"), "record", "--format", "raw",
-                           "--rate", "50", "-o", str(data_dir / "py-spy.txt"), "--", *command]
-            started.append(subprocess.Popen(
-                command, env={**env, **run.to_env()},
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT))
+        start_workers(base, workers, started)
         cpu: list[tuple[float, float]] = []  # (wall ms, CPU s of the workers) samples
 
         def caught_up() -> bool:
@@ -173,6 +159,27 @@ def run_workers(bootstrap: str, topics: dict[str, Any], workers: int, partitions
                   "cpu_s": _at(cpu, out["first_ms"] + 1000.0 * out["seconds"])
                   - _at(cpu, out["first_ms"]),
                   "consumed_cpu_s": _at(cpu, caught_up_ms) - _at(cpu, out["first_ms"])}
+
+
+def start_workers(base: Settings, workers: int, started: list[subprocess.Popen[bytes]]
+                  ) -> list[int]:
+    """Start ``workers`` ``revwatch worker`` processes with ``base``; return their web ports."""
+    ports: list[int] = []
+    for n in range(workers):
+        data_dir = DATA / "workers" / f"{base.app_id}-{n}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        run = base.replace(web_port=free_port(), data_dir=data_dir)
+        ports.append(run.web_port)
+        log = (data_dir / "worker.log").open("ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REVWATCH_")}
+        command = [PYTHON, "-m", "streams.cli", "worker"]
+        if PROFILE:
+            command = [str(Path(PYTHON).parent / "py-spy"), "record", "--format", "raw",
+                       "--rate", "50", "-o", str(data_dir / "py-spy.txt"), "--", *command]
+        started.append(subprocess.Popen(
+            command, env={**env, **run.to_env()},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT))
+    return ports
 
 
 def _cpu_s(started: list[subprocess.Popen[bytes]]) -> float:
