@@ -238,23 +238,31 @@ def beacon_row(data: dict[str, Any]) -> BeaconRow:
             and (group is None or (type(group) is str and len(group) <= MAX_ID_LEN))
             and (agent is None or (type(agent) is str and len(agent) <= 1000))):
         return row_of_beacon(_beacon_checked(data))
-    lcp, fcp, ttfb, inp, load, cls = metrics = (
+    lcp, fcp, ttfb, inp, load, cls = (
         get("lcp_ms"), get("fcp_ms"), get("ttfb_ms"), get("inp_ms"), get("load_ms"), get("cls"))
-    if metrics != _NO_METRICS:
-        if not ((lcp is None or _metric_ok(lcp, MAX_TIMING_MS))
-                and (fcp is None or _metric_ok(fcp, MAX_TIMING_MS))
-                and (ttfb is None or _metric_ok(ttfb, MAX_TIMING_MS))
-                and (inp is None or _metric_ok(inp, MAX_TIMING_MS))
-                and (load is None or _metric_ok(load, MAX_TIMING_MS))
-                and (cls is None or _metric_ok(cls, _INF))):
-            return row_of_beacon(_beacon_checked(data))
-        if int in (type(lcp), type(fcp), type(ttfb), type(inp), type(load), type(cls)):
-            lcp, fcp, ttfb, inp, load, cls = (None if v is None else float(v) for v in metrics)
+    if not ((lcp is None or (type(lcp) is float and 0.0 <= lcp <= MAX_TIMING_MS))
+            and (fcp is None or (type(fcp) is float and 0.0 <= fcp <= MAX_TIMING_MS))
+            and (ttfb is None or (type(ttfb) is float and 0.0 <= ttfb <= MAX_TIMING_MS))
+            and (inp is None or (type(inp) is float and 0.0 <= inp <= MAX_TIMING_MS))
+            and (load is None or (type(load) is float and 0.0 <= load <= MAX_TIMING_MS))
+            and (cls is None or (type(cls) is float and 0.0 <= cls < _INF))):
+        return _row_of_odd_metrics(data)
     return (bid, sid, ts, url, lcp, fcp, ttfb, inp, load, cls, received,
             campaign or None, group or None, device, agent or None)
 
 
-_NO_METRICS = (None,) * 6
+def _row_of_odd_metrics(data: dict[str, Any]) -> BeaconRow:
+    """:func:`beacon_row` when a metric is an int or invalid (the fields but the metrics are
+    known to be valid): ints become floats, anything else goes to :func:`_beacon_checked`."""
+    metrics = tuple(data.get(name) for name in METRICS)
+    if not all(v is None or _metric_ok(v, _INF if name == "cls" else MAX_TIMING_MS)
+               for name, v in zip(METRICS, metrics, strict=True)):
+        return row_of_beacon(_beacon_checked(data))
+    lcp, fcp, ttfb, inp, load, cls = (None if v is None else float(v) for v in metrics)
+    get = data.get
+    return (data["beacon_id"], data["session_id"], data["ts"], data["page_url"], lcp, fcp,
+            ttfb, inp, load, cls, get("received_at"), get("campaign") or None,
+            get("page_group") or None, get("device"), get("user_agent") or None)
 
 
 def _metric_ok(value: Any, limit: float) -> bool:

@@ -103,14 +103,23 @@ class Sessionizer:
 
         The per-record path of the replay and the agents: one tuple unpacked into locals.
         """
-        _, sid, ts, url, _, _, _, _, _, _, received, campaign, _, _, agent = row
+        bid, sid, ts, url, _, _, _, _, _, _, received, campaign, _, _, agent = row
         st = self._arrive(sid, ts, received)
         if st is None or st.is_bot:
             return []
         if agent is not None and is_bot_user_agent(agent):
             self._flag_bot(st)
             return []
-        if not self._record_page(row, st) or st.emitted:
+        page = st.pages.get(bid)
+        if page is None:
+            page = self._add_page(row, st)
+        elif not merge_metrics(page, st, row):
+            self.stats.duplicate_beacons += 1
+            return []
+        lcp, ttfb = page[LCP], page[TTFB]
+        if lcp is not None and ttfb is not None and lcp < ttfb:
+            self._flag_bot(st)
+        if st.is_bot or st.emitted:
             return []
         if st.campaign_ts is None or ts < st.campaign_ts:
             _note_campaign(st, campaign, url, ts)
@@ -135,18 +144,6 @@ class Sessionizer:
             self._sessions.move_to_end(sid)
         self._changed.add(sid)
         return st
-
-    def _record_page(self, row: BeaconRow, st: SessionState) -> bool:
-        """Add or merge the page view; False if nothing changed or the session is a bot."""
-        page = st.pages.get(row[0])
-        if page is None:
-            page = self._add_page(row, st)
-        elif not merge_metrics(page, st, row):
-            self.stats.duplicate_beacons += 1
-            return False
-        if page[LCP] is not None and page[TTFB] is not None and page[LCP] < page[TTFB]:
-            self._flag_bot(st)
-        return not st.is_bot
 
     def observe_order(self, o: Order) -> list[SessionFact]:
         """Record one order; returns its fact if its session fact is already out."""
