@@ -34,6 +34,7 @@ from detectors.verdicts import CampaignVerdict, Estimate
 
 Z75 = 0.6744897501960817  # standard normal 75th percentile
 PRICE_CONVERSION_P = 0.5  # price a conversion shortfall only when the scan sees one
+_NO_SCAN = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,15 +195,15 @@ class CampaignModel:
 
     def _scan_conversion(self, tick_ms: int) -> ConversionVerdict:
         p = self.params
-        start = tick_ms - p.horizon_minutes * MINUTE_MS
-        rows = [(m, b.sessions, b.conversions) for m, b in self.ring.span(start, tick_ms)]
         base_conv, base_sessions = self.conv_base.values
-        if not rows or base_conv < p.min_baseline_conversions:
-            return ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
-        table = np.asarray(rows, dtype=float)
-        ages = (tick_ms - table[:, 0]) / MINUTE_MS - 0.5
+        minutes, buckets = self.ring.span_lists(tick_ms - p.horizon_minutes * MINUTE_MS, tick_ms)
+        if base_conv < p.min_baseline_conversions or not minutes:
+            return _NO_SCAN
+        at = np.array(minutes, dtype=np.int64)
+        ages = (tick_ms - at) / MINUTE_MS - 0.5
         return conversion_scan(
-            table[:, 0].astype(np.int64), table[:, 1], table[:, 2], self.lag.cdf_array(ages),
+            at, np.fromiter(map(_SESSIONS, buckets), float, len(buckets)),
+            np.fromiter(map(_CONVERSIONS, buckets), float, len(buckets)), self.lag.cdf_array(ages),
             float(base_conv), float(base_sessions),
             windows_minutes=p.conversion_windows, tolerance=p.conversion_tolerance)
 
@@ -277,12 +278,14 @@ class CampaignModel:
 
     def _slow_page_loss(self, tick_ms: int, site_fit: CurveFit | None, aov: float,
                         aov_se: float) -> Estimate:
-        fit = shrunk_fit(self.curve_sessions.values, self.curve_conversions.values, site_fit)
         current_window = self._current_window(tick_ms)
         current = np.zeros(N_BINS)
         for _, bucket in current_window:
             for index, count in bucket.commerce_sessions.items():
                 current[index] += count
+        if not (current.sum() > 0 and self.curve_sessions.values.sum() > 0):
+            return Estimate.zero()  # what price_slow_pages says without the fit
+        fit = shrunk_fit(self.curve_sessions.values, self.curve_conversions.values, site_fit)
         return price_slow_pages(fit, self.curve_sessions.values, current,
                                 minutes=max(len(current_window), 1), aov=aov, aov_se=aov_se)
 
