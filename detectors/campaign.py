@@ -152,8 +152,7 @@ class CampaignModel:
             return
         assert bucket is not None
         args = (minute, n, bucket.mean_log, self.latency_baseline.expected(minute), self._sd_log())
-        self.last_latency = self.cusum.score(*args)
-        self.cusum.update(*args)
+        self.last_latency = self.cusum.step(*args)
         p = self.params
         if self.last_latency.statistic > p.flag_latency_fraction * p.latency_threshold:
             self._flag(self.last_latency.started_ms or minute, minute + MINUTE_MS)
@@ -181,7 +180,7 @@ class CampaignModel:
         horizon = self.params.horizon_minutes * MINUTE_MS
         last = minute_of(tick_ms - horizon) - MINUTE_MS
         start = -1 if self.last_matured_minute is None else self.last_matured_minute + 1
-        for minute, bucket in list(self.ring.span(start, last + 1)):
+        for minute, bucket in zip(*self.ring.span_lists(start, last + 1), strict=True):
             if not bucket.flagged:
                 self._learn_matured(minute, bucket)
         if self.last_matured_minute is None or last > self.last_matured_minute:
@@ -189,9 +188,9 @@ class CampaignModel:
         self.dropped.extend(self.ring.drop_before(tick_ms - self.params.keep_minutes * MINUTE_MS))
 
     def _learn_matured(self, minute: int, bucket: MinuteBucket) -> None:
-        self.conv_base.add(minute, np.array([bucket.conversions, bucket.sessions], dtype=float))
-        self.curve_sessions.add(minute, _dense(bucket.commerce_sessions))
-        self.curve_conversions.add(minute, _dense(bucket.commerce_conversions))
+        self.conv_base.add_counts(minute, {0: bucket.conversions, 1: bucket.sessions})
+        self.curve_sessions.add_counts(minute, bucket.commerce_sessions)
+        self.curve_conversions.add_counts(minute, bucket.commerce_conversions)
 
     def _scan_conversion(self, window: TickWindow) -> ConversionVerdict:
         p = self.params
@@ -211,6 +210,8 @@ class CampaignModel:
         recent = buckets[window.first_from(tick_ms - p.recent_minutes * MINUTE_MS):]
         base_conv, base_sessions = self.conv_base.values
         lat = self.last_latency
+        expected = self.latency_baseline.expected(tick_ms) \
+            if self.latency_baseline.level_weight > 0 else math.nan
         return CampaignVerdict(
             campaign=campaign, tick_ms=tick_ms,
             warmed_up=bool(base_conv >= p.min_baseline_conversions),
@@ -220,11 +221,11 @@ class CampaignModel:
             conversion_rate_baseline=base_conv / base_sessions if base_sessions else math.nan,
             lcp_p75_ms=recent_p75(window, (p.p75_minutes, p.recent_minutes, 60),
                                   p.min_p75_sessions),
-            lcp_p75_baseline_ms=self._baseline_p75(tick_ms),
+            lcp_p75_baseline_ms=self._baseline_p75(expected),
             latency_regressed=lat.is_regression,
             latency_statistic=lat.statistic, latency_threshold=lat.threshold,
             latency_started_ms=lat.started_ms,
-            latency_shift=self._recent_shift(tick_ms, recent),
+            latency_shift=self._recent_shift(expected, recent),
             conversion_p_value=conv.p_value, conversion_observed=conv.observed,
             conversion_expected=conv.expected, conversion_ratio=conv.ratio,
             conversion_window_start_ms=conv.window_start_ms,
@@ -299,29 +300,24 @@ class CampaignModel:
         n, total, total_sq = self.orders.values
         return average_order_value(float(total), float(total_sq), float(n))
 
-    def _recent_shift(self, tick_ms: int, recent: list[MinuteBucket]) -> float:
+    def _recent_shift(self, expected: float, recent: list[MinuteBucket]) -> float:
+        """Mean log-LCP of the recent minutes minus the baseline's ``expected`` (nan when
+        the baseline has no weight yet)."""
         n: int = sum(map(_LCP_N, recent))
         if n == 0 or self.latency_baseline.level_weight <= 0:
             return math.nan
         total: float = sum(map(_SUM_LOG, recent))
-        return total / n - self.latency_baseline.expected(tick_ms)
+        return total / n - expected
 
-    def _baseline_p75(self, tick_ms: int) -> float:
+    def _baseline_p75(self, expected: float) -> float:
         if self.latency_baseline.level_weight <= 0:
             return math.nan
-        return math.exp(self.latency_baseline.expected(tick_ms) + Z75 * self._sd_log())
+        return math.exp(expected + Z75 * self._sd_log())
 
 
 _SESSIONS = attrgetter("sessions")
 _LCP_N = attrgetter("lcp_n")
 _SUM_LOG = attrgetter("sum_log")
-
-
-def _dense(counts: dict[int, int]) -> np.ndarray:
-    vector = np.zeros(N_BINS)
-    for index, count in counts.items():
-        vector[index] += count
-    return vector
 
 
 def model_to_state(model: CampaignModel) -> dict[str, Any]:

@@ -17,7 +17,9 @@ class Estimate:
 
     def __post_init__(self) -> None:  # numpy scalars in, builtin floats out (JSON-able)
         for name in ("value", "low", "high"):
-            object.__setattr__(self, name, float(getattr(self, name)))
+            value = getattr(self, name)
+            if type(value) is not float:
+                object.__setattr__(self, name, float(value))
 
     @classmethod
     def zero(cls) -> Estimate:
@@ -63,9 +65,13 @@ class CampaignVerdict:
 
     def __post_init__(self) -> None:  # numpy scalars in, builtin floats out (JSON-able)
         for name in _FLOATS:
-            object.__setattr__(self, name, float(getattr(self, name)))
+            value = getattr(self, name)
+            if type(value) is not float:
+                object.__setattr__(self, name, float(value))
         for name in ("sessions_in_window", "tick_ms"):
-            object.__setattr__(self, name, int(getattr(self, name)))
+            value = getattr(self, name)
+            if type(value) is not int:
+                object.__setattr__(self, name, int(value))
 
     @property
     def explained_fraction(self) -> float:
