@@ -23,7 +23,8 @@ class Estimate:
 
     @classmethod
     def zero(cls) -> Estimate:
-        return cls(0.0, 0.0, 0.0)
+        """The zero figure (one shared instance: estimates are immutable)."""
+        return _ZERO
 
     def scaled(self, factor: float) -> Estimate:
         return Estimate(self.value * factor, self.low * factor, self.high * factor)
@@ -94,6 +95,8 @@ class CampaignVerdict:
                                     for k in ("value", "low", "high")))
         return cls(**data)
 
+
+_ZERO = Estimate(0.0, 0.0, 0.0)
 
 _FLOATS = frozenset({
     "sessions_per_minute", "conversion_rate", "conversion_rate_baseline", "lcp_p75_ms",
