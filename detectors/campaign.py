@@ -280,7 +280,7 @@ class CampaignModel:
         for _, bucket in current_window:
             for index, count in bucket.commerce_sessions.items():
                 current[index] += count
-        if not (current.sum() > 0 and self.curve_sessions.values.sum() > 0):
+        if not (_SUM(current) > 0 and _SUM(self.curve_sessions.values) > 0):
             return Estimate.zero()  # what price_slow_pages says without the fit
         fit = shrunk_fit(self.curve_sessions.values, self.curve_conversions.values, site_fit)
         return price_slow_pages(fit, self.curve_sessions.values, current,
@@ -315,6 +315,7 @@ class CampaignModel:
         return math.exp(expected + Z75 * self._sd_log())
 
 
+_SUM = np.add.reduce
 _SESSIONS = attrgetter("sessions")
 _LCP_N = attrgetter("lcp_n")
 _SUM_LOG = attrgetter("sum_log")

@@ -41,6 +41,7 @@ _OPEN_BIN_START_MS = _OPEN_BIN_START_S * 1000.0
 _MAX_ABS_SLOPE = 5.0  # per second; beyond this the data are separated, not informative
 _MAX_ITERATIONS = 50
 _TOLERANCE = 1e-10
+_SUM = np.add.reduce  # ndarray.sum without its Python wrapper (the same pairwise sum)
 DEFAULT_TAU = 0.03  # between-campaign sd of the slope, per second
 
 
@@ -167,7 +168,7 @@ def fit_curve(
     if not det > 1e-12 * s0 * s2:
         return None
     return CurveFit(a, b, ((s2 / det, -s1 / det), (-s1 / det, s0 / det)),
-                    float(bins.n.sum()), total)
+                    float(_SUM(bins.n)), total)
 
 
 def shrunk_fit(
@@ -240,7 +241,7 @@ class _Bins:
     @classmethod
     def of(cls, n: FloatArray, y: FloatArray, x: FloatArray, prior_mean: float,
            precision: float) -> _Bins:
-        return cls(n, y, x, x * x, float(y.sum()), float(y @ x), prior_mean, precision)
+        return cls(n, y, x, x * x, float(_SUM(y)), float(y @ x), prior_mean, precision)
 
     def mean(self, a: float, b: float) -> FloatArray:
         eta = self.x * b
@@ -253,13 +254,13 @@ class _Bins:
 
     def objective(self, a: float, b: float, mu: FloatArray) -> float:
         """Penalised Poisson log-likelihood at ``(a, b)`` (constants dropped)."""
-        loglik = a * self.y_total + b * self.yx - float(mu.sum())
+        loglik = a * self.y_total + b * self.yx - float(_SUM(mu))
         return loglik - 0.5 * self.precision * (b - self.prior_mean) ** 2
 
     def information(self, mu: FloatArray) -> tuple[float, float, float]:
         """Fisher information of (a, b) at the point of ``mu``, without the prior:
         ``(i_aa, i_ab, i_bb)``."""
-        return float(mu.sum()), float(mu @ self.x), float(mu @ self.x2)
+        return float(_SUM(mu)), float(mu @ self.x), float(mu @ self.x2)
 
     def newton_step(self, b: float, mu: FloatArray) -> tuple[float, float]:
         """Solve (information + prior precision) step = gradient at the point of ``mu``."""
@@ -276,7 +277,7 @@ class _Bins:
 
     def profile_intercept(self, b: float) -> float:
         """The intercept that matches total expected to total observed conversions."""
-        return math.log(self.y_total / float(self.mean(0.0, b).sum()))
+        return math.log(self.y_total / float(_SUM(self.mean(0.0, b))))
 
 
 def _newton(bins: _Bins) -> tuple[float, float]:

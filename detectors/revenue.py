@@ -292,7 +292,7 @@ def _normalised(mix: npt.ArrayLike) -> FloatArray | None:
                                           and float(weights.max()) < math.inf):
         msg = f"a mix is {N_BINS} finite non-negative session counts, got shape {weights.shape}"
         raise ValueError(msg)
-    total = float(weights.sum())
+    total = float(np.add.reduce(weights))
     return weights / total if total > 0.0 else None
 
 
