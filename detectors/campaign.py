@@ -207,7 +207,8 @@ class CampaignModel:
                  site_fit: CurveFit | None) -> CampaignVerdict:
         p = self.params
         tick_ms, buckets = window.tick_ms, window.buckets
-        recent = buckets[window.first_from(tick_ms - p.recent_minutes * MINUTE_MS):]
+        first_recent = window.first_from(tick_ms - p.recent_minutes * MINUTE_MS)
+        recent = buckets[first_recent:]
         base_conv, base_sessions = self.conv_base.values
         lat = self.last_latency
         expected = self.latency_baseline.expected(tick_ms) \
@@ -215,8 +216,8 @@ class CampaignModel:
         return CampaignVerdict(
             campaign=campaign, tick_ms=tick_ms,
             warmed_up=bool(base_conv >= p.min_baseline_conversions),
-            sessions_per_minute=sum(map(_SESSIONS, recent)) / p.recent_minutes,
-            sessions_in_window=sum(map(_SESSIONS, buckets)),
+            sessions_per_minute=float(_SUM(window.sessions[first_recent:])) / p.recent_minutes,
+            sessions_in_window=int(_SUM(window.sessions)),  # whole numbers: exact sums
             conversion_rate=recent_rate(window, tick_ms - 60 * MINUTE_MS),
             conversion_rate_baseline=base_conv / base_sessions if base_sessions else math.nan,
             lcp_p75_ms=recent_p75(window, (p.p75_minutes, p.recent_minutes, 60),
@@ -316,7 +317,6 @@ class CampaignModel:
 
 
 _SUM = np.add.reduce
-_SESSIONS = attrgetter("sessions")
 _LCP_N = attrgetter("lcp_n")
 _SUM_LOG = attrgetter("sum_log")
 
