@@ -13,7 +13,6 @@ learned into the baselines (the river habit of keeping anomalies out of the base
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -29,11 +28,12 @@ from detectors.lag import LagModel
 from detectors.latency import LatencyCusum, LatencyVerdict
 from detectors.pricing import price_conversion_loss, price_slow_pages
 from detectors.revenue import average_order_value
-from detectors.sketch import LogHistogram
 from detectors.verdicts import CampaignVerdict, Estimate
+from detectors.window import TickWindow, recent_p75, recent_rate, window_rows
 
 Z75 = 0.6744897501960817  # standard normal 75th percentile
 PRICE_CONVERSION_P = 0.5  # price a conversion shortfall only when the scan sees one
+_NO_SCAN = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +130,11 @@ class CampaignModel:
         """Close the minutes before ``tick_ms``, learn what matured, and say what we see."""
         self._run_latency(tick_ms)
         self._mature(tick_ms)
-        conversion = self._scan_conversion(tick_ms)
+        window = TickWindow(self.ring, self.lag, tick_ms, self.params.horizon_minutes)
+        conversion = self._scan_conversion(window)
         if conversion.p_value < self.params.flag_conversion_p and conversion.window_start_ms:
-            self._flag(conversion.window_start_ms, tick_ms)
-        return self._verdict(campaign, tick_ms, conversion, site_fit)
+            self._flag(conversion.window_start_ms, tick_ms)  # flags only: the window holds
+        return self._verdict(campaign, window, conversion, site_fit)
 
     def _run_latency(self, tick_ms: int) -> None:
         p = self.params
@@ -151,8 +152,7 @@ class CampaignModel:
             return
         assert bucket is not None
         args = (minute, n, bucket.mean_log, self.latency_baseline.expected(minute), self._sd_log())
-        self.last_latency = self.cusum.score(*args)
-        self.cusum.update(*args)
+        self.last_latency = self.cusum.step(*args)
         p = self.params
         if self.last_latency.statistic > p.flag_latency_fraction * p.latency_threshold:
             self._flag(self.last_latency.started_ms or minute, minute + MINUTE_MS)
@@ -180,7 +180,7 @@ class CampaignModel:
         horizon = self.params.horizon_minutes * MINUTE_MS
         last = minute_of(tick_ms - horizon) - MINUTE_MS
         start = -1 if self.last_matured_minute is None else self.last_matured_minute + 1
-        for minute, bucket in list(self.ring.span(start, last + 1)):
+        for minute, bucket in zip(*self.ring.span_lists(start, last + 1), strict=True):
             if not bucket.flagged:
                 self._learn_matured(minute, bucket)
         if self.last_matured_minute is None or last > self.last_matured_minute:
@@ -188,46 +188,45 @@ class CampaignModel:
         self.dropped.extend(self.ring.drop_before(tick_ms - self.params.keep_minutes * MINUTE_MS))
 
     def _learn_matured(self, minute: int, bucket: MinuteBucket) -> None:
-        self.conv_base.add(minute, np.array([bucket.conversions, bucket.sessions], dtype=float))
-        self.curve_sessions.add(minute, _dense(bucket.commerce_sessions))
-        self.curve_conversions.add(minute, _dense(bucket.commerce_conversions))
+        self.conv_base.add_counts(minute, {0: bucket.conversions, 1: bucket.sessions})
+        self.curve_sessions.add_counts(minute, bucket.commerce_sessions)
+        self.curve_conversions.add_counts(minute, bucket.commerce_conversions)
 
-    def _scan_conversion(self, tick_ms: int) -> ConversionVerdict:
+    def _scan_conversion(self, window: TickWindow) -> ConversionVerdict:
         p = self.params
-        start = tick_ms - p.horizon_minutes * MINUTE_MS
-        rows = [(m, b.sessions, b.conversions) for m, b in self.ring.span(start, tick_ms)]
         base_conv, base_sessions = self.conv_base.values
-        if not rows or base_conv < p.min_baseline_conversions:
-            return ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
-        table = np.asarray(rows, dtype=float)
-        ages = (tick_ms - table[:, 0]) / MINUTE_MS - 0.5
+        if base_conv < p.min_baseline_conversions or not len(window):
+            return _NO_SCAN
         return conversion_scan(
-            table[:, 0].astype(np.int64), table[:, 1], table[:, 2], self.lag.cdf_array(ages),
+            window.minute_array, window.sessions, window.conversions(), window.completeness,
             float(base_conv), float(base_sessions),
             windows_minutes=p.conversion_windows, tolerance=p.conversion_tolerance)
 
     # -- reporting ------------------------------------------------------------------------
-    def _verdict(self, campaign: str, tick_ms: int, conv: ConversionVerdict,
+    def _verdict(self, campaign: str, window: TickWindow, conv: ConversionVerdict,
                  site_fit: CurveFit | None) -> CampaignVerdict:
         p = self.params
-        minutes, buckets = self.ring.span_lists(tick_ms - p.horizon_minutes * MINUTE_MS, tick_ms)
-        window = list(zip(minutes, buckets, strict=True))
-        recent = buckets[bisect_left(minutes, tick_ms - p.recent_minutes * MINUTE_MS):]
+        tick_ms, buckets = window.tick_ms, window.buckets
+        first_recent = window.first_from(tick_ms - p.recent_minutes * MINUTE_MS)
+        recent = buckets[first_recent:]
         base_conv, base_sessions = self.conv_base.values
         lat = self.last_latency
+        expected = self.latency_baseline.expected(tick_ms) \
+            if self.latency_baseline.level_weight > 0 else math.nan
         return CampaignVerdict(
             campaign=campaign, tick_ms=tick_ms,
             warmed_up=bool(base_conv >= p.min_baseline_conversions),
-            sessions_per_minute=sum(map(_SESSIONS, recent)) / p.recent_minutes,
-            sessions_in_window=sum(map(_SESSIONS, buckets)),
-            conversion_rate=self._recent_rate(tick_ms, minutes, buckets),
+            sessions_per_minute=float(_SUM(window.sessions[first_recent:])) / p.recent_minutes,
+            sessions_in_window=int(_SUM(window.sessions)),  # whole numbers: exact sums
+            conversion_rate=recent_rate(window, tick_ms - 60 * MINUTE_MS),
             conversion_rate_baseline=base_conv / base_sessions if base_sessions else math.nan,
-            lcp_p75_ms=self._recent_p75(tick_ms, minutes, buckets),
-            lcp_p75_baseline_ms=self._baseline_p75(tick_ms),
+            lcp_p75_ms=recent_p75(window, (p.p75_minutes, p.recent_minutes, 60),
+                                  p.min_p75_sessions),
+            lcp_p75_baseline_ms=self._baseline_p75(expected),
             latency_regressed=lat.is_regression,
             latency_statistic=lat.statistic, latency_threshold=lat.threshold,
             latency_started_ms=lat.started_ms,
-            latency_shift=self._recent_shift(tick_ms, recent),
+            latency_shift=self._recent_shift(expected, recent),
             conversion_p_value=conv.p_value, conversion_observed=conv.observed,
             conversion_expected=conv.expected, conversion_ratio=conv.ratio,
             conversion_window_start_ms=conv.window_start_ms,
@@ -235,7 +234,7 @@ class CampaignModel:
         )
 
     def _money(self, tick_ms: int, conv: ConversionVerdict, site_fit: CurveFit | None,
-               window: list[tuple[int, MinuteBucket]]) -> dict[str, Any]:
+               window: TickWindow) -> dict[str, Any]:
         """Price what the tests see; a figure with no evidence behind it is zero (and not
         computed: most ticks of most campaigns need neither)."""
         aov, aov_se = self.average_order_value()
@@ -248,14 +247,14 @@ class CampaignModel:
             start = priced.window_start_ms or tick_ms
             lost = price_conversion_loss(
                 priced, tick_ms=tick_ms,
-                window_sessions=sum(b.sessions for m, b in window if m >= start),
+                window_sessions=sum(b.sessions for _, b in window_rows(window, start)),
                 baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
                 aov=aov, aov_se=aov_se)
         return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
                 "conversion_loss_per_hour": lost}
 
     def _pricing_window(self, tick_ms: int, conv: ConversionVerdict,
-                        window: list[tuple[int, MinuteBucket]]) -> ConversionVerdict:
+                        window: TickWindow) -> ConversionVerdict:
         """The shortfall to price: the scan's window, widened to ``price_conversion_minutes``.
 
         The scan picks the window with the smallest p-value, whose shortfall is biased up
@@ -263,7 +262,7 @@ class CampaignModel:
         """
         start = min(conv.window_start_ms or tick_ms,
                     tick_ms - self.params.price_conversion_minutes * MINUTE_MS)
-        rows = [(m, b) for m, b in window if m >= start]
+        rows = window_rows(window, start)
         if not rows:
             return conv
         ages = np.array([(tick_ms - m) / MINUTE_MS - 0.5 for m, _ in rows])
@@ -277,12 +276,14 @@ class CampaignModel:
 
     def _slow_page_loss(self, tick_ms: int, site_fit: CurveFit | None, aov: float,
                         aov_se: float) -> Estimate:
-        fit = shrunk_fit(self.curve_sessions.values, self.curve_conversions.values, site_fit)
         current_window = self._current_window(tick_ms)
         current = np.zeros(N_BINS)
         for _, bucket in current_window:
             for index, count in bucket.commerce_sessions.items():
                 current[index] += count
+        if not (_SUM(current) > 0 and _SUM(self.curve_sessions.values) > 0):
+            return Estimate.zero()  # what price_slow_pages says without the fit
+        fit = shrunk_fit(self.curve_sessions.values, self.curve_conversions.values, site_fit)
         return price_slow_pages(fit, self.curve_sessions.values, current,
                                 minutes=max(len(current_window), 1), aov=aov, aov_se=aov_se)
 
@@ -300,64 +301,24 @@ class CampaignModel:
         n, total, total_sq = self.orders.values
         return average_order_value(float(total), float(total_sq), float(n))
 
-    def _recent_rate(self, tick_ms: int, minutes: list[int], buckets: list[MinuteBucket]
-                     ) -> float:
-        """Lag-adjusted conversion rate of the last hour's sessions (window oldest first)."""
-        first = bisect_left(minutes, tick_ms - 60 * MINUTE_MS)
-        if first == len(minutes):
-            return math.nan
-        hour = buckets[first:]
-        ages = (tick_ms - np.array(minutes[first:], dtype=np.int64)) / MINUTE_MS - 0.5
-        sessions = np.array(list(map(_SESSIONS, hour)), dtype=float)
-        exposure = float(sessions @ self.lag.cdf_array(ages))
-        conversions = sum(map(_CONVERSIONS, hour))
-        return conversions / exposure if exposure > 0 else math.nan
-
-    def _recent_p75(self, tick_ms: int, minutes: list[int], buckets: list[MinuteBucket]
-                    ) -> float:
-        """p75 of the last 5 minutes' sessions; 15 or 60 minutes when they are too few.
-
-        The windows are nested: each adds its older minutes to the sketch of the last.
-        """
-        p = self.params
-        sketch = LogHistogram()
-        end = len(minutes)
-        for n, limit in enumerate((p.p75_minutes, p.recent_minutes, 60)):
-            if n and limit == 0:
-                return math.nan
-            start = min(end, bisect_left(minutes, tick_ms - limit * MINUTE_MS))
-            sketch.merge_all([b.sketch for b in buckets[start:end]])
-            if sketch.count >= p.min_p75_sessions:
-                return sketch.quantile(0.75)
-            if start == 0:
-                return math.nan
-            end = start
-        return math.nan
-
-    def _recent_shift(self, tick_ms: int, recent: list[MinuteBucket]) -> float:
+    def _recent_shift(self, expected: float, recent: list[MinuteBucket]) -> float:
+        """Mean log-LCP of the recent minutes minus the baseline's ``expected`` (nan when
+        the baseline has no weight yet)."""
         n: int = sum(map(_LCP_N, recent))
         if n == 0 or self.latency_baseline.level_weight <= 0:
             return math.nan
         total: float = sum(map(_SUM_LOG, recent))
-        return total / n - self.latency_baseline.expected(tick_ms)
+        return total / n - expected
 
-    def _baseline_p75(self, tick_ms: int) -> float:
+    def _baseline_p75(self, expected: float) -> float:
         if self.latency_baseline.level_weight <= 0:
             return math.nan
-        return math.exp(self.latency_baseline.expected(tick_ms) + Z75 * self._sd_log())
+        return math.exp(expected + Z75 * self._sd_log())
 
 
-_SESSIONS = attrgetter("sessions")
-_CONVERSIONS = attrgetter("conversions")
+_SUM = np.add.reduce
 _LCP_N = attrgetter("lcp_n")
 _SUM_LOG = attrgetter("sum_log")
-
-
-def _dense(counts: dict[int, int]) -> np.ndarray:
-    vector = np.zeros(N_BINS)
-    for index, count in counts.items():
-        vector[index] += count
-    return vector
 
 
 def model_to_state(model: CampaignModel) -> dict[str, Any]:

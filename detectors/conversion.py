@@ -111,8 +111,8 @@ def conversion_scan(  # noqa: PLR0917  # six positional arguments: the agreed si
         return _NO_DATA
     starts = _window_starts(minute, windows_minutes)
     # suffix sums: the window starting at index s sums the last n - s minutes
-    exposure_tail = np.cumsum((arrays[0] * arrays[2])[::-1])
-    observed_tail = np.cumsum(arrays[1][::-1])
+    exposure_tail = (arrays[0] * arrays[2])[::-1].cumsum()
+    observed_tail = arrays[1][::-1].cumsum()
     if not (math.isfinite(exposure_tail[-1]) and math.isfinite(observed_tail[-1])):
         msg = "sessions, conversions and completeness must be finite"
         raise ValueError(msg)
@@ -141,7 +141,7 @@ def _window_starts(
         msg = f"windows_minutes must be non-empty positive ints, got {windows_minutes!r}"
         raise ValueError(msg)
     cutoffs = [int(minute[-1]) - w * MINUTE_MS for w in sorted(set(windows_minutes), reverse=True)]
-    starts = np.searchsorted(minute, cutoffs, side="right")
+    starts = minute.searchsorted(cutoffs, side="right")
     distinct: npt.NDArray[np.intp] = starts[np.concatenate(([True], starts[1:] != starts[:-1]))]
     return distinct
 
@@ -163,7 +163,7 @@ def _best_window(
     # P(Binomial(k, p0) <= O) = I_{1 - p0}(k - O, O + 1), k - O = baseline conversions
     p_values = betainc(baseline_conversions, observed + 1.0, 1.0 - p0)
     p_values[observed >= r0 * expected] = 1.0
-    best = int(np.argmin(p_values))
+    best = int(p_values.argmin())
     obs, exp_, p_best = float(observed[best]), float(expected[best]), float(p_values[best])
     statistic = _signed_root_deviance(obs, obs + baseline_conversions, float(p0[best]))
     return ConversionVerdict(

@@ -41,6 +41,7 @@ _OPEN_BIN_START_MS = _OPEN_BIN_START_S * 1000.0
 _MAX_ABS_SLOPE = 5.0  # per second; beyond this the data are separated, not informative
 _MAX_ITERATIONS = 50
 _TOLERANCE = 1e-10
+_SUM = np.add.reduce  # ndarray.sum without its Python wrapper (the same pairwise sum)
 DEFAULT_TAU = 0.03  # between-campaign sd of the slope, per second
 
 
@@ -156,18 +157,18 @@ def fit_curve(
     n, y = _validated(sessions_by_bin, conversions_by_bin, prior_slope_sd)
     used = n > 0.0
     precision = 0.0 if math.isinf(prior_slope_sd) else prior_slope_sd**-2.0
-    bins = _Bins(n[used], y[used], BIN_CENTERS_S[used], prior_slope, precision)
-    total = float(bins.y.sum())
+    bins = _Bins.of(n[used], y[used], BIN_CENTERS_S[used], prior_slope, precision)
+    total = bins.y_total
     if total < min_conversions or total <= 0.0:
         return None
     a, b = _newton(bins)
-    info = bins.information(a, b) + np.diag([0.0, precision])
-    if not np.linalg.det(info) > 1e-12 * float(info[0, 0] * info[1, 1]):
+    s0, s1, s2 = bins.information(bins.mean(a, b))
+    s2 += precision
+    det = s0 * s2 - s1 * s1
+    if not det > 1e-12 * s0 * s2:
         return None
-    cov = np.linalg.inv(info)
-    return CurveFit(a, b, ((float(cov[0, 0]), float(cov[0, 1])),
-                           (float(cov[1, 0]), float(cov[1, 1]))),
-                    float(bins.n.sum()), total)
+    return CurveFit(a, b, ((s2 / det, -s1 / det), (-s1 / det, s0 / det)),
+                    float(_SUM(bins.n)), total)
 
 
 def shrunk_fit(
@@ -206,7 +207,7 @@ def _validated(
 
 def check_counts(n: FloatArray, y: FloatArray, prior_sd: float) -> None:
     """ValueError unless the counts are finite and non-negative and the prior sd positive."""
-    if not (np.isfinite(n).all() and np.isfinite(y).all() and (n >= 0).all() and (y >= 0).all()):
+    if not (_finite_non_negative(n) and _finite_non_negative(y)):
         msg = "sessions and conversions must be finite and non-negative"
         raise ValueError(msg)
     if not prior_sd > 0.0:
@@ -214,50 +215,80 @@ def check_counts(n: FloatArray, y: FloatArray, prior_sd: float) -> None:
         raise ValueError(msg)
 
 
+def _finite_non_negative(values: FloatArray) -> bool:
+    """Every value finite and >= 0 (a NaN makes ``min`` NaN; two reductions, no masks)."""
+    return values.size == 0 or (float(values.min()) >= 0.0 and float(values.max()) < math.inf)
+
+
 @dataclass(frozen=True, slots=True)
 class _Bins:
-    """Sufficient statistics of the non-empty bins, and the penalised likelihood on them."""
+    """Sufficient statistics of the non-empty bins, and the penalised likelihood on them.
+
+    A point ``(a, b)`` is evaluated once (``mean``); the objective, the gradient and the
+    information at it come from that one vector of expected conversions (a tick fits up to
+    one curve per campaign, so numpy's per-call overhead is what counts here).
+    """
 
     n: FloatArray
     y: FloatArray
     x: FloatArray
+    x2: FloatArray
+    y_total: float
+    yx: float
     prior_mean: float
     precision: float
 
-    def mean(self, a: float, b: float) -> FloatArray:
-        eta = np.clip(a + b * self.x, -700.0, 700.0)
-        mu: FloatArray = self.n * np.exp(eta)
-        return mu
+    @classmethod
+    def of(cls, n: FloatArray, y: FloatArray, x: FloatArray, prior_mean: float,
+           precision: float) -> _Bins:
+        return cls(n, y, x, x * x, float(_SUM(y)), float(y @ x), prior_mean, precision)
 
-    def objective(self, a: float, b: float) -> float:
-        """Penalised Poisson log-likelihood (constants dropped)."""
-        loglik = float(self.y @ (a + b * self.x) - self.mean(a, b).sum())
+    def mean(self, a: float, b: float) -> FloatArray:
+        eta = self.x * b
+        eta += a
+        np.maximum(eta, -700.0, out=eta)
+        np.minimum(eta, 700.0, out=eta)
+        np.exp(eta, out=eta)
+        eta *= self.n
+        return eta
+
+    def objective(self, a: float, b: float, mu: FloatArray) -> float:
+        """Penalised Poisson log-likelihood at ``(a, b)`` (constants dropped)."""
+        loglik = a * self.y_total + b * self.yx - float(_SUM(mu))
         return loglik - 0.5 * self.precision * (b - self.prior_mean) ** 2
 
-    def gradient(self, a: float, b: float) -> FloatArray:
-        resid = self.y - self.mean(a, b)
-        penalty = self.precision * (b - self.prior_mean)
-        return np.array([float(resid.sum()), float(resid @ self.x) - penalty])
+    def information(self, mu: FloatArray) -> tuple[float, float, float]:
+        """Fisher information of (a, b) at the point of ``mu``, without the prior:
+        ``(i_aa, i_ab, i_bb)``."""
+        return float(_SUM(mu)), float(mu @ self.x), float(mu @ self.x2)
 
-    def information(self, a: float, b: float) -> FloatArray:
-        """Fisher information of (a, b), without the prior."""
-        mu = self.mean(a, b)
-        s0, s1, s2 = float(mu.sum()), float(mu @ self.x), float(mu @ (self.x * self.x))
-        return np.array([[s0, s1], [s1, s2]])
+    def newton_step(self, b: float, mu: FloatArray) -> tuple[float, float]:
+        """Solve (information + prior precision) step = gradient at the point of ``mu``."""
+        s0, s1, s2 = self.information(mu)
+        g0 = self.y_total - s0
+        g1 = self.yx - s1 - self.precision * (b - self.prior_mean)
+        h11 = s2 + self.precision
+        det = s0 * h11 - s1 * s1
+        if not det > 1e-12 * s0 * h11:  # (nearly) singular: the least-squares step
+            hess = np.array([[s0, s1], [s1, h11]])
+            step = np.linalg.lstsq(hess, np.array([g0, g1]), rcond=None)[0]
+            return float(step[0]), float(step[1])
+        return (h11 * g0 - s1 * g1) / det, (s0 * g1 - s1 * g0) / det
 
     def profile_intercept(self, b: float) -> float:
         """The intercept that matches total expected to total observed conversions."""
-        return math.log(float(self.y.sum()) / float(self.mean(0.0, b).sum()))
+        return math.log(self.y_total / float(_SUM(self.mean(0.0, b))))
 
 
 def _newton(bins: _Bins) -> tuple[float, float]:
     """Newton's method with step halving, started from the pooled rate."""
-    b = float(np.clip(bins.prior_mean, -_MAX_ABS_SLOPE, _MAX_ABS_SLOPE))
+    b = min(max(bins.prior_mean, -_MAX_ABS_SLOPE), _MAX_ABS_SLOPE)
     a = bins.profile_intercept(b)
+    mu = bins.mean(a, b)
+    current = bins.objective(a, b, mu)
     for _ in range(_MAX_ITERATIONS):
-        hess = bins.information(a, b) + np.diag([0.0, bins.precision])
-        step = np.asarray(np.linalg.lstsq(hess, bins.gradient(a, b), rcond=None)[0], np.float64)
-        a_new, b_new = _line_search(bins, a, b, step)
+        step = bins.newton_step(b, mu)
+        a_new, b_new, mu, current = _line_search(bins, (a, b), step, mu, current)
         done = abs(a_new - a) + abs(b_new - b) < _TOLERANCE
         a, b = a_new, b_new
         if done:
@@ -265,14 +296,19 @@ def _newton(bins: _Bins) -> tuple[float, float]:
     return bins.profile_intercept(b), b
 
 
-def _line_search(bins: _Bins, a: float, b: float, step: FloatArray) -> tuple[float, float]:
-    """Halve the Newton step until the objective does not fall; keep the slope bounded."""
-    current = bins.objective(a, b)
+def _line_search(bins: _Bins, at: tuple[float, float], step: tuple[float, float],
+                 mu: FloatArray, current: float) -> tuple[float, float, FloatArray, float]:
+    """Halve the Newton step until the objective does not fall; keep the slope bounded.
+
+    Returns the new point, its expected conversions and its objective."""
+    a, b = at
     scale = 1.0
     for _ in range(40):
-        b_try = float(np.clip(b + scale * step[1], -_MAX_ABS_SLOPE, _MAX_ABS_SLOPE))
-        a_try = a + scale * float(step[0])
-        if bins.objective(a_try, b_try) >= current - 1e-12 * abs(current):
-            return a_try, b_try
+        b_try = min(max(b + scale * step[1], -_MAX_ABS_SLOPE), _MAX_ABS_SLOPE)
+        a_try = a + scale * step[0]
+        mu_try = bins.mean(a_try, b_try)
+        value = bins.objective(a_try, b_try, mu_try)
+        if value >= current - 1e-12 * abs(current):
+            return a_try, b_try, mu_try, value
         scale *= 0.5
-    return a, b
+    return a, b, mu, current

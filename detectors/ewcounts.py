@@ -7,6 +7,7 @@ and a live worker learn the same numbers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,14 @@ class EwVector:
     def add(self, minute_ms: int, amounts: np.ndarray) -> None:
         self.decay_to(minute_ms)
         self.values += amounts
+
+    def add_counts(self, minute_ms: int, counts: Mapping[int, float]) -> None:
+        """:meth:`add` of the vector that holds ``counts`` at their indices and 0 elsewhere
+        (the same sums, without building the vector)."""
+        self.decay_to(minute_ms)
+        values = self.values
+        for index, count in counts.items():
+            values[index] += count
 
     def to_state(self) -> dict[str, Any]:
         return {"h": self.half_life_minutes, "v": self.values.tolist(), "t": self._last_ms}

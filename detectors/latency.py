@@ -155,6 +155,14 @@ class LatencyCusum:
             minute_ms, n, mean_log, baseline_mean_log, sd_log
         )
 
+    def step(
+        self, minute_ms: int, n: int, mean_log: float, baseline_mean_log: float, sd_log: float
+    ) -> LatencyVerdict:
+        """:meth:`score` the minute, then fold it in (as :meth:`update` would)."""
+        verdict = self.score(minute_ms, n, mean_log, baseline_mean_log, sd_log)
+        self._statistic, self._started_ms = verdict.statistic, verdict.started_ms
+        return verdict
+
     def reset(self) -> None:
         """Back to ``S = 0`` (e.g. after an incident is resolved)."""
         self._statistic = 0.0

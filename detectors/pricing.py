@@ -20,13 +20,13 @@ HOUR_MS = 3_600_000
 def price_slow_pages(fit: CurveFit | None, baseline_mix: np.ndarray, current_mix: np.ndarray,
                      *, minutes: int, aov: float, aov_se: float) -> Estimate:
     """Revenue per hour the current sessions lose to their LCP mix, against the normal mix."""
-    observed = float(current_mix.sum())
-    if fit is None or observed <= 0 or float(baseline_mix.sum()) <= 0 or minutes <= 0:
+    observed, baseline = float(np.add.reduce(current_mix)), float(np.add.reduce(baseline_mix))
+    if fit is None or observed <= 0 or baseline <= 0 or minutes <= 0:
         return Estimate.zero()
     return slow_page_loss(fit, baseline_mix, current_mix,
                           sessions_per_hour=observed * 60.0 / minutes,
                           sessions_observed=observed, average_order_value=aov, aov_se=aov_se,
-                          baseline_sessions=float(baseline_mix.sum()))
+                          baseline_sessions=baseline)
 
 
 def price_conversion_loss(conv: ConversionVerdict, *, tick_ms: int, window_sessions: int,

@@ -288,10 +288,11 @@ def _clipped(value: float, sd: float) -> Estimate:
 
 def _normalised(mix: npt.ArrayLike) -> FloatArray | None:
     weights = np.asarray(mix, dtype=np.float64)
-    if weights.shape != (N_BINS,) or not (np.isfinite(weights).all() and (weights >= 0).all()):
+    if weights.shape != (N_BINS,) or not (float(weights.min()) >= 0.0
+                                          and float(weights.max()) < math.inf):
         msg = f"a mix is {N_BINS} finite non-negative session counts, got shape {weights.shape}"
         raise ValueError(msg)
-    total = float(weights.sum())
+    total = float(np.add.reduce(weights))
     return weights / total if total > 0.0 else None
 
 

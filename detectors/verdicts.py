@@ -17,11 +17,14 @@ class Estimate:
 
     def __post_init__(self) -> None:  # numpy scalars in, builtin floats out (JSON-able)
         for name in ("value", "low", "high"):
-            object.__setattr__(self, name, float(getattr(self, name)))
+            value = getattr(self, name)
+            if type(value) is not float:
+                object.__setattr__(self, name, float(value))
 
     @classmethod
     def zero(cls) -> Estimate:
-        return cls(0.0, 0.0, 0.0)
+        """The zero figure (one shared instance: estimates are immutable)."""
+        return _ZERO
 
     def scaled(self, factor: float) -> Estimate:
         return Estimate(self.value * factor, self.low * factor, self.high * factor)
@@ -63,9 +66,13 @@ class CampaignVerdict:
 
     def __post_init__(self) -> None:  # numpy scalars in, builtin floats out (JSON-able)
         for name in _FLOATS:
-            object.__setattr__(self, name, float(getattr(self, name)))
+            value = getattr(self, name)
+            if type(value) is not float:
+                object.__setattr__(self, name, float(value))
         for name in ("sessions_in_window", "tick_ms"):
-            object.__setattr__(self, name, int(getattr(self, name)))
+            value = getattr(self, name)
+            if type(value) is not int:
+                object.__setattr__(self, name, int(value))
 
     @property
     def explained_fraction(self) -> float:
@@ -88,6 +95,8 @@ class CampaignVerdict:
                                     for k in ("value", "low", "high")))
         return cls(**data)
 
+
+_ZERO = Estimate(0.0, 0.0, 0.0)
 
 _FLOATS = frozenset({
     "sessions_per_minute", "conversion_rate", "conversion_rate_baseline", "lcp_p75_ms",
