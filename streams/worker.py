@@ -8,9 +8,11 @@ and runs it until SIGTERM/SIGINT. Start more workers with the same settings (and
 from __future__ import annotations
 
 import logging
+import sys
 
 from faust import Worker
 
+from streams import native
 from streams.app import create_app
 from streams.settings import Settings
 from streams.topics import ensure_topics, revwatch_topics
@@ -29,5 +31,6 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> int:
     # Faust's terminal spinner sets the root logger to DEBUG so that every log call turns it:
     # every logger.debug of Faust and aiokafka then builds a LogRecord (~2% of the worker)
     worker.spinner = None
+    print(f"revwatch worker: per-record modules {native.state}", file=sys.stderr, flush=True)
     worker.execute_from_commandline()
     return 0
