@@ -161,3 +161,12 @@ def test_the_setting_reaches_the_params() -> None:
     assert incident_params(Settings()).stake_weight_power == 0.5
     off = Settings.from_env({"REVWATCH_CONVERSION_STAKE_POWER": "0"})
     assert incident_params(off).stake_weight_power == 0.0
+
+
+def test_a_campaign_without_revenue_history_gets_the_floor() -> None:
+    verdicts = [*shop(), verdict("fresh", 30.0, average_order_value=math.nan)]
+    levels = IncidentManager().conversion_levels(verdicts)
+    assert levels["fresh"] == pytest.approx(0.25 * ALPHA)
+    assert sum(levels.values()) == pytest.approx(5 * ALPHA)
+    alone = IncidentManager().conversion_levels([verdict("fresh", 30.0, average_order_value=0.0)])
+    assert alone == {"fresh": pytest.approx(ALPHA)}
