@@ -45,6 +45,9 @@ class IncidentParams:
     site_min_campaigns: int = 3
     explained_fraction_min: float = 0.5
     currency: str = "USD"
+    stake_weight_power: float = 0.5  # 0: every campaign at the same level (see stakes.py)
+    stake_weight_floor: float = 0.25
+    stake_weight_cap: float = 4.0
 
     def __post_init__(self) -> None:
         if not 0 < self.false_alarms_per_campaign_day < self.independent_tests_per_day:
@@ -54,6 +57,10 @@ class IncidentParams:
                   self.quiet_ticks_to_resolve, self.update_every_ticks, self.site_min_campaigns)
         if min(counts) < 1 or self.site_join_minutes < 0 or not self.min_revenue_per_hour >= 0:
             msg = f"tick counts must be >= 1 and minutes, money >= 0: {self}"
+            raise ValueError(msg)
+        if not (self.stake_weight_power >= 0
+                and 0 <= self.stake_weight_floor <= 1 <= self.stake_weight_cap):
+            msg = f"need stake_weight_power >= 0 and floor <= 1 <= cap: {self}"
             raise ValueError(msg)
         if not 0 <= self.explained_fraction_min <= 1 or not self.currency:
             msg = f"explained_fraction_min must be in [0, 1] and currency set: {self}"

@@ -4,8 +4,10 @@ Each tick (one event-time minute) :class:`IncidentManager` takes every campaign'
 :class:`~detectors.verdicts.CampaignVerdict` and
 
 1. tests conversion across the warmed-up campaigns with Benjamini-Hochberg at level
-   ``false_alarms_per_campaign_day / 1440``; latency evidence is the CUSUM's own verdict,
-   whose threshold is already set for the budget;
+   ``m x alpha_per_tick``, each p-value divided by its campaign's stake weight
+   (:mod:`detectors.stakes`: weighted BH, mean weight 1 over the campaigns of the tick);
+   latency evidence is the CUSUM's own verdict, whose threshold is already set for the
+   budget;
 2. marks each campaign hot or quiet, with a kind (:func:`detectors.episodes.classify`);
    a data gap (no sessions in the window) and a missing verdict are quiet;
 3. runs at most one episode per campaign: opened after ``open_ticks_*`` consecutive hot
@@ -45,6 +47,7 @@ from detectors.episodes import (
     resolved_summary,
     site_prefix,
 )
+from detectors.stakes import stake_per_hour, stake_weights, weighted_p_values
 from detectors.verdicts import CampaignVerdict, Estimate
 
 __all__ = ["Alert", "IncidentManager", "IncidentParams"]
@@ -152,11 +155,28 @@ class IncidentManager:
         """Benjamini-Hochberg at level ``m * alpha``: the false-alarm budget is per campaign, so
         m campaigns may spend m budgets, and BH keeps the share of false ones among the
         rejections at that level (a single drop needs ``p <= alpha``; several at once
-        need less each, which is what a site-wide problem looks like)."""
+        need less each, which is what a site-wide problem looks like). Weighted (Genovese,
+        Roeder & Wasserman 2006): each p-value is divided by its campaign's stake weight,
+        so a campaign alone needs ``p <= w * alpha`` (:meth:`conversion_levels`)."""
         warm = [verdict for verdict in latest.values() if verdict.warmed_up]
         level = min(self.params.alpha_per_tick * max(len(warm), 1), 0.05)
-        flags = benjamini_hochberg([v.conversion_p_value for v in warm], level)
+        weights = self._stake_weights(warm)
+        flags = benjamini_hochberg(
+            weighted_p_values([v.conversion_p_value for v in warm], weights), level)
         return {verdict.campaign for verdict, flag in zip(warm, flags, strict=True) if flag}
+
+    def _stake_weights(self, warm: Sequence[CampaignVerdict]) -> list[float]:
+        p = self.params
+        return stake_weights([stake_per_hour(v) for v in warm], p.stake_weight_power,
+                             p.stake_weight_floor, p.stake_weight_cap)
+
+    def conversion_levels(self, verdicts: Sequence[CampaignVerdict]) -> dict[str, float]:
+        """The per-tick level at which each warmed-up campaign's conversion p-value
+        alone is rejected, ``w_c x alpha_per_tick`` (pure: changes nothing)."""
+        warm = [verdict for verdict in verdicts if verdict.warmed_up]
+        alpha = self.params.alpha_per_tick
+        return {v.campaign: w * alpha
+                for v, w in zip(warm, self._stake_weights(warm), strict=True)}
 
     def _advance_episodes(self, tick_ms: int, latest: dict[str, CampaignVerdict],
                           heats: dict[str, Heat | None], rejected: set[str]) -> list[Alert]:

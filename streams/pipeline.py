@@ -33,7 +33,7 @@ def incident_params(settings: Settings) -> IncidentParams:
     return IncidentParams(
         false_alarms_per_campaign_day=settings.false_alarms_per_campaign_day,
         min_revenue_per_hour=settings.min_revenue_per_hour,
-        currency=settings.currency)
+        currency=settings.currency, stake_weight_power=settings.conversion_stake_power)
 
 
 class TickAssembler:

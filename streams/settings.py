@@ -52,6 +52,7 @@ class Settings:
     max_campaign_labels: int = 50
     false_alarms_per_campaign_day: float = 0.02
     min_revenue_per_hour: float = 100.0
+    conversion_stake_power: float = 0.5  # 0: same conversion level for every campaign
     # delivery
     alertmanager_url: str = ""
     webhook_url: str = ""
@@ -79,6 +80,8 @@ class Settings:
             ("max_body_bytes", self.max_body_bytes >= 1024, "must be >= 1024"),
             ("session_timeout_minutes", self.session_timeout_minutes > 0, "must be > 0"),
             ("max_campaign_labels", self.max_campaign_labels >= 1, "must be >= 1"),
+            ("conversion_stake_power", 0 <= self.conversion_stake_power <= 2,
+             "must be in [0, 2]"),
             ("currency", len(self.currency) == 3 and self.currency.isalpha(),
              "must be an ISO 4217 code"),
         ]

@@ -51,7 +51,7 @@ def test_a_value_of_the_wrong_type_names_its_variable(variable: str, text: str) 
     ("REVWATCH_BROKER", "127.0.0.1:9092"), ("REVWATCH_WEB_PORT", "70000"),
     ("REVWATCH_PARTITIONS", "0"), ("REVWATCH_MAX_BODY_BYTES", "10"),
     ("REVWATCH_SESSION_TIMEOUT_MINUTES", "0"), ("REVWATCH_CURRENCY", "EURO"),
-    ("REVWATCH_MAX_CAMPAIGN_LABELS", "0"),
+    ("REVWATCH_MAX_CAMPAIGN_LABELS", "0"), ("REVWATCH_CONVERSION_STAKE_POWER", "-0.5"),
 ])
 def test_an_unusable_value_names_its_variable(variable: str, text: str) -> None:
     with pytest.raises(SettingsError) as raised:
