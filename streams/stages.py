@@ -48,6 +48,7 @@ class CampaignStage:
     watermarks: InputWatermarks = field(default_factory=_watermarks)
     seen: dict[str, set[str]] = field(default_factory=dict)  # bucket key -> counted fact ids
     repeats: int = 0  # facts recognised as already counted
+    unproven_retracts: int = 0  # retracts of facts their bucket does not show: not applied
     _seen_changed: set[str] = field(default_factory=set)
 
     def batch(self, events: Sequence[EventLike]) -> Out:
@@ -80,18 +81,25 @@ class CampaignStage:
             self._apply_once(fact)
 
     def _apply_once(self, fact: SessionFact) -> None:
-        """Apply a session or order fact unless its minute bucket already counted it.
+        """Apply a session, order or retract fact unless its minute bucket already counted it.
 
         Facts are sent at least once: a sessionizer that crashed between sending facts and
         saving its state sends them again, and this stage re-reads the facts after its last
         commit when it restarts. The ids a bucket has counted are saved in the bucket's own
-        table row, so a row and its ids are always recovered together.
+        table row, so a row and its ids are always recovered together. A retract counts as
+        ``r:`` + the id of the fact it cancels; it is applied only if the bucket shows that
+        fact among its ids (else the bucket never counted it, or was dropped and came back:
+        its count is left as it is). The cancelled id stays, so a late repeat of the
+        cancelled fact is still recognised.
         """
         key = f"{fact.campaign}{SEPARATOR}{minute_of(fact.start_ms)}"
-        ident = fact.session_id if fact.kind == "session" else f"o:{fact.order_id}"
+        ident = _ident(fact)
         seen = self.seen.get(key)
         if seen is not None and ident in seen:
             self.repeats += 1
+            return
+        if fact.kind == "retract" and (seen is None or ident[2:] not in seen):
+            self.unproven_retracts += 1
             return
         apply_fact(self.monitor, fact)
         model = self.monitor.models.get(fact.campaign)
@@ -162,6 +170,14 @@ class IncidentStage:
         if events:
             out.changes["site"] = self.manager.to_state()
         return out
+
+
+def _ident(fact: SessionFact) -> str:
+    """The id a bucket keeps for a counted fact: session id, ``o:`` order id, ``r:`` + the
+    id of the fact a retract cancels."""
+    if fact.kind == "retract":
+        return f"r:{fact.session_id}" if fact.order_id is None else f"r:o:{fact.order_id}"
+    return fact.session_id if fact.kind == "session" else f"o:{fact.order_id}"
 
 
 def _is_bucket_key(key: str) -> bool:
