@@ -242,30 +242,34 @@ def _owned(rt: Runtime, table: str) -> set[int]:
     return {tp.partition for tp in rt.app.assignor.assigned_actives() if tp.topic in names}
 
 
+async def sessions_batch(rt: Runtime, events: Any) -> None:
+    """One batch of rum-beacons and orders through the session stage (agent and idle timer)."""
+    async with rt.locks["sessions"]:
+        out = rt.sessions.batch(events)
+        await _send(rt, out, "sessions", rt.sessions.partition_of)
+        rt.sessions.prune()
+        rt.metrics.set_event_lag(rt.settings.beacons_topic, _lag_s(rt.sessions))
+
+
+async def campaigns_batch(rt: Runtime, events: Any) -> None:
+    """One batch of session facts through the campaign stage (agent and idle timer)."""
+    async with rt.locks["campaigns"]:
+        out = rt.campaigns.batch(events)
+        await _send(rt, out, "campaigns", rt.campaigns.partition_of)
+        rt.campaigns.prune()
+        rt.metrics.set_campaign_health(campaigns_view(rt).health_rows())
+
+
 def _agents(rt: Runtime) -> None:
-    async def sessions_batch(events: Any) -> None:
-        async with rt.locks["sessions"]:
-            out = rt.sessions.batch(events)
-            await _send(rt, out, "sessions", rt.sessions.partition_of)
-            rt.sessions.prune()
-            rt.metrics.set_event_lag(rt.settings.beacons_topic, _lag_s(rt.sessions))
-
-    async def campaigns_batch(events: Any) -> None:
-        async with rt.locks["campaigns"]:
-            out = rt.campaigns.batch(events)
-            await _send(rt, out, "campaigns", rt.campaigns.partition_of)
-            rt.campaigns.prune()
-            rt.metrics.set_campaign_health(campaigns_view(rt).health_rows())
-
     @rt.app.agent(rt.topics["source"], name="sessionize")
     async def sessionize(stream: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
-            await sessions_batch(events)
+            await sessions_batch(rt, events)
 
     @rt.app.agent(rt.topics["facts"], name="campaigns")
     async def campaigns(stream: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
-            await campaigns_batch(events)
+            await campaigns_batch(rt, events)
 
     async def idle_tick() -> None:
         """Let watermarks move on when inputs fall quiet (they are re-read only per batch).
@@ -275,8 +279,8 @@ def _agents(rt: Runtime) -> None:
         of a worker that died) would wait for the next record.
         """
         if rt.recovered and not rt.app.rebalancing:
-            await sessions_batch([])
-            await campaigns_batch([])
+            await sessions_batch(rt, [])
+            await campaigns_batch(rt, [])
 
     cast(Any, rt.app).timer(IDLE_TICK_S)(idle_tick)
 
