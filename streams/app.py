@@ -26,6 +26,7 @@ from streams.collector import install_collector
 from streams.delivery import Dispatcher
 from streams.errors import InvalidRecord
 from streams.faust_sensor import FaustCollector, LeanMonitor
+from streams.fence import WriteFence
 from streams.health import campaigns_view, dumps_json
 from streams.metrics import Metrics
 from streams.pipeline import TickAssembler, incident_params
@@ -64,9 +65,10 @@ class Runtime:
     tables: dict[str, Any] = field(default_factory=dict)
     recovered: bool = False
     reloads: dict[str, int] = field(default_factory=dict)  # per table: times rebuilt
-    # one batch at a time per stage: the agent's and the idle timer's
-    locks: dict[str, asyncio.Lock] = field(
-        default_factory=lambda: {"sessions": asyncio.Lock(), "campaigns": asyncio.Lock()})
+    # one batch at a time per stage (the agent's and the idle timer's), none from a
+    # revocation until the stage is rebuilt from its recovered table (streams/fence.py)
+    fences: dict[str, WriteFence] = field(
+        default_factory=lambda: {name: WriteFence() for name in TABLE_SOURCES})
 
 
 def topics_of(settings: Settings) -> Topics:
@@ -160,9 +162,24 @@ def _declare(rt: Runtime) -> None:
 
 
 def _reloader(rt: Runtime, name: str) -> Any:
+    """The table's recover callback: rebuild the stage, then let its batches run again."""
     async def reload() -> None:
         _reload(rt, name)
+        fence = rt.fences.get(name)
+        if fence is not None:
+            fence.open()
     return reload
+
+
+async def _fence_stages(rt: Runtime) -> None:
+    """At a revocation: stop the stages' batches, wait for the one under way, and flush the
+    producer, so every state row this worker wrote is in the changelog before it rejoins
+    the group (below the high-water marks any recovery reads, its own or a new owner's)."""
+    for fence in rt.fences.values():
+        fence.close()
+    for fence in rt.fences.values():
+        await fence.drain()
+    await rt.app.producer.flush()
 
 
 def _reload(rt: Runtime, name: str) -> None:
@@ -244,8 +261,8 @@ def _owned(rt: Runtime, table: str) -> set[int]:
 
 async def sessions_batch(rt: Runtime, events: Any) -> None:
     """One batch of rum-beacons and orders through the session stage (agent and idle timer)."""
-    async with rt.locks["sessions"]:
-        out = rt.sessions.batch(events)
+    async with rt.fences["sessions"].batch():
+        out = rt.sessions.batch(_owned_events(rt, "sessions", events))
         await _send(rt, out, "sessions", rt.sessions.partition_of)
         rt.sessions.prune()
         rt.metrics.set_event_lag(rt.settings.beacons_topic, _lag_s(rt.sessions))
@@ -253,11 +270,24 @@ async def sessions_batch(rt: Runtime, events: Any) -> None:
 
 async def campaigns_batch(rt: Runtime, events: Any) -> None:
     """One batch of session facts through the campaign stage (agent and idle timer)."""
-    async with rt.locks["campaigns"]:
-        out = rt.campaigns.batch(events)
+    async with rt.fences["campaigns"].batch():
+        out = rt.campaigns.batch(_owned_events(rt, "campaigns", events))
         await _send(rt, out, "campaigns", rt.campaigns.partition_of)
         rt.campaigns.prune()
         rt.metrics.set_campaign_health(campaigns_view(rt).health_rows())
+
+
+def _owned_events(rt: Runtime, table: str, events: Any) -> Any:
+    """The events of partitions this worker owns: a batch taken before a revocation may hold
+    records of partitions now another worker's (it reads them again from their offsets)."""
+    if not events:
+        return events
+    owned = _owned(rt, table)
+    kept = [event for event in events if event.message.partition in owned]
+    if len(kept) < len(events):
+        log.info("%s: %d records of partitions no longer ours left to their new owner",
+                 table, len(events) - len(kept))
+    return kept
 
 
 def _agents(rt: Runtime) -> None:
@@ -278,7 +308,8 @@ def _agents(rt: Runtime) -> None:
         batch looks again; without this the last minutes before a pause (or the heartbeats
         of a worker that died) would wait for the next record.
         """
-        if rt.recovered and not rt.app.rebalancing:
+        if rt.recovered and not rt.app.rebalancing and all(
+                fence.is_open for fence in rt.fences.values()):
             await sessions_batch(rt, [])
             await campaigns_batch(rt, [])
 
@@ -287,10 +318,11 @@ def _agents(rt: Runtime) -> None:
     @rt.app.agent(rt.topics["verdicts"], name="incidents")
     async def incidents(stream: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
-            out = rt.incidents.batch(events)
-            await _send(rt, out, "incidents", lambda _key: 0)
-            rt.metrics.set_alerts_firing(
-                (a.campaign, a.kind) for a in rt.incidents.manager.open_alerts())
+            async with rt.fences["incidents"].batch():
+                out = rt.incidents.batch(_owned_events(rt, "incidents", events))
+                await _send(rt, out, "incidents", lambda _key: 0)
+                rt.metrics.set_alerts_firing(
+                    (a.campaign, a.kind) for a in rt.incidents.manager.open_alerts())
 
 
 def _lag_s(stage: SessionStage) -> float:
@@ -347,6 +379,10 @@ def _lifecycle(rt: Runtime) -> None:
     async def gauges() -> None:
         rt.metrics.set_collector_buffered(rt.sink.buffered)
 
+    async def on_revoked(app: Any, revoked: Any, **_: Any) -> None:
+        await _fence_stages(rt)
+
     rt.app.task(start_delivery)
     rt.app.timer(interval=5.0)(gauges)
     cast(Any, rt.app.on_before_shutdown).connect(stop_delivery)
+    cast(Any, rt.app.on_partitions_revoked).connect(on_revoked)
