@@ -90,22 +90,38 @@ class CampaignStage:
         ``r:`` + the id of the fact it cancels; it is applied only if the bucket shows that
         fact among its ids (else the bucket never counted it, or was dropped and came back:
         its count is left as it is). The cancelled id stays, so a late repeat of the
-        cancelled fact is still recognised.
+        cancelled fact is still recognised. A retract read before its fact is listed all
+        the same (its minute's bucket made if need be, unless the minute is past), so the
+        fact is skipped when it comes: the two net out in either order.
         """
-        key = f"{fact.campaign}{SEPARATOR}{minute_of(fact.start_ms)}"
+        minute = minute_of(fact.start_ms)
+        key = f"{fact.campaign}{SEPARATOR}{minute}"
         ident = _ident(fact)
         seen = self.seen.get(key)
-        if seen is not None and ident in seen:
-            self.repeats += 1
+        if seen is not None and (ident in seen or f"r:{ident}" in seen):
+            self.repeats += 1  # counted already, or cancelled before it came
             return
         if fact.kind == "retract" and (seen is None or ident[2:] not in seen):
             self.unproven_retracts += 1
+            self._list_ahead(fact, key, minute, ident)
             return
         apply_fact(self.monitor, fact)
         model = self.monitor.models.get(fact.campaign)
         if model is not None and model.ring.get(minute_of(fact.start_ms)) is not None:
             self.seen.setdefault(key, set()).add(ident)
             self._seen_changed.add(key)
+
+    def _list_ahead(self, fact: SessionFact, key: str, minute: int, ident: str) -> None:
+        """Keep a retract whose fact this stage has not counted in its minute's bucket."""
+        if self.monitor.name_of(fact.campaign) != fact.campaign:
+            return  # counted under (other): ids are not kept there
+        model = self.monitor.model(fact.campaign)
+        done = model.last_matured_minute
+        if done is not None and minute <= done:
+            return  # a past minute: its fact, if it comes, is not counted either
+        model.ring.bucket(minute)
+        self.seen.setdefault(key, set()).add(ident)
+        self._seen_changed.add(key)
 
     def _with_seen(self, changes: dict[str, Any]) -> dict[str, Any]:
         """Bucket rows as ``{"v": bucket, "ids": counted fact ids}``; other rows unchanged."""

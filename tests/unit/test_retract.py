@@ -282,3 +282,18 @@ def test_campaign_stage_never_decrements_a_bucket_that_did_not_count_the_session
     bucket = stage.monitor.models["(none)"].ring.get(minute_of(T0 + 30_000))
     assert bucket is not None
     assert bucket.sessions == 1
+
+
+def test_campaign_stage_a_retract_read_before_its_fact_still_cancels_it() -> None:
+    """Facts and retracts net out in either order: a fact that reaches the stage after its
+    retract (sent late by a worker the group had already replaced) is skipped, not counted."""
+    facts = run(Sessionizer(), *late_stream())
+    retracts = [f for f in facts if f.kind == "retract"]
+    cancelled = [f for f in facts if f.campaign == "(none)" and f.kind != "retract"]
+    rest = [f for f in facts if f.campaign != "(none)"]
+    stage = CampaignStage(Monitor(), TOPICS, metrics())
+    stage.batch(events([*retracts, *rest]))
+    stage.batch(events(cancelled))
+    assert buckets_of(stage.monitor) == buckets_of(fed(run(Sessionizer(), *on_time_stream())))
+    assert stage.repeats == len(cancelled)
+    assert stage.seen[f"(none)|{minute_of(T0 + 30_000)}"] == {"r:s1", "r:o:o1"}
