@@ -23,6 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from detectors.incidents import IncidentManager
 from detectors.monitor import SEPARATOR, Monitor
 from streams.collector import install_collector
+from streams.consumer_io import committed_probe, read_again
+from streams.continuity import OffsetGuard
 from streams.delivery import Dispatcher
 from streams.errors import InvalidRecord
 from streams.faust_sensor import FaustCollector, LeanMonitor
@@ -69,6 +71,9 @@ class Runtime:
     # revocation until the stage is rebuilt from its recovered table (streams/fence.py)
     fences: dict[str, WriteFence] = field(
         default_factory=lambda: {name: WriteFence() for name in TABLE_SOURCES})
+    # per stage: the next input offset expected, so no record is jumped over
+    # (streams/continuity.py); made in create_app (they ask the consumer)
+    guards: dict[str, OffsetGuard] = field(default_factory=dict)
 
 
 def topics_of(settings: Settings) -> Topics:
@@ -108,6 +113,7 @@ def create_app(settings: Settings) -> Runtime:
                                         on_outcome=metrics.count_delivery,
                                         on_queue_depth=metrics.set_delivery_queue_depth))
     rt.sessions.backlog = _backlog_probe(rt)
+    rt.guards = {name: OffsetGuard(committed_probe(app)) for name in TABLE_SOURCES}
     _declare(rt)
     _agents(rt)
     _web(rt)
@@ -200,6 +206,11 @@ def _reload(rt: Runtime, name: str) -> None:
             rt.incidents.assembler = TickAssembler()
         else:
             rt.incidents.manager = IncidentManager.from_state(state, params)
+    guard = rt.guards.get(name)
+    if guard is not None:
+        owned = _owned(rt, name)
+        guard.keep_only((topic, p) for topic in rt.topics[TABLE_SOURCES[name]].topics
+                        for p in owned)
     rt.reloads[name] = rt.reloads.get(name, 0) + 1
     rt.recovered = True
 
@@ -262,7 +273,9 @@ def _owned(rt: Runtime, table: str) -> set[int]:
 async def sessions_batch(rt: Runtime, events: Any) -> None:
     """One batch of rum-beacons and orders through the session stage (agent and idle timer)."""
     async with rt.fences["sessions"].batch():
-        out = rt.sessions.batch(_owned_events(rt, "sessions", events))
+        events, seeks = _guarded(rt, "sessions", _owned_events(rt, "sessions", events))
+        await read_again(rt.app, seeks)
+        out = rt.sessions.batch(events)
         await _send(rt, out, "sessions", rt.sessions.partition_of)
         rt.sessions.prune()
         rt.metrics.set_event_lag(rt.settings.beacons_topic, _lag_s(rt.sessions))
@@ -271,10 +284,17 @@ async def sessions_batch(rt: Runtime, events: Any) -> None:
 async def campaigns_batch(rt: Runtime, events: Any) -> None:
     """One batch of session facts through the campaign stage (agent and idle timer)."""
     async with rt.fences["campaigns"].batch():
-        out = rt.campaigns.batch(_owned_events(rt, "campaigns", events))
+        events, seeks = _guarded(rt, "campaigns", _owned_events(rt, "campaigns", events))
+        await read_again(rt.app, seeks)
+        out = rt.campaigns.batch(events)
         await _send(rt, out, "campaigns", rt.campaigns.partition_of)
         rt.campaigns.prune()
         rt.metrics.set_campaign_health(campaigns_view(rt).health_rows())
+
+
+def _guarded(rt: Runtime, table: str, events: Any) -> tuple[Any, dict[tuple[str, int], int]]:
+    guard = rt.guards.get(table)
+    return (events, {}) if guard is None or not events else guard.check(events)
 
 
 def _owned_events(rt: Runtime, table: str, events: Any) -> Any:
