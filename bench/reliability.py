@@ -102,6 +102,8 @@ class RunResult:
     session_facts: Counter[str] = field(default_factory=Counter)  # id@start -> times sent
     order_facts: Counter[str] = field(default_factory=Counter)  # order id -> times sent
     campaign_of: dict[str, str] = field(default_factory=dict)  # id@start -> campaign
+    retracted: set[str] = field(default_factory=set)  # id@start of sessions retracted
+    order_retracts: Counter[str] = field(default_factory=Counter)  # order id -> 1 if retracted
     buckets: dict[str, list[int]] = field(default_factory=dict)  # campaign -> [sess, conv]
     episodes: dict[str, set[str]] = field(default_factory=dict)  # campaign -> alert ids
     alert_messages: int = 0
@@ -116,6 +118,11 @@ class RunResult:
             self.campaign_of[key] = fact.campaign
         elif fact.kind == "order" and fact.order_id:
             self.order_facts[fact.order_id] += 1
+        elif fact.kind == "retract":  # the session moved: its id@start is no longer counted
+            if fact.order_id is None:
+                self.retracted.add(f"{fact.session_id}@{fact.start_ms}")
+            elif fact.order_id:  # re-sent under the new campaign: not a repeat
+                self.order_retracts[fact.order_id] = 1
 
     def add_alerts(self, alerts: Iterable[dict[str, Any]]) -> None:
         seen: Counter[tuple[str, int, str]] = Counter()
@@ -126,8 +133,15 @@ class RunResult:
         self.duplicate_alerts = sum(n - 1 for n in seen.values())
 
     @property
+    def sessions(self) -> set[str]:
+        """The id@start of the sessions counted (sent and not retracted)."""
+        return set(self.session_facts) - self.retracted
+
+    @property
     def resent_facts(self) -> int:
-        return sum(n - 1 for n in [*self.session_facts.values(), *self.order_facts.values()])
+        """Facts sent again (a session moved by a retract sends its orders again: not counted)."""
+        orders = [n - self.order_retracts[oid] for oid, n in self.order_facts.items()]
+        return sum(n - 1 for n in [*self.session_facts.values(), *orders])
 
 
 def offline(records: Iterable[Record], settings: Settings) -> RunResult:
@@ -225,7 +239,7 @@ class Comparison:
 
 
 def compare(reference: RunResult, run: RunResult) -> Comparison:
-    ref_s, run_s = set(reference.session_facts), set(run.session_facts)
+    ref_s, run_s = reference.sessions, run.sessions
     ref_o, run_o = set(reference.order_facts), set(run.order_facts)
     names = sorted(set(reference.buckets) | set(run.buckets))
     rows = {n: (reference.buckets.get(n, [0, 0]), run.buckets.get(n, [0, 0])) for n in names}

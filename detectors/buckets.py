@@ -57,6 +57,34 @@ class MinuteBucket:
             b = lcp_bin(lcp_ms)
             self.commerce_conversions[b] = self.commerce_conversions.get(b, 0) + 1
 
+    def remove_session(self, lcp_ms: float | None, commerce: bool, *,
+                       keep_log_sums: bool = False) -> None:
+        """Undo :meth:`add_session` (a retracted session); no count goes below zero.
+
+        ``keep_log_sums``: leave ``lcp_n`` and the log-LCP sums, which the latency test has
+        scored, so that the baseline later learns what was scored.
+        """
+        self.sessions = max(self.sessions - 1, 0)
+        if lcp_ms is None or lcp_ms <= 0 or not self.sketch.discard(lcp_ms):
+            return
+        if commerce:
+            _decrement(self.commerce_sessions, lcp_bin(lcp_ms))
+        if keep_log_sums:
+            return
+        log_lcp = math.log(lcp_ms)
+        self.lcp_n -= 1
+        if self.lcp_n:
+            self.sum_log -= log_lcp
+            self.sumsq_log -= log_lcp * log_lcp
+        else:  # exactly empty, not a rounding residue
+            self.sum_log = self.sumsq_log = 0.0
+
+    def remove_conversion(self, lcp_ms: float | None, commerce: bool) -> None:
+        """Undo :meth:`add_conversion` (a retracted first order); no count goes below zero."""
+        self.conversions = max(self.conversions - 1, 0)
+        if commerce and lcp_ms is not None and lcp_ms > 0:
+            _decrement(self.commerce_conversions, lcp_bin(lcp_ms))
+
     @property
     def mean_log(self) -> float:
         return self.sum_log / self.lcp_n if self.lcp_n else math.nan
@@ -79,6 +107,14 @@ class MinuteBucket:
         return cls(int(state[0]), int(state[1]), float(state[2]), float(state[3]),
                    LogHistogram.from_state(state[4]), int(state[5]), _unpairs(state[6]),
                    _unpairs(state[7]), bool(state[8]))
+
+
+def _decrement(counts: dict[int, int], key: int) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 def _pairs(counts: dict[int, int]) -> list[list[int]]:

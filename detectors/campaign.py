@@ -121,6 +121,47 @@ class CampaignModel:
             bucket.add_conversion(lcp_ms, commerce)
             self.touched.add(minute)
 
+    def retract_session(self, start_ms: int, lcp_ms: float | None, commerce: bool) -> bool:
+        """Undo :meth:`observe_session` while its minute is live; False: left as counted.
+
+        Live means in the ring and not yet matured: a matured minute has been learned from
+        and a dropped or too-old one never held the session, so they keep their counts. In
+        a minute the latency test has scored, the log-LCP sums stay as scored (the baseline
+        learns them later; learning sums the test never saw would bias it).
+        """
+        minute = minute_of(start_ms)
+        bucket = self._live(minute)
+        if bucket is None or bucket.sessions == 0:
+            return False
+        scored = self.last_latency_minute is not None and minute <= self.last_latency_minute
+        bucket.remove_session(lcp_ms, commerce, keep_log_sums=scored)
+        self.touched.add(minute)
+        return True
+
+    def retract_order(self, start_ms: int, order_ts_ms: int, revenue: float, *,
+                      first_order: bool, known_session: bool, lcp_ms: float | None = None,
+                      commerce: bool = True) -> bool:
+        """Undo :meth:`observe_order` while the session's minute is live (as
+        :meth:`retract_session`); False: left as counted.
+
+        The order-value series takes the order off at its minute as it was added (forgetting
+        since then, at most a few minutes of a 3-day half-life, is not undone).
+        """
+        minute = minute_of(start_ms)
+        bucket = self._live(minute)
+        if bucket is None:
+            return False
+        self.orders.add(minute_of(order_ts_ms), -np.array([1.0, revenue, revenue * revenue]))
+        if first_order and known_session:
+            self.lag.revert(max(order_ts_ms - start_ms, 0) / MINUTE_MS)
+            if bucket.conversions > 0:
+                bucket.remove_conversion(lcp_ms, commerce)
+                self.touched.add(minute)
+        return True
+
+    def _live(self, minute: int) -> MinuteBucket | None:
+        return None if self._too_old(minute) else self.ring.get(minute)
+
     def _too_old(self, minute: int) -> bool:
         done = self.last_matured_minute
         return done is not None and minute <= done
@@ -319,39 +360,3 @@ class CampaignModel:
 _SUM = np.add.reduce
 _LCP_N = attrgetter("lcp_n")
 _SUM_LOG = attrgetter("sum_log")
-
-
-def model_to_state(model: CampaignModel) -> dict[str, Any]:
-    """Everything a campaign has learned, without its minute buckets (stored apart)."""
-    lat = model.last_latency
-    return {
-        "lb": model.latency_baseline.to_state(), "lv": model.latency_var.to_state(),
-        "cusum": model.cusum.to_state(), "lag": model.lag.to_state(),
-        "cb": model.conv_base.to_state(), "cs": model.curve_sessions.to_state(),
-        "cc": model.curve_conversions.to_state(), "orders": model.orders.to_state(),
-        "llm": model.last_latency_minute, "lmm": model.last_matured_minute,
-        "seen": model.last_seen_ms,
-        "lat": [lat.statistic, lat.threshold, lat.is_regression, lat.started_ms,
-                None if math.isnan(lat.shift) else lat.shift],
-    }
-
-
-def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
-                     ) -> CampaignModel:
-    """Rebuild a model from :func:`model_to_state` (buckets are restored separately)."""
-    model = CampaignModel(params)
-    model.latency_baseline = SeasonalBaseline.from_state(state["lb"])
-    model.latency_var = EwStats.from_state(state["lv"])
-    model.cusum = LatencyCusum.from_state(state["cusum"])
-    model.lag = LagModel.from_state(state["lag"])
-    model.conv_base = EwVector.from_state(state["cb"])
-    model.curve_sessions = EwVector.from_state(state["cs"])
-    model.curve_conversions = EwVector.from_state(state["cc"])
-    model.orders = EwVector.from_state(state["orders"])
-    model.last_latency_minute = state["llm"]
-    model.last_matured_minute = state["lmm"]
-    model.last_seen_ms = int(state["seen"])
-    stat, threshold, regressed, started, shift = state["lat"]
-    model.last_latency = LatencyVerdict(float(stat), float(threshold), bool(regressed), started,
-                                        math.nan if shift is None else float(shift))
-    return model

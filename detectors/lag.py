@@ -120,6 +120,22 @@ class LagModel:
         self._counts[max(0, int(lag_minutes))] += 1.0
         self._knots = None
 
+    def revert(self, lag_minutes: float) -> None:
+        """Undo one :meth:`update` (a retracted order); no count goes below zero.
+
+        The forgetting that update applied to the other bins is not undone: a factor of
+        ``2 ** (-1 / half_life_orders)`` (0.99986 by default), well inside the model's noise.
+        """
+        if not math.isfinite(lag_minutes):
+            msg = f"lag_minutes must be finite, got {lag_minutes!r}"
+            raise ValueError(msg)
+        if lag_minutes >= self.horizon_minutes:
+            self.beyond_horizon = max(self.beyond_horizon - 1, 0)
+            return
+        index = max(0, int(lag_minutes))
+        self._counts[index] = max(self._counts[index] - 1.0, 0.0)
+        self._knots = None
+
     def pmf(self) -> FloatArray:
         """Blended probability of each whole-minute bin ``[m, m + 1)``."""
         blended: FloatArray = self._counts + self.prior_weight * self._prior

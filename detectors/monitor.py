@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from detectors.buckets import MINUTE_MS, MinuteBucket, minute_of
-from detectors.campaign import CampaignModel, CampaignParams, model_from_state, model_to_state
+from detectors.campaign import CampaignModel, CampaignParams
+from detectors.campaign_state import model_from_state, model_to_state
 from detectors.elasticity import N_BINS, CurveFit, fit_curve
 from detectors.verdicts import CampaignVerdict
 
@@ -85,6 +86,25 @@ class Monitor:
             start_ms, order_ts_ms, revenue, first_order=first_order,
             known_session=known_session, lcp_ms=lcp_ms, commerce=commerce)
         self._dirty_models.add(self.name_of(campaign))
+
+    def retract_session(self, campaign: str, start_ms: int, lcp_ms: float | None,
+                        commerce: bool) -> bool:
+        """Undo :meth:`observe_session` (see :meth:`CampaignModel.retract_session`)."""
+        model = self.models.get(self.name_of(campaign))
+        return model is not None and model.retract_session(start_ms, lcp_ms, commerce)
+
+    def retract_order(self, campaign: str, start_ms: int, order_ts_ms: int, revenue: float, *,
+                      first_order: bool, known_session: bool, lcp_ms: float | None = None,
+                      commerce: bool = True) -> bool:
+        """Undo :meth:`observe_order` (see :meth:`CampaignModel.retract_order`)."""
+        name = self.name_of(campaign)
+        model = self.models.get(name)
+        if model is None or not model.retract_order(
+                start_ms, order_ts_ms, revenue, first_order=first_order,
+                known_session=known_session, lcp_ms=lcp_ms, commerce=commerce):
+            return False
+        self._dirty_models.add(name)
+        return True
 
     def advance(self, watermark_ms: int) -> list[CampaignVerdict]:
         """Tick every whole minute up to ``watermark_ms``; verdicts of all those ticks."""

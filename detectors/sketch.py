@@ -93,6 +93,25 @@ class LogHistogram:
         self._bins[index] = self._bins.get(index, 0) + int(count)
         self._count += int(count)
 
+    def discard(self, value: float) -> bool:
+        """Remove one copy of ``value`` (undo one :meth:`add`); False if its bucket is empty.
+
+        >>> hist = LogHistogram()
+        >>> hist.add(2500.0)
+        >>> hist.discard(2500.0), hist.discard(2500.0), hist.count
+        (True, False, 0)
+        """
+        index = self.index_of(value)
+        left = self._bins.get(index, 0) - 1
+        if left < 0:
+            return False
+        if left:
+            self._bins[index] = left
+        else:
+            del self._bins[index]
+        self._count -= 1
+        return True
+
     def merge(self, other: LogHistogram) -> None:
         """Add every count of ``other`` (same parameters) into this histogram."""
         self._check_compatible(other)

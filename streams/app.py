@@ -23,9 +23,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from detectors.incidents import IncidentManager
 from detectors.monitor import SEPARATOR, Monitor
 from streams.collector import install_collector
+from streams.consumer_io import committed_probe, read_again
+from streams.continuity import OffsetGuard
 from streams.delivery import Dispatcher
 from streams.errors import InvalidRecord
 from streams.faust_sensor import FaustCollector, LeanMonitor
+from streams.fence import WriteFence
 from streams.health import campaigns_view, dumps_json
 from streams.metrics import Metrics
 from streams.pipeline import TickAssembler, incident_params
@@ -64,9 +67,13 @@ class Runtime:
     tables: dict[str, Any] = field(default_factory=dict)
     recovered: bool = False
     reloads: dict[str, int] = field(default_factory=dict)  # per table: times rebuilt
-    # one batch at a time per stage: the agent's and the idle timer's
-    locks: dict[str, asyncio.Lock] = field(
-        default_factory=lambda: {"sessions": asyncio.Lock(), "campaigns": asyncio.Lock()})
+    # one batch at a time per stage (the agent's and the idle timer's), none from a
+    # revocation until the stage is rebuilt from its recovered table (streams/fence.py)
+    fences: dict[str, WriteFence] = field(
+        default_factory=lambda: {name: WriteFence() for name in TABLE_SOURCES})
+    # per stage: the next input offset expected, so no record is jumped over
+    # (streams/continuity.py); made in create_app (they ask the consumer)
+    guards: dict[str, OffsetGuard] = field(default_factory=dict)
 
 
 def topics_of(settings: Settings) -> Topics:
@@ -106,6 +113,7 @@ def create_app(settings: Settings) -> Runtime:
                                         on_outcome=metrics.count_delivery,
                                         on_queue_depth=metrics.set_delivery_queue_depth))
     rt.sessions.backlog = _backlog_probe(rt)
+    rt.guards = {name: OffsetGuard(committed_probe(app)) for name in TABLE_SOURCES}
     _declare(rt)
     _agents(rt)
     _web(rt)
@@ -160,9 +168,24 @@ def _declare(rt: Runtime) -> None:
 
 
 def _reloader(rt: Runtime, name: str) -> Any:
+    """The table's recover callback: rebuild the stage, then let its batches run again."""
     async def reload() -> None:
         _reload(rt, name)
+        fence = rt.fences.get(name)
+        if fence is not None:
+            fence.open()
     return reload
+
+
+async def _fence_stages(rt: Runtime) -> None:
+    """At a revocation: stop the stages' batches, wait for the one under way, and flush the
+    producer, so every state row this worker wrote is in the changelog before it rejoins
+    the group (below the high-water marks any recovery reads, its own or a new owner's)."""
+    for fence in rt.fences.values():
+        fence.close()
+    for fence in rt.fences.values():
+        await fence.drain()
+    await rt.app.producer.flush()
 
 
 def _reload(rt: Runtime, name: str) -> None:
@@ -183,6 +206,11 @@ def _reload(rt: Runtime, name: str) -> None:
             rt.incidents.assembler = TickAssembler()
         else:
             rt.incidents.manager = IncidentManager.from_state(state, params)
+    guard = rt.guards.get(name)
+    if guard is not None:
+        owned = _owned(rt, name)
+        guard.keep_only((topic, p) for topic in rt.topics[TABLE_SOURCES[name]].topics
+                        for p in owned)
     rt.reloads[name] = rt.reloads.get(name, 0) + 1
     rt.recovered = True
 
@@ -242,30 +270,56 @@ def _owned(rt: Runtime, table: str) -> set[int]:
     return {tp.partition for tp in rt.app.assignor.assigned_actives() if tp.topic in names}
 
 
+async def sessions_batch(rt: Runtime, events: Any) -> None:
+    """One batch of rum-beacons and orders through the session stage (agent and idle timer)."""
+    async with rt.fences["sessions"].batch():
+        events, seeks = _guarded(rt, "sessions", _owned_events(rt, "sessions", events))
+        await read_again(rt.app, seeks)
+        out = rt.sessions.batch(events)
+        await _send(rt, out, "sessions", rt.sessions.partition_of)
+        rt.sessions.prune()
+        rt.metrics.set_event_lag(rt.settings.beacons_topic, _lag_s(rt.sessions))
+
+
+async def campaigns_batch(rt: Runtime, events: Any) -> None:
+    """One batch of session facts through the campaign stage (agent and idle timer)."""
+    async with rt.fences["campaigns"].batch():
+        events, seeks = _guarded(rt, "campaigns", _owned_events(rt, "campaigns", events))
+        await read_again(rt.app, seeks)
+        out = rt.campaigns.batch(events)
+        await _send(rt, out, "campaigns", rt.campaigns.partition_of)
+        rt.campaigns.prune()
+        rt.metrics.set_campaign_health(campaigns_view(rt).health_rows())
+
+
+def _guarded(rt: Runtime, table: str, events: Any) -> tuple[Any, dict[tuple[str, int], int]]:
+    guard = rt.guards.get(table)
+    return (events, {}) if guard is None or not events else guard.check(events)
+
+
+def _owned_events(rt: Runtime, table: str, events: Any) -> Any:
+    """The events of partitions this worker owns: a batch taken before a revocation may hold
+    records of partitions now another worker's (it reads them again from their offsets)."""
+    if not events:
+        return events
+    owned = _owned(rt, table)
+    kept = [event for event in events if event.message.partition in owned]
+    if len(kept) < len(events):
+        log.info("%s: %d records of partitions no longer ours left to their new owner",
+                 table, len(events) - len(kept))
+    return kept
+
+
 def _agents(rt: Runtime) -> None:
-    async def sessions_batch(events: Any) -> None:
-        async with rt.locks["sessions"]:
-            out = rt.sessions.batch(events)
-            await _send(rt, out, "sessions", rt.sessions.partition_of)
-            rt.sessions.prune()
-            rt.metrics.set_event_lag(rt.settings.beacons_topic, _lag_s(rt.sessions))
-
-    async def campaigns_batch(events: Any) -> None:
-        async with rt.locks["campaigns"]:
-            out = rt.campaigns.batch(events)
-            await _send(rt, out, "campaigns", rt.campaigns.partition_of)
-            rt.campaigns.prune()
-            rt.metrics.set_campaign_health(campaigns_view(rt).health_rows())
-
     @rt.app.agent(rt.topics["source"], name="sessionize")
     async def sessionize(stream: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
-            await sessions_batch(events)
+            await sessions_batch(rt, events)
 
     @rt.app.agent(rt.topics["facts"], name="campaigns")
     async def campaigns(stream: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
-            await campaigns_batch(events)
+            await campaigns_batch(rt, events)
 
     async def idle_tick() -> None:
         """Let watermarks move on when inputs fall quiet (they are re-read only per batch).
@@ -274,19 +328,21 @@ def _agents(rt: Runtime) -> None:
         batch looks again; without this the last minutes before a pause (or the heartbeats
         of a worker that died) would wait for the next record.
         """
-        if rt.recovered and not rt.app.rebalancing:
-            await sessions_batch([])
-            await campaigns_batch([])
+        if rt.recovered and not rt.app.rebalancing and all(
+                fence.is_open for fence in rt.fences.values()):
+            await sessions_batch(rt, [])
+            await campaigns_batch(rt, [])
 
     cast(Any, rt.app).timer(IDLE_TICK_S)(idle_tick)
 
     @rt.app.agent(rt.topics["verdicts"], name="incidents")
     async def incidents(stream: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
-            out = rt.incidents.batch(events)
-            await _send(rt, out, "incidents", lambda _key: 0)
-            rt.metrics.set_alerts_firing(
-                (a.campaign, a.kind) for a in rt.incidents.manager.open_alerts())
+            async with rt.fences["incidents"].batch():
+                out = rt.incidents.batch(_owned_events(rt, "incidents", events))
+                await _send(rt, out, "incidents", lambda _key: 0)
+                rt.metrics.set_alerts_firing(
+                    (a.campaign, a.kind) for a in rt.incidents.manager.open_alerts())
 
 
 def _lag_s(stage: SessionStage) -> float:
@@ -343,6 +399,10 @@ def _lifecycle(rt: Runtime) -> None:
     async def gauges() -> None:
         rt.metrics.set_collector_buffered(rt.sink.buffered)
 
+    async def on_revoked(app: Any, revoked: Any, **_: Any) -> None:
+        await _fence_stages(rt)
+
     rt.app.task(start_delivery)
     rt.app.timer(interval=5.0)(gauges)
     cast(Any, rt.app.on_before_shutdown).connect(stop_delivery)
+    cast(Any, rt.app.on_partitions_revoked).connect(on_revoked)

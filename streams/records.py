@@ -72,7 +72,7 @@ class Order:
         return orjson.dumps({k: v for k, v in asdict(self).items() if v is not None})
 
 
-FactKind = Literal["session", "order", "heartbeat"]
+FactKind = Literal["session", "order", "retract", "heartbeat"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +82,9 @@ class SessionFact:
     ``session``: a human session started (once per session), with its landing LCP.
     ``order``: an order of a session; ``first_order`` marks the conversion; ``known_session``
     is false for an order whose session never showed a beacon (revenue only).
+    ``retract``: cancels a ``session`` (``order_id`` None) or ``order`` fact sent earlier,
+    with that fact's fields; sent when a late landing page moves an emitted session to
+    another campaign (the session and its orders then follow under the new campaign).
     ``heartbeat``: carries only the watermark, so quiet partitions still tick.
     """
 
@@ -117,7 +120,7 @@ class SessionFact:
         """Reject a fact whose fields have the wrong types (it would crash the monitor)."""
         ints = (self.watermark_ms, self.start_ms, *(() if self.order_ts_ms is None
                                                     else (self.order_ts_ms,)))
-        ok = (self.kind in ("session", "order", "heartbeat")
+        ok = (self.kind in ("session", "order", "retract", "heartbeat")
               and isinstance(self.campaign, str) and isinstance(self.session_id, str)
               and all(isinstance(v, int) and not isinstance(v, bool) for v in ints)
               and (self.lcp_ms is None or _is_number(self.lcp_ms))

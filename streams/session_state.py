@@ -23,6 +23,7 @@ PAGE_STRIDE = 9  # a page view in a stored state: beacon_id, then the 8 slots
 _FIRST_PATH_SEGMENT = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?://[^/?#]*)?/([^/?#]*)")
 
 PendingOrder = tuple[str, int, float, str | None]  # order_id, ts, revenue, campaign
+SentOrder = tuple[str, int, float]  # order_id, ts, revenue of an order fact sent, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ class SessionStats:
     late_records: int = 0
     late_dropped: int = 0
     orphan_orders: int = 0
+    retracted_sessions: int = 0
 
 
 @dataclass(slots=True)
@@ -104,6 +106,9 @@ class SessionState:
 
     ``campaign_ts`` is the ``ts`` of the beacon that named the campaign; ``lcp_count`` and
     ``log_lcp_sum`` summarise the LCP (ms, natural log) of the commerce page views.
+    Once emitted, ``campaign``, ``start_ms``, ``lcp_ms``, ``commerce`` and ``device`` are what
+    the session fact said and ``sent`` the order facts sent since (the first one is the
+    conversion): exactly what a ``retract`` must cancel.
     """
 
     campaign: str | None = None
@@ -117,18 +122,20 @@ class SessionState:
     pages: dict[str, list[Any]] = field(default_factory=dict)
     order_ids: list[str] = field(default_factory=list)
     pending: list[PendingOrder] = field(default_factory=list)
+    sent: list[SentOrder] = field(default_factory=list)
     converted: bool = False
     revenue: float = 0.0
     last_activity_ms: int = NO_WATERMARK
     emitted: bool = False
     lcp_count: int = 0
     log_lcp_sum: float = 0.0
+    relanded_ms: int | None = None  # watermark when a late landing re-landed it
 
     def to_state(self) -> dict[str, Any]:
         """Plain JSON-able data: one table row per live session.
 
-        Short keys; page views (``"p"``) and held orders (``"po"``) are flat lists, strides
-        of ``1 + len(page)`` and 4, so a row is two containers (less GC work per drain).
+        Short keys; page views (``"p"``), held orders (``"po"``) and sent orders (``"so"``)
+        are flat lists, strides of ``1 + len(page)``, 4 and 3 (less GC work per drain).
         """
         pages: list[Any] = []
         for beacon_id, page in self.pages.items():
@@ -138,22 +145,26 @@ class SessionState:
                 "l": self.landing, "lcp": self.lcp_ms, "cm": self.commerce, "d": self.device,
                 "bot": self.is_bot, "p": pages, "o": list(self.order_ids),
                 "po": [x for order in self.pending for x in order],
+                "so": [x for order in self.sent for x in order],
                 "cv": self.converted, "r": self.revenue, "a": self.last_activity_ms,
-                "e": self.emitted, "n": self.lcp_count, "ll": self.log_lcp_sum}
+                "e": self.emitted, "n": self.lcp_count, "ll": self.log_lcp_sum,
+                "rl": self.relanded_ms}
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> SessionState:
-        """Rebuild the state :meth:`to_state` wrote."""
-        flat, held = data["p"], data["po"]
+        """Rebuild the state :meth:`to_state` wrote (a row without ``"so"``, written by a version
+        without retract facts, has no sent orders on record)."""
+        flat, held, out = data["p"], data["po"], data.get("so", [])
         pages = {flat[i]: flat[i + 1:i + PAGE_STRIDE] for i in range(0, len(flat), PAGE_STRIDE)}
         pending = [(str(held[i]), int(held[i + 1]), float(held[i + 2]), held[i + 3])
                    for i in range(0, len(held), 4)]
+        sent = [(str(out[i]), int(out[i + 1]), float(out[i + 2])) for i in range(0, len(out), 3)]
         return cls(campaign=data["c"], campaign_ts=data["ct"], start_ms=data["s"],
                    landing=data["l"], lcp_ms=data["lcp"], commerce=data["cm"],
                    device=data["d"], is_bot=data["bot"], pages=pages,
-                   order_ids=list(data["o"]), pending=pending, converted=data["cv"],
+                   order_ids=list(data["o"]), pending=pending, sent=sent, converted=data["cv"],
                    revenue=data["r"], last_activity_ms=data["a"], emitted=data["e"],
-                   lcp_count=data["n"], log_lcp_sum=data["ll"])
+                   lcp_count=data["n"], log_lcp_sum=data["ll"], relanded_ms=data.get("rl"))
 
 
 def merge_metrics(page: list[Any], st: SessionState, row: BeaconRow) -> bool:

@@ -8,6 +8,9 @@ keeps a :class:`SessionState` and emits (ARCHITECTURE.md, "Sessions"):
 * one ``order`` fact per distinct order; ``first_order`` marks the conversion. Orders seen
   before the session fact wait and follow it; orders whose session never shows a beacon are
   emitted on expiry with ``known_session=False`` under the order's own campaign;
+* ``retract`` facts when a late landing moves an emitted session to another campaign
+  (:mod:`streams.late_landing`): each cancels a fact sent under the old campaign, and the
+  session and its orders are sent again under the new one;
 * one ``heartbeat`` each time the watermark enters a new minute.
 
 The watermark is the largest ``received_at`` (else ``ts``) seen, less the allowed lateness;
@@ -31,6 +34,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from streams.bots import is_bot_user_agent
+from streams.late_landing import reland, retractions
 from streams.records import NONE_CAMPAIGN, Beacon, BeaconRow, Order, SessionFact, row_of_beacon
 from streams.session_state import (
     LCP,
@@ -119,8 +123,15 @@ class Sessionizer:
         lcp, ttfb = page[LCP], page[TTFB]
         if lcp is not None and ttfb is not None and lcp < ttfb:
             self._flag_bot(st)
-        if st.is_bot or st.emitted:
+        if st.is_bot:
             return []
+        return self._after_page(sid, st, campaign, url, ts)
+
+    def _after_page(self, sid: str, st: SessionState, campaign: str | None, url: str, ts: int
+                    ) -> list[SessionFact]:
+        """The session fact if the page made it due, or a late landing's re-sent facts."""
+        if st.emitted:  # only a late landing naming another campaign changes what was sent
+            return self._late_landing(sid, st, campaign, url, ts) if ts < st.start_ms else []
         if st.campaign_ts is None or ts < st.campaign_ts:
             _note_campaign(st, campaign, url, ts)
         if st.pages[st.landing][LCP] is not None:
@@ -207,7 +218,7 @@ class Sessionizer:
         self._sessions = OrderedDict(merged)
         for sid, st in loaded:
             if st.landing and not st.emitted and not st.is_bot:
-                heapq.heappush(self._due, (st.start_ms + self.params.lcp_wait_ms, sid))
+                heapq.heappush(self._due, (self._due_ms(st), sid))
         if watermark_ms > self._wm:
             self._wm = watermark_ms
             self._heartbeat_minute = watermark_ms // MINUTE_MS
@@ -307,21 +318,49 @@ class Sessionizer:
                     revenue: float) -> SessionFact:
         first, st.converted = not st.converted, True
         st.revenue += revenue
+        st.sent.append((order_id, ts, revenue))
         return SessionFact(kind="order", campaign=st.campaign or NONE_CAMPAIGN,
                            watermark_ms=self._wm, session_id=sid, start_ms=st.start_ms,
                            lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device,
                            order_id=order_id, order_ts_ms=ts, revenue=revenue,
                            first_order=first)
 
+    def _late_landing(self, sid: str, st: SessionState, campaign: str | None, url: str,
+                      ts: int) -> list[SessionFact]:
+        """A page earlier than the emitted landing names another campaign: retract what was
+        sent, re-land the session on its earliest page and send it again (now if that page
+        has its LCP, else ``lcp_wait_ms`` after it arrived), its orders following."""
+        name = _clean(campaign) or _campaign_of_url(url)
+        if not name or (st.campaign_ts is not None and ts >= st.campaign_ts):
+            return []  # names nothing, or an earlier page already named the campaign
+        if name == st.campaign:
+            st.campaign_ts = ts  # the same campaign, named earlier: only noted
+            return []
+        if st.converted and not st.sent:
+            return []  # a converted row from before retracts: its orders are unknown
+        facts = retractions(sid, st, self._wm)
+        reland(st, name, ts, self._wm)
+        self.stats.retracted_sessions += 1
+        if st.pages[st.landing][LCP] is not None:
+            return facts + self._emit_session(sid, st)
+        heapq.heappush(self._due, (self._due_ms(st), sid))
+        return facts
+
+    def _due_ms(self, st: SessionState) -> int:
+        """When an unsent session stops waiting for its landing's LCP: ``lcp_wait_ms`` after
+        the landing, or after a late landing arrived."""
+        since = st.start_ms if st.relanded_ms is None else max(st.start_ms, st.relanded_ms)
+        return since + self.params.lcp_wait_ms
+
     def _emit_due(self) -> list[SessionFact]:
         """Session facts whose landing has waited ``lcp_wait_ms`` for its LCP."""
         facts: list[SessionFact] = []
-        due, wait = self._due, self.params.lcp_wait_ms
+        due = self._due
         while due and due[0][0] <= self._wm:
             sid = heapq.heappop(due)[1]
             st = self._sessions.get(sid)
             if (st is not None and st.landing and not st.emitted and not st.is_bot
-                    and st.start_ms + wait <= self._wm):
+                    and self._due_ms(st) <= self._wm):
                 facts.extend(self._emit_session(sid, st))
         return facts
 

@@ -48,6 +48,7 @@ class CampaignStage:
     watermarks: InputWatermarks = field(default_factory=_watermarks)
     seen: dict[str, set[str]] = field(default_factory=dict)  # bucket key -> counted fact ids
     repeats: int = 0  # facts recognised as already counted
+    unproven_retracts: int = 0  # retracts of facts their bucket does not show: not applied
     _seen_changed: set[str] = field(default_factory=set)
 
     def batch(self, events: Sequence[EventLike]) -> Out:
@@ -80,24 +81,47 @@ class CampaignStage:
             self._apply_once(fact)
 
     def _apply_once(self, fact: SessionFact) -> None:
-        """Apply a session or order fact unless its minute bucket already counted it.
+        """Apply a session, order or retract fact unless its minute bucket already counted it.
 
         Facts are sent at least once: a sessionizer that crashed between sending facts and
         saving its state sends them again, and this stage re-reads the facts after its last
         commit when it restarts. The ids a bucket has counted are saved in the bucket's own
-        table row, so a row and its ids are always recovered together.
+        table row, so a row and its ids are always recovered together. A retract counts as
+        ``r:`` + the id of the fact it cancels; it is applied only if the bucket shows that
+        fact among its ids (else the bucket never counted it, or was dropped and came back:
+        its count is left as it is). The cancelled id stays, so a late repeat of the
+        cancelled fact is still recognised. A retract read before its fact is listed all
+        the same (its minute's bucket made if need be, unless the minute is past), so the
+        fact is skipped when it comes: the two net out in either order.
         """
-        key = f"{fact.campaign}{SEPARATOR}{minute_of(fact.start_ms)}"
-        ident = fact.session_id if fact.kind == "session" else f"o:{fact.order_id}"
+        minute = minute_of(fact.start_ms)
+        key = f"{fact.campaign}{SEPARATOR}{minute}"
+        ident = _ident(fact)
         seen = self.seen.get(key)
-        if seen is not None and ident in seen:
-            self.repeats += 1
+        if seen is not None and (ident in seen or f"r:{ident}" in seen):
+            self.repeats += 1  # counted already, or cancelled before it came
+            return
+        if fact.kind == "retract" and (seen is None or ident[2:] not in seen):
+            self.unproven_retracts += 1
+            self._list_ahead(fact, key, minute, ident)
             return
         apply_fact(self.monitor, fact)
         model = self.monitor.models.get(fact.campaign)
         if model is not None and model.ring.get(minute_of(fact.start_ms)) is not None:
             self.seen.setdefault(key, set()).add(ident)
             self._seen_changed.add(key)
+
+    def _list_ahead(self, fact: SessionFact, key: str, minute: int, ident: str) -> None:
+        """Keep a retract whose fact this stage has not counted in its minute's bucket."""
+        if self.monitor.name_of(fact.campaign) != fact.campaign:
+            return  # counted under (other): ids are not kept there
+        model = self.monitor.model(fact.campaign)
+        done = model.last_matured_minute
+        if done is not None and minute <= done:
+            return  # a past minute: its fact, if it comes, is not counted either
+        model.ring.bucket(minute)
+        self.seen.setdefault(key, set()).add(ident)
+        self._seen_changed.add(key)
 
     def _with_seen(self, changes: dict[str, Any]) -> dict[str, Any]:
         """Bucket rows as ``{"v": bucket, "ids": counted fact ids}``; other rows unchanged."""
@@ -162,6 +186,14 @@ class IncidentStage:
         if events:
             out.changes["site"] = self.manager.to_state()
         return out
+
+
+def _ident(fact: SessionFact) -> str:
+    """The id a bucket keeps for a counted fact: session id, ``o:`` order id, ``r:`` + the
+    id of the fact a retract cancels."""
+    if fact.kind == "retract":
+        return f"r:{fact.session_id}" if fact.order_id is None else f"r:o:{fact.order_id}"
+    return fact.session_id if fact.kind == "session" else f"o:{fact.order_id}"
 
 
 def _is_bucket_key(key: str) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from detectors.campaign import model_to_state
+from detectors.campaign_state import model_to_state
 from detectors.monitor import MODEL_KEY, Monitor, MonitorParams
 from detectors.verdicts import CampaignVerdict
 from tests.unit.test_campaign import MIN, T0, Traffic, drive
