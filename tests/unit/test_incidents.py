@@ -472,3 +472,61 @@ def test_manager_rejects_at_the_calibrated_level() -> None:
     assert 0.99 * ALPHA > 0.02 / 24
     assert len(IncidentManager(ONE_TICK).process_tick(T0, hot)) == 1
     assert IncidentManager(ONE_TICK).process_tick(T0, cold) == []
+
+
+# ------------------------------------------------- resolve only once the drop's evidence is gone
+
+# checkout-spring-sale (conversion x0.5 from tick 0 to 60, ~1.4 orders a minute), bench seed 1,
+# equal levels: spring_sale's scan p-value per tick 25..90 (the truth: the drop lasts to 60)
+SEED1_P = [2.79e-2, 1.39e-2, 3.89e-3, 4.35e-3, 2.17e-4, 2.45e-4, 2.52e-4, 1.48e-3, 3.25e-3,
+           3.61e-3, 3.28e-3, 1.21e-3, 1.18e-3, 2.23e-3, 3.67e-3, 3.34e-3, 2.98e-3, 3.30e-3,
+           3.42e-3, 3.53e-3, 2.22e-3, 1.37e-3, 2.38e-3, 1.46e-3, 7.95e-4, 4.46e-4, 1.34e-3,
+           8.16e-4, 1.49e-3, 4.39e-4, 8.49e-4, 8.14e-4, 7.67e-4, 7.68e-4, 4.26e-4, 1.44e-4,
+           4.99e-4, 1.52e-3, 5.12e-4, 5.55e-4, 3.24e-3, 1.12e-3, 6.42e-4, 7.31e-4, 4.04e-3,
+           1.09e-2, 6.91e-3, 1.22e-2, 6.58e-2, 1.47e-1, 1.51e-1, 1.04e-1, 1.47e-1, 9.51e-2,
+           1.45e-1, 1.20e-1, 1.22e-1, 1.02e-1, 8.37e-2, 9.11e-2, 1.40e-1, 7.76e-2, 6.82e-2,
+           5.60e-2, 5.71e-2, 1.48e-2]
+DROP_END = 60
+
+
+def replay_drop(params: IncidentParams) -> list[tuple[int, str]]:
+    manager = IncidentManager(params)
+    ticks = [[dropped("s", at(25 + i), conversion_p_value=p)] for i, p in enumerate(SEED1_P)]
+    out = run(manager, ticks, start=25)
+    return [(25 + i, a.state) for i, alerts in enumerate(out) for a in alerts]
+
+
+def test_a_drop_hovering_at_the_opening_level_is_not_resolved_while_it_lasts() -> None:
+    states = replay_drop(IncidentParams(stake_weight_power=0.0))
+    resolved = [tick for tick, state in states if state == "resolved"]
+    assert states[0] == (30, "firing")  # two hot ticks (29, 30) open it
+    # the old rule (resolve after 10 ticks above the opening level) said "resolved" at tick 47
+    assert resolved == [82]  # 10 ticks after the scan stopped seeing a drop at 5% (tick 73)
+    assert all(tick > DROP_END for tick in resolved)
+    assert next(tick for tick, state in states if state == "firing" and tick > 30) == 35
+
+
+def test_without_hysteresis_it_resolved_mid_drop() -> None:
+    # the hold level at the opening level is the old rule: the bug this guards against
+    states = replay_drop(IncidentParams(stake_weight_power=0.0, conversion_hold_p=ALPHA))
+    assert next(tick for tick, state in states if state == "resolved") == 47
+
+
+def test_conversion_hold_does_not_keep_other_kinds_open() -> None:
+    manager = IncidentManager(IncidentParams(quiet_ticks_to_resolve=3))
+    out = run(manager, [[slow("s", at(0))]] + [[verdict("s", at(i), conversion_p_value=0.01)]
+                                               for i in range(1, 4)])
+    assert [[a.state for a in alerts] for alerts in out][-1] == ["resolved"]
+
+
+def test_a_recovered_drop_resolves_after_the_quiet_ticks() -> None:
+    manager = IncidentManager(IncidentParams(quiet_ticks_to_resolve=3))
+    out = run(manager, [[dropped("s", at(0))], [dropped("s", at(1))],
+                        [verdict("s", at(2), conversion_p_value=0.04)]]
+              + [[verdict("s", at(i), conversion_p_value=0.2)] for i in range(3, 6)])
+    assert [i for i, alerts in enumerate(out) for a in alerts if a.state == "resolved"] == [5]
+
+
+def test_the_hold_level_must_be_a_probability() -> None:
+    with pytest.raises(ValueError, match="conversion_hold_p"):
+        IncidentParams(conversion_hold_p=0.0)
