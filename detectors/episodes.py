@@ -198,12 +198,15 @@ def drop_persists(kind: str, verdict: CampaignVerdict | None, params: IncidentPa
     hovers at 1e-3 to 4e-3 for many minutes on end while the orders stay at half of
     normal (docs/STATISTICS.md, "Episodes"). So a ``conversion_drop`` counts as quiet
     only once no window of the scan shows a drop at ``conversion_hold_p`` (Bonferroni over
-    the windows, as the scan's p-value is): the drop's evidence has left the windows. The
-    false-alarm budget is spent on opening; holding an open episode raises no new alarm.
+    the windows, as the scan's p-value is) *and* the last ``conversion_recent_minutes``
+    alone do not either (their own test, unadjusted: the long windows dilute a drop that
+    goes on with the normal minutes before it). The false-alarm budget is spent on
+    opening; holding an open episode raises no new alarm.
     """
     if kind != CONVERSION or verdict is None or verdict.sessions_in_window <= 0:
         return False
-    return verdict.conversion_p_value <= params.conversion_hold_p
+    hold = params.conversion_hold_p
+    return min(verdict.conversion_p_value, verdict.conversion_recent_p_value) <= hold
 
 
 def next_kind(current: str, latest: str) -> str:
