@@ -530,3 +530,46 @@ def test_a_recovered_drop_resolves_after_the_quiet_ticks() -> None:
 def test_the_hold_level_must_be_a_probability() -> None:
     with pytest.raises(ValueError, match="conversion_hold_p"):
         IncidentParams(conversion_hold_p=0.0)
+
+
+# the same incident on seed 17, default stake weights: (scan p, last-30-minutes p) per tick 29..90
+SEED17_P = [
+    (0.00493, 0.000987), (0.000864, 0.000173), (0.000932, 0.000186), (0.000362,
+    7.24e-05), (0.00236, 0.000472), (0.00233, 0.000466), (0.0225, 0.00451), (0.0198,
+    0.00396), (0.0685, 0.0137), (0.117, 0.0233), (0.191, 0.0381), (0.199, 0.0397),
+    (0.195, 0.0409), (0.105, 0.0254), (0.209, 0.0418), (0.193, 0.042), (0.139, 0.028),
+    (0.0581, 0.0256), (0.114, 0.0669), (0.0859, 0.0699), (0.0319, 0.0666), (0.0624,
+    0.133), (0.115, 0.192), (0.0601, 0.143), (0.061, 0.149), (0.0859, 0.159), (0.0686,
+    0.221), (0.0277, 0.28), (0.0129, 0.333), (0.0089, 0.346), (0.00638, 0.357),
+    (0.00254, 0.362), (0.00265, 0.296), (0.00164, 0.296), (0.00163, 0.247), (0.0017,
+    0.252), (0.00287, 0.317), (0.00263, 0.0964), (0.0114, 0.0944), (0.0116, 0.055),
+    (0.0178, 0.0844), (0.0256, 0.0884), (0.0385, 0.0964), (0.0254, 0.0609), (0.0537,
+    0.172), (0.0546, 0.165), (0.0576, 0.117), (0.048, 0.154), (0.0511, 0.0518), (0.107,
+    0.111), (0.11, 0.161), (0.111, 0.157), (0.159, 0.424), (0.107, 0.337), (0.133,
+    0.411), (0.113, 0.415), (0.118, 0.505), (0.147, 1), (0.151, 1), (0.127, 0.535),
+    (0.156, 1), (0.162, 1),
+]
+
+
+def replay_seed17(params: IncidentParams) -> list[int]:
+    manager = IncidentManager(params)
+    ticks = [[dropped("s", at(29 + i), conversion_p_value=p, conversion_recent_p_value=q)]
+             for i, (p, q) in enumerate(SEED17_P)]
+    out = run(manager, ticks, start=29)
+    return [29 + i for i, alerts in enumerate(out) for a in alerts if a.state == "resolved"]
+
+
+def test_a_drop_diluted_in_the_long_windows_is_held_by_its_last_30_minutes() -> None:
+    # scan level on seed 17 was ~3.3e-3 (weight ~2.6): equal levels at that alpha
+    params = IncidentParams(false_alarms_per_campaign_day=0.02 * 2.6)
+    assert replay_seed17(params) == [86]  # 26 minutes after the drop ended, not during it
+    # the scan's p-value alone (the last 30 minutes not consulted) resolves at minute 46
+    ignore_recent = IncidentManager(params)
+    ticks = [[dropped("s", at(29 + i), conversion_p_value=p)] for i, (p, _) in enumerate(SEED17_P)]
+    out = run(ignore_recent, ticks, start=29)
+    assert next(29 + i for i, alerts in enumerate(out) for a in alerts
+            if a.state == "resolved") == 46
+    # and the old rule (hold only at the opening level) at minute 44
+    old = IncidentParams(false_alarms_per_campaign_day=0.02 * 2.6,
+                         conversion_hold_p=0.02 * 2.6 / 16)
+    assert replay_seed17(old)[0] == 44
