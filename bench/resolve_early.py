@@ -9,6 +9,7 @@ episode matched to a true incident whose ``resolved`` alert came before the inci
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,27 @@ def main(paths: list[str]) -> int:
     incidents = {(r["seed"], r["incident"]) for r in rows}
     print(f"{len(rows)} episodes resolved before their incident's end, "
           f"{len(incidents)} incidents, over {len({e['seed'] for e in episodes})} seeds")
+    for kind, lags in sorted(resolve_lags(episodes).items()):
+        print(f"{kind}: resolved a median {statistics.median(lags):.0f} minutes after the "
+              f"incident's end (range {min(lags):.0f} to {max(lags):.0f}, {len(lags)} episodes)")
     return 0
+
+
+def resolve_lags(episodes: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Minutes from each incident's end to the last resolve of its episodes, by true kind
+    (the incident id's prefix: ``checkout``, ``perf``...)."""
+    last: dict[tuple[int, str], float] = {}
+    for ep in episodes:
+        if not ep["resolved"]:
+            continue
+        for inc in ep["incidents"]:
+            key = (ep["seed"], inc["id"])
+            lag = (ep["last_ts"] - inc["end_ms"]) / MINUTE
+            last[key] = max(last.get(key, lag), lag)
+    out: dict[str, list[float]] = {}
+    for (_, incident), lag in last.items():
+        out.setdefault(incident.split("-")[0], []).append(lag)
+    return out
 
 
 if __name__ == "__main__":
