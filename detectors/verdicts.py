@@ -63,7 +63,7 @@ class CampaignVerdict:
     average_order_value: float
     slow_page_loss_per_hour: Estimate
     conversion_loss_per_hour: Estimate
-    # the last ``conversion_recent_minutes`` alone, same test (what holds an open drop)
+    # the same scan over the last hour only (``conversion_hold_windows``): holds an open drop
     conversion_recent_p_value: float = 1.0
 
     def __post_init__(self) -> None:  # numpy scalars in, builtin floats out (JSON-able)

@@ -476,45 +476,78 @@ def test_manager_rejects_at_the_calibrated_level() -> None:
 
 # ------------------------------------------------- resolve only once the drop's evidence is gone
 
-# checkout-spring-sale (conversion x0.5 from tick 0 to 60, ~1.4 orders a minute), bench seed 1,
-# equal levels: spring_sale's scan p-value per tick 25..90 (the truth: the drop lasts to 60)
-SEED1_P = [2.79e-2, 1.39e-2, 3.89e-3, 4.35e-3, 2.17e-4, 2.45e-4, 2.52e-4, 1.48e-3, 3.25e-3,
-           3.61e-3, 3.28e-3, 1.21e-3, 1.18e-3, 2.23e-3, 3.67e-3, 3.34e-3, 2.98e-3, 3.30e-3,
-           3.42e-3, 3.53e-3, 2.22e-3, 1.37e-3, 2.38e-3, 1.46e-3, 7.95e-4, 4.46e-4, 1.34e-3,
-           8.16e-4, 1.49e-3, 4.39e-4, 8.49e-4, 8.14e-4, 7.67e-4, 7.68e-4, 4.26e-4, 1.44e-4,
-           4.99e-4, 1.52e-3, 5.12e-4, 5.55e-4, 3.24e-3, 1.12e-3, 6.42e-4, 7.31e-4, 4.04e-3,
-           1.09e-2, 6.91e-3, 1.22e-2, 6.58e-2, 1.47e-1, 1.51e-1, 1.04e-1, 1.47e-1, 9.51e-2,
-           1.45e-1, 1.20e-1, 1.22e-1, 1.02e-1, 8.37e-2, 9.11e-2, 1.40e-1, 7.76e-2, 6.82e-2,
-           5.60e-2, 5.71e-2, 1.48e-2]
+# checkout-spring-sale (conversion x0.5 from minute 0 to 60, ~1.4 orders a minute) as
+# spring_sale's verdicts saw it in bench/quality.py: (scan p, last-hour p) per tick.
+# Seed 1, equal levels (1.25e-3), ticks 25..90:
+SEED1_P = [
+    (0.0279, 0.0223), (0.0139, 0.0111), (0.00389, 0.00312), (0.00435, 0.00348),
+    (0.000217, 0.000173), (0.000245, 0.000196), (0.000252, 0.000201), (0.00148,
+    0.00118), (0.00325, 0.0026), (0.00361, 0.00289), (0.00328, 0.00262), (0.00121,
+    0.000965), (0.00118, 0.000947), (0.00223, 0.00178), (0.00367, 0.00294), (0.00334,
+    0.00268), (0.00298, 0.00239), (0.0033, 0.00264), (0.00342, 0.00273), (0.00353,
+    0.00283), (0.00222, 0.00178), (0.00137, 0.0011), (0.00238, 0.00191), (0.00146,
+    0.00117), (0.000795, 0.000636), (0.000446, 0.000357), (0.00134, 0.00107), (0.000816,
+    0.000653), (0.00149, 0.00119), (0.000439, 0.000351), (0.000849, 0.000679),
+    (0.000814, 0.000651), (0.000767, 0.000614), (0.000768, 0.000614), (0.000426,
+    0.000341), (0.000144, 0.000115), (0.000499, 0.000399), (0.00152, 0.00122),
+    (0.000512, 0.00041), (0.000555, 0.000444), (0.00324, 0.00259), (0.00112, 0.000897),
+    (0.000642, 0.000514), (0.000731, 0.000585), (0.00404, 0.00323), (0.0109, 0.00869),
+    (0.00691, 0.00553), (0.0122, 0.00976), (0.0658, 0.0526), (0.147, 0.181), (0.151,
+    0.201), (0.104, 0.083), (0.147, 0.117), (0.0951, 0.0834), (0.145, 0.205), (0.12,
+    0.151), (0.122, 0.274), (0.102, 0.208), (0.0837, 0.275), (0.0911, 0.286), (0.14,
+    0.471), (0.0776, 0.367), (0.0682, 0.362), (0.056, 0.459), (0.0571, 0.693), (0.0148,
+    0.532),
+]
+# Seed 17, default stake weights (spring_sale's level ~3.3e-3, weight ~2.6), ticks 29..90:
+SEED17_P = [
+    (0.00493, 0.00395), (0.000864, 0.000691), (0.000932, 0.000745), (0.000362,
+    0.000289), (0.00236, 0.00189), (0.00233, 0.00186), (0.0225, 0.018), (0.0198,
+    0.0158), (0.0685, 0.0548), (0.117, 0.0934), (0.191, 0.152), (0.199, 0.159), (0.195,
+    0.156), (0.105, 0.0844), (0.209, 0.167), (0.193, 0.154), (0.139, 0.111), (0.0581,
+    0.0465), (0.114, 0.091), (0.0859, 0.0687), (0.0319, 0.0255), (0.0624, 0.0499),
+    (0.115, 0.0922), (0.0601, 0.0481), (0.061, 0.0488), (0.0859, 0.0688), (0.0686,
+    0.0549), (0.0277, 0.0222), (0.0129, 0.0104), (0.0089, 0.00712), (0.00638, 0.0051),
+    (0.00254, 0.00203), (0.00265, 0.00212), (0.00164, 0.00131), (0.00163, 0.00131),
+    (0.0017, 0.00136), (0.00287, 0.00229), (0.00263, 0.00211), (0.0114, 0.00914),
+    (0.0116, 0.00926), (0.0178, 0.0143), (0.0256, 0.0205), (0.0385, 0.0308), (0.0254,
+    0.0203), (0.0537, 0.043), (0.0546, 0.0437), (0.0576, 0.046), (0.048, 0.0585),
+    (0.0511, 0.0626), (0.107, 0.166), (0.11, 0.161), (0.111, 0.163), (0.159, 0.365),
+    (0.107, 0.29), (0.133, 0.474), (0.113, 0.404), (0.118, 0.525), (0.147, 0.766),
+    (0.151, 0.623), (0.127, 0.656), (0.156, 0.819), (0.162, 0.845),
+]
 DROP_END = 60
+SEED17 = IncidentParams(false_alarms_per_campaign_day=0.02 * 2.6)
 
 
-def replay_drop(params: IncidentParams) -> list[tuple[int, str]]:
+def resolves(params: IncidentParams, first: int, p_values: list[tuple[float, float]],
+             *, hold: bool = True) -> list[int]:
+    """Ticks at which the drop's episode resolves, fed the recorded p-values (``hold``:
+    with the last hour's p-value; without it, only the opening test counts)."""
     manager = IncidentManager(params)
-    ticks = [[dropped("s", at(25 + i), conversion_p_value=p)] for i, p in enumerate(SEED1_P)]
-    out = run(manager, ticks, start=25)
-    return [(25 + i, a.state) for i, alerts in enumerate(out) for a in alerts]
+    ticks = [[dropped("s", at(first + i), conversion_p_value=p,
+                      conversion_recent_p_value=q if hold else 1.0)]
+             for i, (p, q) in enumerate(p_values)]
+    out = run(manager, ticks, start=first)
+    return [first + i for i, alerts in enumerate(out) for a in alerts if a.state == "resolved"]
 
 
-def test_a_drop_hovering_at_the_opening_level_is_not_resolved_while_it_lasts() -> None:
-    states = replay_drop(IncidentParams(stake_weight_power=0.0))
-    resolved = [tick for tick, state in states if state == "resolved"]
-    assert states[0] == (30, "firing")  # two hot ticks (29, 30) open it
-    # the old rule (resolve after 10 ticks above the opening level) said "resolved" at tick 47
-    assert resolved == [82]  # 10 ticks after the scan stopped seeing a drop at 5% (tick 73)
-    assert all(tick > DROP_END for tick in resolved)
-    assert next(tick for tick, state in states if state == "firing" and tick > 30) == 35
+def test_a_drop_hovering_above_the_opening_level_is_not_resolved_while_it_lasts() -> None:
+    # the scan's p sat at 1.2e-3..3.7e-3 from tick 32 to 47: the old rule resolved at 47
+    equal = IncidentParams(stake_weight_power=0.0)
+    assert resolves(equal, 25, SEED1_P, hold=False)[0] == 47
+    assert resolves(equal, 25, SEED1_P) == [82]
+    assert all(tick > DROP_END for tick in resolves(equal, 25, SEED1_P))
 
 
-def test_without_hysteresis_it_resolved_mid_drop() -> None:
-    # the hold level at the opening level is the old rule: the bug this guards against
-    states = replay_drop(IncidentParams(stake_weight_power=0.0, conversion_hold_p=ALPHA))
-    assert next(tick for tick, state in states if state == "resolved") == 47
+def test_a_drop_diluted_in_the_long_windows_is_held_by_the_last_hour() -> None:
+    # the scan's p rose to 0.07-0.21 at ticks 37-45: the old rule resolved at 44
+    assert resolves(SEED17, 29, SEED17_P, hold=False)[0] == 44
+    assert resolves(SEED17, 29, SEED17_P) == [85]
 
 
 def test_conversion_hold_does_not_keep_other_kinds_open() -> None:
     manager = IncidentManager(IncidentParams(quiet_ticks_to_resolve=3))
-    out = run(manager, [[slow("s", at(0))]] + [[verdict("s", at(i), conversion_p_value=0.01)]
+    out = run(manager, [[slow("s", at(0))]] + [[verdict("s", at(i), conversion_recent_p_value=0.01)]
                                                for i in range(1, 4)])
     assert [[a.state for a in alerts] for alerts in out][-1] == ["resolved"]
 
@@ -522,54 +555,11 @@ def test_conversion_hold_does_not_keep_other_kinds_open() -> None:
 def test_a_recovered_drop_resolves_after_the_quiet_ticks() -> None:
     manager = IncidentManager(IncidentParams(quiet_ticks_to_resolve=3))
     out = run(manager, [[dropped("s", at(0))], [dropped("s", at(1))],
-                        [verdict("s", at(2), conversion_p_value=0.04)]]
-              + [[verdict("s", at(i), conversion_p_value=0.2)] for i in range(3, 6)])
+                        [verdict("s", at(2), conversion_recent_p_value=0.04)]]
+              + [[verdict("s", at(i), conversion_recent_p_value=0.2)] for i in range(3, 6)])
     assert [i for i, alerts in enumerate(out) for a in alerts if a.state == "resolved"] == [5]
 
 
 def test_the_hold_level_must_be_a_probability() -> None:
     with pytest.raises(ValueError, match="conversion_hold_p"):
         IncidentParams(conversion_hold_p=0.0)
-
-
-# the same incident on seed 17, default stake weights: (scan p, last-30-minutes p) per tick 29..90
-SEED17_P = [
-    (0.00493, 0.000987), (0.000864, 0.000173), (0.000932, 0.000186), (0.000362,
-    7.24e-05), (0.00236, 0.000472), (0.00233, 0.000466), (0.0225, 0.00451), (0.0198,
-    0.00396), (0.0685, 0.0137), (0.117, 0.0233), (0.191, 0.0381), (0.199, 0.0397),
-    (0.195, 0.0409), (0.105, 0.0254), (0.209, 0.0418), (0.193, 0.042), (0.139, 0.028),
-    (0.0581, 0.0256), (0.114, 0.0669), (0.0859, 0.0699), (0.0319, 0.0666), (0.0624,
-    0.133), (0.115, 0.192), (0.0601, 0.143), (0.061, 0.149), (0.0859, 0.159), (0.0686,
-    0.221), (0.0277, 0.28), (0.0129, 0.333), (0.0089, 0.346), (0.00638, 0.357),
-    (0.00254, 0.362), (0.00265, 0.296), (0.00164, 0.296), (0.00163, 0.247), (0.0017,
-    0.252), (0.00287, 0.317), (0.00263, 0.0964), (0.0114, 0.0944), (0.0116, 0.055),
-    (0.0178, 0.0844), (0.0256, 0.0884), (0.0385, 0.0964), (0.0254, 0.0609), (0.0537,
-    0.172), (0.0546, 0.165), (0.0576, 0.117), (0.048, 0.154), (0.0511, 0.0518), (0.107,
-    0.111), (0.11, 0.161), (0.111, 0.157), (0.159, 0.424), (0.107, 0.337), (0.133,
-    0.411), (0.113, 0.415), (0.118, 0.505), (0.147, 1), (0.151, 1), (0.127, 0.535),
-    (0.156, 1), (0.162, 1),
-]
-
-
-def replay_seed17(params: IncidentParams) -> list[int]:
-    manager = IncidentManager(params)
-    ticks = [[dropped("s", at(29 + i), conversion_p_value=p, conversion_recent_p_value=q)]
-             for i, (p, q) in enumerate(SEED17_P)]
-    out = run(manager, ticks, start=29)
-    return [29 + i for i, alerts in enumerate(out) for a in alerts if a.state == "resolved"]
-
-
-def test_a_drop_diluted_in_the_long_windows_is_held_by_its_last_30_minutes() -> None:
-    # scan level on seed 17 was ~3.3e-3 (weight ~2.6): equal levels at that alpha
-    params = IncidentParams(false_alarms_per_campaign_day=0.02 * 2.6)
-    assert replay_seed17(params) == [86]  # 26 minutes after the drop ended, not during it
-    # the scan's p-value alone (the last 30 minutes not consulted) resolves at minute 46
-    ignore_recent = IncidentManager(params)
-    ticks = [[dropped("s", at(29 + i), conversion_p_value=p)] for i, (p, _) in enumerate(SEED17_P)]
-    out = run(ignore_recent, ticks, start=29)
-    assert next(29 + i for i, alerts in enumerate(out) for a in alerts
-            if a.state == "resolved") == 46
-    # and the old rule (hold only at the opening level) at minute 44
-    old = IncidentParams(false_alarms_per_campaign_day=0.02 * 2.6,
-                         conversion_hold_p=0.02 * 2.6 / 16)
-    assert replay_seed17(old)[0] == 44
