@@ -14,8 +14,8 @@ Each tick (one event-time minute) :class:`IncidentManager` takes every campaign'
    ticks, re-emitted at most once a tick (on a change of kind or scope, revenue moved by
    more than 20%, or every ``update_every_ticks``), resolved after
    ``quiet_ticks_to_resolve`` consecutive quiet ticks with one ``resolved`` alert (a
-   ``conversion_drop`` tick is quiet only once the scan's p-value is above
-   ``conversion_hold_p``: :func:`detectors.episodes.drop_persists`);
+   ``conversion_drop`` tick is quiet only once the scan over the last hour no longer
+   shows the drop at ``conversion_hold_p``: :func:`detectors.episodes.drop_persists`);
 4. files each new episode under an open incident of the same cause family that started
    within ``site_join_minutes`` of it, or a new one; an incident spanning enough campaigns
    is site-wide, and all its alerts say so.
