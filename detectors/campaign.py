@@ -55,7 +55,7 @@ class CampaignParams:
     default_sd_log: float = 0.5
     conversion_tolerance: float = 0.1
     conversion_windows: tuple[int, ...] = (10, 20, 30, 60, 120)
-    conversion_hold_windows: tuple[int, ...] = (10, 20, 30, 60)  # does an open drop go on?
+    conversion_hold_minutes: int = 60  # the scan's windows up to this say if a drop goes on
     conversion_half_life_minutes: float = 720.0
     curve_half_life_minutes: float = 4320.0
     min_baseline_conversions: float = 20.0
@@ -63,12 +63,19 @@ class CampaignParams:
     flag_conversion_p: float = 1e-3
 
     def __post_init__(self) -> None:
-        if self.horizon_minutes < max(self.conversion_windows + self.conversion_hold_windows):
+        if self.horizon_minutes < max(self.conversion_windows):
             msg = "horizon_minutes must cover the longest conversion window"
             raise ValueError(msg)
         if self.latency_threshold <= 0 or self.min_baseline_conversions <= 0:
             msg = "thresholds must be positive"
             raise ValueError(msg)
+
+    @property
+    def hold_windows(self) -> tuple[int, ...]:
+        """The conversion windows of at most ``conversion_hold_minutes`` (the shortest one
+        if none is that short): the last hour's scan, which holds an open drop."""
+        short = tuple(w for w in self.conversion_windows if w <= self.conversion_hold_minutes)
+        return short or (min(self.conversion_windows),)
 
     @property
     def keep_minutes(self) -> int:
@@ -133,7 +140,7 @@ class CampaignModel:
         self._mature(tick_ms)
         window = TickWindow(self.ring, self.lag, tick_ms, self.params.horizon_minutes)
         conversion = self._scan_conversion(window)
-        recent = self._scan_conversion(window, self.params.conversion_hold_windows)
+        recent = self._scan_conversion(window, self.params.hold_windows)
         if conversion.p_value < self.params.flag_conversion_p and conversion.window_start_ms:
             self._flag(conversion.window_start_ms, tick_ms)  # flags only: the window holds
         return self._verdict(campaign, window, conversion, site_fit, recent.p_value)
