@@ -219,21 +219,42 @@ def main(argv: list[str] | None = None) -> int:
         return merge(args.merge, args.days, args.out)
     results: list[IncidentResult] = []
     alarms: list[dict[str, Any]] = []
+    lifetimes: list[dict[str, Any]] = []
     for seed in args.seeds:
         episodes, tru, elapsed = run_seed(seed, args.days, args.scale)
         print(f"seed {seed}: replayed {tru['records']} in {elapsed:.0f} s; "
               f"{len(episodes)} episodes", file=sys.stderr)
         results.extend(judge(seed, inc, episodes) for inc in tru["incidents"])
         alarms.extend(false_alarms(seed, episodes, tru))
+        lifetimes.extend(episode_lifetimes(seed, episodes, tru))
     summary = report(results, alarms, args.days, len(args.seeds))
-    _write(args.out, summary, results, alarms)
+    _write(args.out, summary, results, alarms, lifetimes)
     return 0
+
+
+def episode_lifetimes(seed: int, episodes: list[Episode], tru: dict[str, Any]
+                      ) -> list[dict[str, Any]]:
+    """Each episode's span, and the true incidents it matches (``bench/resolve_early.py``
+    counts the episodes that resolved while their incident was still on)."""
+    out = []
+    for ep in episodes:
+        matched = [{"id": inc["id"], "start_ms": inc["start_ms"], "end_ms": inc["end_ms"]}
+                   for inc in tru["incidents"]
+                   if ep.campaign in inc["campaigns"]
+                   and overlaps(ep, inc["start_ms"], inc["end_ms"])]
+        last = ep.updates[-1]
+        out.append({"seed": seed, "alert_id": ep.alert_id, "campaign": ep.campaign,
+                    "kind": last["kind"], "started_at": ep.started_at, "first_ts": ep.first_ts,
+                    "last_ts": ep.last_ts, "resolved": last["state"] == "resolved",
+                    "incidents": matched})
+    return out
 
 
 def merge(paths: list[Path], days: float, out: Path) -> int:
     """Outputs of one process per seed (``--seeds N --out ...``) as one run of all seeds."""
     results: list[IncidentResult] = []
     alarms: list[dict[str, Any]] = []
+    lifetimes: list[dict[str, Any]] = []
     for path in paths:
         data = json.loads(path.read_text())
         for row in data["incidents"]:
@@ -241,16 +262,17 @@ def merge(paths: list[Path], days: float, out: Path) -> int:
             results.append(IncidentResult(**{**row, "interval": None if interval is None
                                              else tuple(interval)}))
         alarms.extend(data["false_alarms"])
+        lifetimes.extend(data.get("episodes", []))
     seeds = len({r.seed for r in results} | {a["seed"] for a in alarms})
-    _write(out, summarise(results, alarms, days, seeds), results, alarms)
+    _write(out, summarise(results, alarms, days, seeds), results, alarms, lifetimes)
     return 0
 
 
 def _write(out: Path, summary: dict[str, Any], results: list[IncidentResult],
-           alarms: list[dict[str, Any]]) -> None:
+           alarms: list[dict[str, Any]], lifetimes: list[dict[str, Any]]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "incidents": [asdict(r) for r in results],
-                               "false_alarms": alarms}, indent=1))
+                               "false_alarms": alarms, "episodes": lifetimes}, indent=1))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ class CampaignParams:
     default_sd_log: float = 0.5
     conversion_tolerance: float = 0.1
     conversion_windows: tuple[int, ...] = (10, 20, 30, 60, 120)
+    conversion_hold_minutes: int = 60  # the scan's windows up to this say if a drop goes on
     conversion_half_life_minutes: float = 720.0
     curve_half_life_minutes: float = 4320.0
     min_baseline_conversions: float = 20.0
@@ -68,6 +69,13 @@ class CampaignParams:
         if self.latency_threshold <= 0 or self.min_baseline_conversions <= 0:
             msg = "thresholds must be positive"
             raise ValueError(msg)
+
+    @property
+    def hold_windows(self) -> tuple[int, ...]:
+        """The conversion windows of at most ``conversion_hold_minutes`` (the shortest one
+        if none is that short): the last hour's scan, which holds an open drop."""
+        short = tuple(w for w in self.conversion_windows if w <= self.conversion_hold_minutes)
+        return short or (min(self.conversion_windows),)
 
     @property
     def keep_minutes(self) -> int:
@@ -173,9 +181,10 @@ class CampaignModel:
         self._mature(tick_ms)
         window = TickWindow(self.ring, self.lag, tick_ms, self.params.horizon_minutes)
         conversion = self._scan_conversion(window)
+        recent = self._scan_conversion(window, self.params.hold_windows)
         if conversion.p_value < self.params.flag_conversion_p and conversion.window_start_ms:
             self._flag(conversion.window_start_ms, tick_ms)  # flags only: the window holds
-        return self._verdict(campaign, window, conversion, site_fit)
+        return self._verdict(campaign, window, conversion, site_fit, recent.p_value)
 
     def _run_latency(self, tick_ms: int) -> None:
         p = self.params
@@ -233,7 +242,8 @@ class CampaignModel:
         self.curve_sessions.add_counts(minute, bucket.commerce_sessions)
         self.curve_conversions.add_counts(minute, bucket.commerce_conversions)
 
-    def _scan_conversion(self, window: TickWindow) -> ConversionVerdict:
+    def _scan_conversion(self, window: TickWindow,
+                         windows_minutes: tuple[int, ...] | None = None) -> ConversionVerdict:
         p = self.params
         base_conv, base_sessions = self.conv_base.values
         if base_conv < p.min_baseline_conversions or not len(window):
@@ -241,11 +251,12 @@ class CampaignModel:
         return conversion_scan(
             window.minute_array, window.sessions, window.conversions(), window.completeness,
             float(base_conv), float(base_sessions),
-            windows_minutes=p.conversion_windows, tolerance=p.conversion_tolerance)
+            windows_minutes=windows_minutes or p.conversion_windows,
+            tolerance=p.conversion_tolerance)
 
     # -- reporting ------------------------------------------------------------------------
     def _verdict(self, campaign: str, window: TickWindow, conv: ConversionVerdict,
-                 site_fit: CurveFit | None) -> CampaignVerdict:
+                 site_fit: CurveFit | None, recent_p: float) -> CampaignVerdict:
         p = self.params
         tick_ms, buckets = window.tick_ms, window.buckets
         first_recent = window.first_from(tick_ms - p.recent_minutes * MINUTE_MS)
@@ -270,7 +281,7 @@ class CampaignModel:
             latency_shift=self._recent_shift(expected, recent),
             conversion_p_value=conv.p_value, conversion_observed=conv.observed,
             conversion_expected=conv.expected, conversion_ratio=conv.ratio,
-            conversion_window_start_ms=conv.window_start_ms,
+            conversion_window_start_ms=conv.window_start_ms, conversion_recent_p_value=recent_p,
             **self._money(tick_ms, conv, site_fit, window),
         )
 

@@ -48,6 +48,7 @@ class IncidentParams:
     stake_weight_power: float = 0.5  # 0: every campaign at the same level (see stakes.py)
     stake_weight_floor: float = 0.25
     stake_weight_cap: float = 4.0
+    conversion_hold_p: float = 0.05  # an open conversion_drop stays while its last-hour p <= this
 
     def __post_init__(self) -> None:
         if not 0 < self.false_alarms_per_campaign_day < self.independent_tests_per_day:
@@ -61,6 +62,9 @@ class IncidentParams:
         if not (self.stake_weight_power >= 0
                 and 0 <= self.stake_weight_floor <= 1 <= self.stake_weight_cap):
             msg = f"need stake_weight_power >= 0 and floor <= 1 <= cap: {self}"
+            raise ValueError(msg)
+        if not 0 < self.conversion_hold_p < 1:
+            msg = f"conversion_hold_p must be in (0, 1): {self}"
             raise ValueError(msg)
         if not 0 <= self.explained_fraction_min <= 1 or not self.currency:
             msg = f"explained_fraction_min must be in [0, 1] and currency set: {self}"
@@ -183,6 +187,33 @@ def classify(verdict: CampaignVerdict, conversion_rejected: bool,
               verdict.conversion_window_start_ms if conversion_rejected else None]
     known = [start for start in starts if start is not None]
     return Heat(kind, min(known) if known else None)
+
+
+def drop_persists(kind: str, verdict: CampaignVerdict | None, params: IncidentParams) -> bool:
+    """Whether an open episode of ``kind`` is held open by conversion evidence although its
+    tick is not hot: hysteresis, the resolve rule of a two-threshold detector.
+
+    An episode opens when the scan's p-value passes the false-alarm level (about 1e-3 a
+    tick), but a real drop does not keep it there: a 50% drop at 1.4 orders a minute
+    hovers at 1e-3 to 4e-3 for many minutes on end while the orders stay at half of
+    normal (docs/STATISTICS.md, "Episodes"). So a ``conversion_drop`` counts as quiet only
+    once the scan over the last hour (windows of 10 to 60 minutes, Bonferroni over them:
+    ``conversion_recent_p_value``) no longer shows the drop at ``conversion_hold_p``. The
+    120-minute window is left out: it holds a drop's minutes for two hours after its
+    start and kept episodes open 68-79 minutes after the drop had ended (benchmark seeds
+    13-16). The false-alarm budget is spent on opening; holding an open episode raises
+    no new alarm.
+    """
+    if kind != CONVERSION or verdict is None or verdict.sessions_in_window <= 0:
+        return False
+    return verdict.conversion_recent_p_value <= params.conversion_hold_p
+
+
+def next_kind(current: str, latest: str) -> str:
+    """The kind follows the latest hot tick but never downgrades to a latency regression."""
+    if latest == LATENCY and current != LATENCY:
+        return current
+    return latest
 
 
 def _slow_pages_explain(verdict: CampaignVerdict, params: IncidentParams) -> bool:

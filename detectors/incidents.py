@@ -13,7 +13,9 @@ Each tick (one event-time minute) :class:`IncidentManager` takes every campaign'
 3. runs at most one episode per campaign: opened after ``open_ticks_*`` consecutive hot
    ticks, re-emitted at most once a tick (on a change of kind or scope, revenue moved by
    more than 20%, or every ``update_every_ticks``), resolved after
-   ``quiet_ticks_to_resolve`` consecutive quiet ticks with one ``resolved`` alert;
+   ``quiet_ticks_to_resolve`` consecutive quiet ticks with one ``resolved`` alert (a
+   ``conversion_drop`` tick is quiet only once the scan over the last hour no longer
+   shows the drop at ``conversion_hold_p``: :func:`detectors.episodes.drop_persists`);
 4. files each new episode under an open incident of the same cause family that started
    within ``site_join_minutes`` of it, or a new one; an incident spanning enough campaigns
    is site-wide, and all its alerts say so.
@@ -40,10 +42,12 @@ from detectors.episodes import (
     IncidentParams,
     benjamini_hochberg,
     classify,
+    drop_persists,
     evidence,
     family,
     firing_summary,
     loss_for,
+    next_kind,
     resolved_summary,
     site_prefix,
 )
@@ -187,7 +191,9 @@ class IncidentManager:
                 episode.facts = evidence(verdict, name in rejected)
             if heat is not None:
                 episode.quiet_ticks = 0
-                episode.kind = _next_kind(episode.kind, heat.kind)
+                episode.kind = next_kind(episode.kind, heat.kind)
+            elif drop_persists(episode.kind, verdict, self.params):
+                episode.quiet_ticks = 0
             else:
                 episode.quiet_ticks += 1
                 if episode.quiet_ticks >= self.params.quiet_ticks_to_resolve:
@@ -380,13 +386,6 @@ class IncidentManager:
 def _episode_from_state(state: dict[str, Any]) -> _Episode:
     data = {**state, "risk": Estimate(**state["risk"]), "facts": dict(state["facts"])}
     return _Episode(**data)
-
-
-def _next_kind(current: str, latest: str) -> str:
-    """The kind follows the latest hot tick but never downgrades to a latency regression."""
-    if latest == LATENCY and current != LATENCY:
-        return current
-    return latest
 
 
 def _earliest(first: int | None, second: int | None) -> int | None:

@@ -63,6 +63,8 @@ class CampaignVerdict:
     average_order_value: float
     slow_page_loss_per_hour: Estimate
     conversion_loss_per_hour: Estimate
+    # the same scan over the last hour only (``conversion_hold_windows``): holds an open drop
+    conversion_recent_p_value: float = 1.0
 
     def __post_init__(self) -> None:  # numpy scalars in, builtin floats out (JSON-able)
         for name in _FLOATS:
@@ -102,4 +104,4 @@ _FLOATS = frozenset({
     "sessions_per_minute", "conversion_rate", "conversion_rate_baseline", "lcp_p75_ms",
     "lcp_p75_baseline_ms", "latency_statistic", "latency_threshold", "latency_shift",
     "conversion_p_value", "conversion_observed", "conversion_expected", "conversion_ratio",
-    "average_order_value"})
+    "average_order_value", "conversion_recent_p_value"})

@@ -265,3 +265,16 @@ def test_campaign_params_reject_inconsistent_values() -> None:
     with pytest.raises(ValueError, match="positive"):
         CampaignParams(latency_threshold=0.0)
     assert CampaignParams().keep_minutes >= CampaignParams().horizon_minutes
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_last_hour_says_whether_a_drop_still_goes_on(seed: int) -> None:
+    """``conversion_recent_p_value`` (the scan over windows of 10-60 minutes, what holds an
+    open conversion episode) sees a drop while it lasts and forgets it once the last hour
+    is normal."""
+    monitor, traffic, _ = warm(seed)
+    during = drive(monitor, traffic, WARM, WARM + 60, conversion_factor=0.5)
+    after = drive(monitor, traffic, WARM + 60, WARM + 150)
+    assert max(v.conversion_recent_p_value for v in during[30:]) <= 0.05
+    settled = after[70:]
+    assert min(v.conversion_recent_p_value for v in settled) > 0.05

@@ -472,3 +472,94 @@ def test_manager_rejects_at_the_calibrated_level() -> None:
     assert 0.99 * ALPHA > 0.02 / 24
     assert len(IncidentManager(ONE_TICK).process_tick(T0, hot)) == 1
     assert IncidentManager(ONE_TICK).process_tick(T0, cold) == []
+
+
+# ------------------------------------------------- resolve only once the drop's evidence is gone
+
+# checkout-spring-sale (conversion x0.5 from minute 0 to 60, ~1.4 orders a minute) as
+# spring_sale's verdicts saw it in bench/quality.py: (scan p, last-hour p) per tick.
+# Seed 1, equal levels (1.25e-3), ticks 25..90:
+SEED1_P = [
+    (0.0279, 0.0223), (0.0139, 0.0111), (0.00389, 0.00312), (0.00435, 0.00348),
+    (0.000217, 0.000173), (0.000245, 0.000196), (0.000252, 0.000201), (0.00148,
+    0.00118), (0.00325, 0.0026), (0.00361, 0.00289), (0.00328, 0.00262), (0.00121,
+    0.000965), (0.00118, 0.000947), (0.00223, 0.00178), (0.00367, 0.00294), (0.00334,
+    0.00268), (0.00298, 0.00239), (0.0033, 0.00264), (0.00342, 0.00273), (0.00353,
+    0.00283), (0.00222, 0.00178), (0.00137, 0.0011), (0.00238, 0.00191), (0.00146,
+    0.00117), (0.000795, 0.000636), (0.000446, 0.000357), (0.00134, 0.00107), (0.000816,
+    0.000653), (0.00149, 0.00119), (0.000439, 0.000351), (0.000849, 0.000679),
+    (0.000814, 0.000651), (0.000767, 0.000614), (0.000768, 0.000614), (0.000426,
+    0.000341), (0.000144, 0.000115), (0.000499, 0.000399), (0.00152, 0.00122),
+    (0.000512, 0.00041), (0.000555, 0.000444), (0.00324, 0.00259), (0.00112, 0.000897),
+    (0.000642, 0.000514), (0.000731, 0.000585), (0.00404, 0.00323), (0.0109, 0.00869),
+    (0.00691, 0.00553), (0.0122, 0.00976), (0.0658, 0.0526), (0.147, 0.181), (0.151,
+    0.201), (0.104, 0.083), (0.147, 0.117), (0.0951, 0.0834), (0.145, 0.205), (0.12,
+    0.151), (0.122, 0.274), (0.102, 0.208), (0.0837, 0.275), (0.0911, 0.286), (0.14,
+    0.471), (0.0776, 0.367), (0.0682, 0.362), (0.056, 0.459), (0.0571, 0.693), (0.0148,
+    0.532),
+]
+# Seed 17, default stake weights (spring_sale's level ~3.3e-3, weight ~2.6), ticks 29..90:
+SEED17_P = [
+    (0.00493, 0.00395), (0.000864, 0.000691), (0.000932, 0.000745), (0.000362,
+    0.000289), (0.00236, 0.00189), (0.00233, 0.00186), (0.0225, 0.018), (0.0198,
+    0.0158), (0.0685, 0.0548), (0.117, 0.0934), (0.191, 0.152), (0.199, 0.159), (0.195,
+    0.156), (0.105, 0.0844), (0.209, 0.167), (0.193, 0.154), (0.139, 0.111), (0.0581,
+    0.0465), (0.114, 0.091), (0.0859, 0.0687), (0.0319, 0.0255), (0.0624, 0.0499),
+    (0.115, 0.0922), (0.0601, 0.0481), (0.061, 0.0488), (0.0859, 0.0688), (0.0686,
+    0.0549), (0.0277, 0.0222), (0.0129, 0.0104), (0.0089, 0.00712), (0.00638, 0.0051),
+    (0.00254, 0.00203), (0.00265, 0.00212), (0.00164, 0.00131), (0.00163, 0.00131),
+    (0.0017, 0.00136), (0.00287, 0.00229), (0.00263, 0.00211), (0.0114, 0.00914),
+    (0.0116, 0.00926), (0.0178, 0.0143), (0.0256, 0.0205), (0.0385, 0.0308), (0.0254,
+    0.0203), (0.0537, 0.043), (0.0546, 0.0437), (0.0576, 0.046), (0.048, 0.0585),
+    (0.0511, 0.0626), (0.107, 0.166), (0.11, 0.161), (0.111, 0.163), (0.159, 0.365),
+    (0.107, 0.29), (0.133, 0.474), (0.113, 0.404), (0.118, 0.525), (0.147, 0.766),
+    (0.151, 0.623), (0.127, 0.656), (0.156, 0.819), (0.162, 0.845),
+]
+DROP_END = 60
+SEED17 = IncidentParams(false_alarms_per_campaign_day=0.02 * 2.6)
+
+
+def resolves(params: IncidentParams, first: int, p_values: list[tuple[float, float]],
+             *, hold: bool = True) -> list[int]:
+    """Ticks at which the drop's episode resolves, fed the recorded p-values (``hold``:
+    with the last hour's p-value; without it, only the opening test counts)."""
+    manager = IncidentManager(params)
+    ticks = [[dropped("s", at(first + i), conversion_p_value=p,
+                      conversion_recent_p_value=q if hold else 1.0)]
+             for i, (p, q) in enumerate(p_values)]
+    out = run(manager, ticks, start=first)
+    return [first + i for i, alerts in enumerate(out) for a in alerts if a.state == "resolved"]
+
+
+def test_a_drop_hovering_above_the_opening_level_is_not_resolved_while_it_lasts() -> None:
+    # the scan's p sat at 1.2e-3..3.7e-3 from tick 32 to 47: the old rule resolved at 47
+    equal = IncidentParams(stake_weight_power=0.0)
+    assert resolves(equal, 25, SEED1_P, hold=False)[0] == 47
+    assert resolves(equal, 25, SEED1_P) == [82]
+    assert all(tick > DROP_END for tick in resolves(equal, 25, SEED1_P))
+
+
+def test_a_drop_diluted_in_the_long_windows_is_held_by_the_last_hour() -> None:
+    # the scan's p rose to 0.07-0.21 at ticks 37-45: the old rule resolved at 44
+    assert resolves(SEED17, 29, SEED17_P, hold=False)[0] == 44
+    assert resolves(SEED17, 29, SEED17_P) == [85]
+
+
+def test_conversion_hold_does_not_keep_other_kinds_open() -> None:
+    manager = IncidentManager(IncidentParams(quiet_ticks_to_resolve=3))
+    out = run(manager, [[slow("s", at(0))]] + [[verdict("s", at(i), conversion_recent_p_value=0.01)]
+                                               for i in range(1, 4)])
+    assert [[a.state for a in alerts] for alerts in out][-1] == ["resolved"]
+
+
+def test_a_recovered_drop_resolves_after_the_quiet_ticks() -> None:
+    manager = IncidentManager(IncidentParams(quiet_ticks_to_resolve=3))
+    out = run(manager, [[dropped("s", at(0))], [dropped("s", at(1))],
+                        [verdict("s", at(2), conversion_recent_p_value=0.04)]]
+              + [[verdict("s", at(i), conversion_recent_p_value=0.2)] for i in range(3, 6)])
+    assert [i for i, alerts in enumerate(out) for a in alerts if a.state == "resolved"] == [5]
+
+
+def test_the_hold_level_must_be_a_probability() -> None:
+    with pytest.raises(ValueError, match="conversion_hold_p"):
+        IncidentParams(conversion_hold_p=0.0)
