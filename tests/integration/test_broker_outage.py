@@ -34,6 +34,7 @@ from streams.broker import LocalBroker
 from streams.errors import BrokerError
 from streams.feed import feed
 from streams.simulate import demo_scenario, generate
+from streams.simulate_model import daily_factor
 from streams.topics import ensure_topics, revwatch_topics
 from tests.integration.worker_harness import (
     TopicReader,
@@ -171,9 +172,12 @@ async def test_a_60_s_broker_outage_loses_nothing_and_raises_no_alert(
     settings = worker.settings
     live_from = int(time.time() * 1000)
     end = live_from + round((BEFORE_S + OUTAGE_S + AFTER_S) * 1000)
+    # the simulated traffic follows the hour of day (0.3 at 02:00 UTC, 1.0 at 20:00): scaled to
+    # the evening level whenever the test runs, so the outage always fills the bound
     scenario = dataclasses.replace(
         demo_scenario(3, warmup_hours=6.0, start_ms=live_from - HISTORY_MIN * MINUTE_MS),
-        days=(end + MINUTE_MS - (live_from - HISTORY_MIN * MINUTE_MS)) / 86_400_000)
+        days=(end + MINUTE_MS - (live_from - HISTORY_MIN * MINUTE_MS)) / 86_400_000,
+        scale=1.0 / daily_factor(live_from))
     records = [r for r in generate(scenario) if r[1]["received_at"] < end]
     history = [r for r in records if r[1]["received_at"] < live_from]
     live = records[len(history):]
