@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from streams.broker import LocalBroker
 from streams.errors import BrokerError
 from streams.feed import feed
 from streams.simulate import demo_scenario, generate
-from streams.simulate_model import daily_factor
+from streams.simulate_model import DEFAULT_START_MS, Scenario
 from streams.topics import ensure_topics, revwatch_topics
 from tests.integration.worker_harness import (
     TopicReader,
@@ -50,6 +50,23 @@ HISTORY_MIN = 145
 BEFORE_S, OUTAGE_S, AFTER_S = 20.0, 60.0, 40.0
 BUFFER_RECORDS = 250  # the collector's bound: reached about 25 s into the outage
 MINUTE_MS = 60_000
+# The shop's traffic is drawn at a fixed event time, 20:00 UTC (the daily peak), so every run
+# sends the same records, whatever the hour it runs at; only the timestamps are shifted.
+LIVE_FROM_MS = DEFAULT_START_MS + 20 * 3_600_000
+LIVE_END_MS = LIVE_FROM_MS + round((BEFORE_S + OUTAGE_S + AFTER_S) * 1000)
+
+
+def outage_scenario() -> Scenario:
+    """The demo shop from 145 minutes before the live part to a minute after it."""
+    start = LIVE_FROM_MS - HISTORY_MIN * MINUTE_MS
+    return dataclasses.replace(demo_scenario(3, warmup_hours=6.0, start_ms=start),
+                               days=(LIVE_END_MS + MINUTE_MS - start) / 86_400_000)
+
+
+def shifted(record: dict[str, Any], shift_ms: int) -> dict[str, Any]:
+    """The record with its event and receive times moved by shift_ms."""
+    return {**record, "ts": record["ts"] + shift_ms,
+            "received_at": record["received_at"] + shift_ms}
 
 
 @pytest.fixture
@@ -103,8 +120,7 @@ class Shop:
             self.errors.append(f"{self.phase}: {type(exc).__name__}: {exc}")
 
     def order(self, order: dict[str, Any]) -> None:
-        self.outbox.append({**order, "ts": order["ts"] + self.shift_ms,
-                            "received_at": order["received_at"] + self.shift_ms})
+        self.outbox.append(shifted(order, self.shift_ms))
 
     async def drain_outbox(self, stop: asyncio.Event) -> None:
         """Send the orders, retrying while the broker is away (a shop's outbox)."""
@@ -134,7 +150,7 @@ class Shop:
 MAX_BATCH = 50
 
 
-async def play_live(shop: Shop, records: list[tuple[str, dict[str, Any]]]) -> None:
+async def play_live(shop: Shop, records: Sequence[tuple[str, dict[str, Any]]]) -> None:
     """Send each record when the wall clock reaches its (shifted) time, beacons in batches."""
     async with aiohttp.ClientSession() as http:
         batch: list[dict[str, Any]] = []
@@ -170,21 +186,17 @@ async def wait_ready_again(worker: Worker, timeout_s: float) -> float:
 async def test_a_60_s_broker_outage_loses_nothing_and_raises_no_alert(
         broker: LocalBroker, worker: Worker) -> None:
     settings = worker.settings
-    live_from = int(time.time() * 1000)
-    end = live_from + round((BEFORE_S + OUTAGE_S + AFTER_S) * 1000)
-    # the simulated traffic follows the hour of day (0.3 at 02:00 UTC, 1.0 at 20:00): scaled to
-    # the evening level whenever the test runs, so the outage always fills the bound
-    scenario = dataclasses.replace(
-        demo_scenario(3, warmup_hours=6.0, start_ms=live_from - HISTORY_MIN * MINUTE_MS),
-        days=(end + MINUTE_MS - (live_from - HISTORY_MIN * MINUTE_MS)) / 86_400_000,
-        scale=1.0 / daily_factor(live_from))
-    records = [r for r in generate(scenario) if r[1]["received_at"] < end]
-    history = [r for r in records if r[1]["received_at"] < live_from]
+    scenario = outage_scenario()
+    records = [r for r in generate(scenario) if r[1]["received_at"] < LIVE_END_MS]
+    history = [r for r in records if r[1]["received_at"] < LIVE_FROM_MS]
     live = records[len(history):]
-    await feed(broker.host_port, history, beacons_topic=settings.beacons_topic,
-               orders_topic=settings.orders_topic)
+    # the records are the same in every run; only their clock is moved to the wall clock
+    history_shift_ms = int(time.time() * 1000) - LIVE_FROM_MS
+    await feed(broker.host_port, [(kind, shifted(r, history_shift_ms)) for kind, r in history],
+               beacons_topic=settings.beacons_topic, orders_topic=settings.orders_topic)
 
-    shop = Shop(worker, shift_ms=int(time.time() * 1000) - live_from)
+    shop = Shop(worker, shift_ms=int(time.time() * 1000) - LIVE_FROM_MS)
+    live_from, end = LIVE_FROM_MS, LIVE_END_MS
     stop = asyncio.Event()
     outbox = asyncio.create_task(shop.drain_outbox(stop))
     playing = asyncio.create_task(play_live(shop, live))
