@@ -15,21 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
-import orjson
-from aiohttp import web
 from faust.types import TP
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from detectors.incidents import IncidentManager
 from detectors.monitor import SEPARATOR, Monitor
-from streams.collector import install_collector
 from streams.consumer_io import committed_probe, read_again
 from streams.continuity import OffsetGuard
 from streams.delivery import Dispatcher
-from streams.errors import InvalidRecord
 from streams.faust_sensor import FaustCollector, LeanMonitor
 from streams.fence import WriteFence
-from streams.health import campaigns_view, dumps_json
+from streams.health import campaigns_view
 from streams.metrics import Metrics
 from streams.pipeline import TickAssembler, incident_params
 from streams.receivers import receivers_from_settings
@@ -39,6 +35,7 @@ from streams.settings import Settings
 from streams.sink import KafkaSink
 from streams.stages import CampaignStage, IncidentStage, Out, SessionStage, Topics
 from streams.tables import changelog_topic, key_partitions, table_items, write_changes
+from streams.web_routes import install_routes
 
 BATCH = 1000
 WITHIN_S = 0.5
@@ -116,7 +113,7 @@ def create_app(settings: Settings) -> Runtime:
     rt.guards = {name: OffsetGuard(committed_probe(app)) for name in TABLE_SOURCES}
     _declare(rt)
     _agents(rt)
-    _web(rt)
+    install_routes(rt)
     _lifecycle(rt)
     return rt
 
@@ -348,43 +345,6 @@ def _agents(rt: Runtime) -> None:
 def _lag_s(stage: SessionStage) -> float:
     watermark = stage.watermark_ms
     return max(time.time() - watermark / 1000.0, 0.0) if watermark else 0.0
-
-
-def _web(rt: Runtime) -> None:
-    def on_invalid(error: InvalidRecord, raw: bytes) -> None:
-        value = orjson.dumps(error.to_dead_letter(rt.settings.beacons_topic, raw))
-        rt.topics[rt.settings.dead_letter_topic].send_soon(key=None, value=value)
-        rt.metrics.count_dead_letter(rt.settings.beacons_topic, error.reason)
-
-    install_collector(rt.app, rt.settings, rt.sink, rt.metrics.count_beacons, on_invalid)
-
-    async def campaigns(request: web.Request) -> web.Response:
-        return web.json_response(campaigns_view(rt).to_json_obj(), dumps=dumps_json)
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(rt.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def readyz(request: web.Request) -> web.Response:
-        ready = rt.sink.connected and rt.app.consumer is not None and _assigned(rt)
-        body = {"ready": ready, "broker": rt.sink.connected, "recovered": rt.recovered}
-        return web.json_response(body, status=200 if ready else 503)
-
-    router = cast(Any, rt.app.web).web_app.router
-    router.add_get("/campaigns", campaigns)
-    router.add_get("/healthz", healthz)
-    router.add_get("/metrics", metrics)
-    router.add_get("/readyz", readyz)
-
-
-def _assigned(rt: Runtime) -> bool:
-    try:
-        return bool(rt.app.consumer.assignment())
-    except Exception:
-        return False
 
 
 def _lifecycle(rt: Runtime) -> None:

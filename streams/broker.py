@@ -30,19 +30,26 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from streams.broker_probes import metadata_answers, port_is_free, split_host_port
+from streams.broker_proc import (
+    exclusive,
+    free_port,
+    is_live_kafka,
+    make_dir,
+    run_tool,
+    send_signal,
+    tail,
+)
 from streams.errors import BrokerError
 
 __all__ = ["BrokerStatus", "LocalBroker", "default_cache_dir", "metadata_answers",
@@ -57,7 +64,6 @@ _MARKER = ".complete"
 # that exits stays a zombie until reaped), and a running one is never garbage-collected
 # mid-run (Popen's ResourceWarning). The CLI exits and leaves its broker to init.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-_TAIL_LINES = 25
 _POM = """<?xml version="1.0" encoding="UTF-8"?>
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -157,12 +163,12 @@ class LocalBroker:
             return self.cache_dir
         self._require("java", INSTALL_JAVA)
         mvn = self._require("mvn", INSTALL_MAVEN)
-        _make_dir(self.cache_dir, "the jar cache")
+        make_dir(self.cache_dir, "the jar cache")
         pom = self.cache_dir / "revwatch-kafka.pom.xml"
         pom.write_text(_POM.format(version=self.kafka_version), encoding="utf-8")
         command = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
                    f"-DoutputDirectory={self.cache_dir}", "-DincludeScope=runtime"]
-        output = _run(command, timeout_s=900.0, what="Maven")
+        output = run_tool(command, timeout_s=900.0, what="Maven")
         jars = sorted(self.cache_dir.glob("*.jar"))
         if not any(j.name.startswith(f"kafka_2.13-{self.kafka_version}") for j in jars):
             message = f"Maven finished but no kafka_2.13 jar is in {self.cache_dir}:\n{output}"
@@ -177,7 +183,7 @@ class LocalBroker:
         deadline = time.monotonic() + timeout_s
         java = self._require("java", INSTALL_JAVA)
         self._prepare_home()
-        with _exclusive(self.home / "start.lock"):  # two starts of one data dir: one launches
+        with exclusive(self.home / "start.lock"):  # two starts of one data dir: one launches
             if self._running_pid() is None:
                 self._launch_new(java)
             self._wait_answering(deadline, timeout_s)
@@ -224,9 +230,9 @@ class LocalBroker:
         """SIGTERM the broker, wait, SIGKILL after ``timeout_s``; no error if not running."""
         pid = self._running_pid()
         if pid is not None:
-            _signal(pid, signal.SIGTERM)
+            send_signal(pid, signal.SIGTERM)
             if not self._wait_exit(pid, timeout_s):
-                _signal(pid, signal.SIGKILL)
+                send_signal(pid, signal.SIGKILL)
                 self._wait_exit(pid, 10.0)
         self._pid_path.unlink(missing_ok=True)
 
@@ -251,7 +257,7 @@ class LocalBroker:
                 message = (f"data dir {path} is a file, not a directory; move it away or set "
                            "REVWATCH_DATA_DIR to a directory")
                 raise BrokerError(message)
-        _make_dir(self.home / "data", "the data dir")
+        make_dir(self.home / "data", "the data dir")
 
     def _check_port_free(self) -> None:
         free = port_is_free(self.host, self.port)
@@ -280,7 +286,7 @@ class LocalBroker:
         with contextlib.suppress(OSError, ValueError):
             candidates.insert(0, int(record.read_text(encoding="utf-8")))
         chosen = next((p for p in candidates if port_is_free("127.0.0.1", p)), None)
-        chosen = chosen or _free_port()
+        chosen = chosen or free_port()
         record.write_text(f"{chosen}\n", encoding="utf-8")
         return chosen
 
@@ -294,7 +300,7 @@ class LocalBroker:
         command = [java, "-Xmx256m", f"-Dlog4j.configuration=file:{self.home}/log4j.properties",
                    "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format", "--ignore-formatted",
                    "-t", cluster_id, "-c", str(properties)]
-        _run(command, timeout_s=120.0, what="Kafka's storage format")
+        run_tool(command, timeout_s=120.0, what="Kafka's storage format")
 
     def _launch(self, java: str, libs: Path, properties: Path) -> None:
         if self.log_path.exists():
@@ -315,14 +321,14 @@ class LocalBroker:
         while time.monotonic() < deadline:
             if self._running_pid() is None:
                 message = (f"the Kafka broker exited during start; the end of "
-                           f"{self.log_path}:\n{_tail(self.log_path)}")
+                           f"{self.log_path}:\n{tail(self.log_path)}")
                 raise BrokerError(message)
             if metadata_answers(self.host, self.port):
                 return
             time.sleep(0.2)
         self.stop()
         message = (f"the Kafka broker did not answer on {self.host_port} within {timeout_s:g}"
-                   f" s and was stopped; the end of {self.log_path}:\n{_tail(self.log_path)}")
+                   f" s and was stopped; the end of {self.log_path}:\n{tail(self.log_path)}")
         raise BrokerError(message)
 
     def _running_pid(self) -> int | None:
@@ -334,7 +340,7 @@ class LocalBroker:
         if child is not None and child.poll() is not None:
             del _CHILDREN[pid]
             return None
-        return pid if child is not None or _is_live_kafka(pid) else None
+        return pid if child is not None or is_live_kafka(pid) else None
 
     def _wait_exit(self, pid: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -351,74 +357,3 @@ def new_cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
         if not text.startswith("-"):
             return text
-
-
-def _is_live_kafka(pid: int) -> bool:
-    proc = Path(f"/proc/{pid}")
-    if not Path("/proc/self").exists():  # not Linux: trust the pid
-        with contextlib.suppress(OSError):
-            os.kill(pid, 0)
-            return True
-        return False
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes()
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and b"kafka.Kafka" in cmdline
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _signal(pid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _make_dir(path: Path, what: str) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        message = f"cannot create {what} {path}: {exc.strerror}; choose a writable directory"
-        raise BrokerError(message) from exc
-    if not os.access(path, os.W_OK):
-        message = f"{what} {path} is not writable; choose a writable directory"
-        raise BrokerError(message)
-
-
-def _run(command: list[str], *, timeout_s: float, what: str) -> str:
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        message = f"{what} did not finish within {timeout_s:g} s: {' '.join(command)}"
-        raise BrokerError(message) from exc
-    output = (done.stdout or "") + (done.stderr or "")
-    if done.returncode != 0:
-        tail = "\n".join(output.splitlines()[-_TAIL_LINES:])
-        message = f"{what} failed (exit {done.returncode}); the end of its output:\n{tail}"
-        raise BrokerError(message)
-    return output
-
-
-def _tail(path: Path, lines: int = _TAIL_LINES) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])

@@ -195,3 +195,22 @@ def add_lcp(st: SessionState, old_ms: float | None, new_ms: float) -> None:
     else:
         st.log_lcp_sum -= math.log(max(old_ms, 1.0))
     st.log_lcp_sum += math.log(max(new_ms, 1.0))
+
+
+def pending_by_ts(order: PendingOrder) -> tuple[int, str]:
+    """Pending orders sort by time, then id."""
+    return order[1], order[0]
+
+
+def note_campaign(st: SessionState, name: str | None, ts: int) -> None:
+    """The earliest beacon (by ``ts``) that names a campaign names the session's (the caller
+    checks that ``ts`` is earlier than the beacon that named it so far)."""
+    if name:
+        st.campaign, st.campaign_ts = name, ts
+
+
+def too_fast(st: SessionState, max_pages_per_minute: int) -> bool:
+    """More than ``max_pages_per_minute`` page views within one minute."""
+    times = sorted(page[TS] for page in st.pages.values())
+    k = max_pages_per_minute
+    return any(times[i + k] - times[i] < MINUTE_MS for i in range(len(times) - k))

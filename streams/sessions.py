@@ -30,7 +30,6 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from streams.bots import is_bot_user_agent
@@ -40,22 +39,20 @@ from streams.session_state import (
     LCP,
     MINUTE_MS,
     NO_WATERMARK,
-    TS,
     TTFB,
-    PendingOrder,
     SessionParams,
     SessionState,
     SessionStats,
     add_lcp,
     merge_metrics,
+    note_campaign,
+    pending_by_ts,
+    too_fast,
 )
-from streams.urls import MAX_CAMPAIGN_LEN, campaign_from_url
+from streams.urls import campaign_named, clean_campaign
 
 if TYPE_CHECKING:
     from streams.settings import Settings
-
-# Landing URLs repeat across sessions (one per ad or e-mail link): parse each once.
-_campaign_of_url = lru_cache(maxsize=4096)(campaign_from_url)
 
 __all__ = ["NO_WATERMARK", "SessionParams", "SessionState", "SessionStats", "Sessionizer"]
 
@@ -133,7 +130,7 @@ class Sessionizer:
         if st.emitted:  # only a late landing naming another campaign changes what was sent
             return self._late_landing(sid, st, campaign, url, ts) if ts < st.start_ms else []
         if st.campaign_ts is None or ts < st.campaign_ts:
-            _note_campaign(st, campaign, url, ts)
+            note_campaign(st, campaign_named(campaign, url), ts)
         if st.pages[st.landing][LCP] is not None:
             return self._emit_session(sid, st)
         return []
@@ -283,15 +280,10 @@ class Sessionizer:
             heapq.heappush(self._due, (ts + self.params.lcp_wait_ms, sid))
         if commerce and lcp is not None:
             add_lcp(st, None, lcp)
-        if len(pages) > self.params.max_pages_per_minute and self._too_fast(st):
+        k = self.params.max_pages_per_minute
+        if len(pages) > k and too_fast(st, k):
             self._flag_bot(st)
         return page
-
-    def _too_fast(self, st: SessionState) -> bool:
-        """More than ``max_pages_per_minute`` page views within one minute."""
-        times = sorted(page[TS] for page in st.pages.values())
-        k = self.params.max_pages_per_minute
-        return any(times[i + k] - times[i] < MINUTE_MS for i in range(len(times) - k))
 
     def _flag_bot(self, st: SessionState) -> None:
         if not st.is_bot:
@@ -308,7 +300,7 @@ class Sessionizer:
                              watermark_ms=self._wm, session_id=sid, start_ms=st.start_ms,
                              lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device)]
         if st.pending:
-            for order_id, ts, revenue, _ in sorted(st.pending, key=_by_ts):
+            for order_id, ts, revenue, _ in sorted(st.pending, key=pending_by_ts):
                 facts.append(self._order_fact(sid, st, order_id, ts, revenue))
             st.pending.clear()
         self._changed.add(sid)
@@ -330,7 +322,7 @@ class Sessionizer:
         """A page earlier than the emitted landing names another campaign: retract what was
         sent, re-land the session on its earliest page and send it again (now if that page
         has its LCP, else ``lcp_wait_ms`` after it arrived), its orders following."""
-        name = _clean(campaign) or _campaign_of_url(url)
+        name = campaign_named(campaign, url)
         if not name or (st.campaign_ts is not None and ts >= st.campaign_ts):
             return []  # names nothing, or an earlier page already named the campaign
         if name == st.campaign:
@@ -392,30 +384,11 @@ class Sessionizer:
         """Orders whose session never showed a beacon: revenue under their own campaign."""
         if not st.pending:
             return []
-        facts = [SessionFact(kind="order", campaign=_clean(campaign) or NONE_CAMPAIGN,
+        facts = [SessionFact(kind="order", campaign=clean_campaign(campaign) or NONE_CAMPAIGN,
                              watermark_ms=self._wm, session_id=sid, start_ms=ts,
                              order_id=order_id, order_ts_ms=ts, revenue=revenue,
                              first_order=i == 0, known_session=False)
                  for i, (order_id, ts, revenue, campaign)
-                 in enumerate(sorted(st.pending, key=_by_ts))]
+                 in enumerate(sorted(st.pending, key=pending_by_ts))]
         self.stats.orphan_orders += len(facts)
         return facts
-
-
-def _note_campaign(st: SessionState, campaign: str | None, url: str, ts: int) -> None:
-    """The earliest beacon (by ``ts``) that names a campaign names the session's (the caller
-    checks that ``ts`` is earlier than the beacon that named it so far)."""
-    name = _clean(campaign) or _campaign_of_url(url)
-    if name:
-        st.campaign, st.campaign_ts = name, ts
-
-
-def _clean(campaign: str | None) -> str | None:
-    """A campaign name as reported: stripped, at most ``MAX_CAMPAIGN_LEN`` characters."""
-    if campaign is None:
-        return None
-    return campaign.strip()[:MAX_CAMPAIGN_LEN].strip() or None
-
-
-def _by_ts(order: PendingOrder) -> tuple[int, str]:
-    return order[1], order[0]

@@ -7,6 +7,7 @@ byte-for-byte as the browser sent them (no re-encoding).
 from __future__ import annotations
 
 from collections.abc import Collection
+from functools import lru_cache
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 MAX_CAMPAIGN_LEN = 100
@@ -34,6 +35,22 @@ def campaign_from_url(url: str) -> str | None:
             if campaign:
                 return campaign
     return None
+
+
+# Landing URLs repeat across sessions (one per ad or e-mail link): parse each once.
+_campaign_of_url = lru_cache(maxsize=4096)(campaign_from_url)
+
+
+def campaign_named(campaign: str | None, url: str) -> str | None:
+    """The campaign a beacon names: its own ``campaign`` field, else its URL's utm_campaign."""
+    return clean_campaign(campaign) or _campaign_of_url(url)
+
+
+def clean_campaign(campaign: str | None) -> str | None:
+    """A campaign name as reported: stripped, at most ``MAX_CAMPAIGN_LEN`` characters."""
+    if campaign is None:
+        return None
+    return campaign.strip()[:MAX_CAMPAIGN_LEN].strip() or None
 
 
 def scrub_url(url: str, allowed_params: Collection[str] = ()) -> str:
