@@ -209,6 +209,18 @@ def drop_persists(kind: str, verdict: CampaignVerdict | None, params: IncidentPa
     return verdict.conversion_recent_p_value <= params.conversion_hold_p
 
 
+def may_open(heat: Heat, verdict: CampaignVerdict | None, params: IncidentParams) -> bool:
+    """Whether a hot tick may open (or count towards opening) an episode with the conversion
+    test's evidence: a drop only while the last hour's scan shows it, the rule that holds an
+    open one
+    (:func:`drop_persists`). The 120-minute window keeps a drop's minutes for two hours
+    after it began, and as their orders mature its p-value can pass the level again after
+    the episode resolved (benchmark seeds 8 and 9): what the last hour does not show is
+    not at risk now. Without it the tick is classified on its latency alone.
+    """
+    return heat.kind != CONVERSION or drop_persists(CONVERSION, verdict, params)
+
+
 def next_kind(current: str, latest: str) -> str:
     """The kind follows the latest hot tick but never downgrades to a latency regression."""
     if latest == LATENCY and current != LATENCY:

@@ -6,16 +6,15 @@ Each tick (one event-time minute) :class:`IncidentManager` takes every campaign'
 1. tests conversion across the warmed-up campaigns with Benjamini-Hochberg at level
    ``m x alpha_per_tick``, each p-value divided by its campaign's stake weight
    (:mod:`detectors.stakes`: weighted BH, mean weight 1 over the campaigns of the tick);
-   latency evidence is the CUSUM's own verdict, whose threshold is already set for the
-   budget;
+   latency evidence is the CUSUM's verdict, its threshold already set for the budget;
 2. marks each campaign hot or quiet, with a kind (:func:`detectors.episodes.classify`);
    a data gap (no sessions in the window) and a missing verdict are quiet;
 3. runs at most one episode per campaign: opened after ``open_ticks_*`` consecutive hot
-   ticks, re-emitted at most once a tick (on a change of kind or scope, revenue moved by
-   more than 20%, or every ``update_every_ticks``), resolved after
-   ``quiet_ticks_to_resolve`` consecutive quiet ticks with one ``resolved`` alert (a
-   ``conversion_drop`` tick is quiet only once the scan over the last hour no longer
-   shows the drop at ``conversion_hold_p``: :func:`detectors.episodes.drop_persists`);
+   ticks (a drop counts only while the scan over the last hour shows it at
+   ``conversion_hold_p``: :func:`detectors.episodes.may_open`), re-emitted at most once a
+   tick (on a change of kind or scope, revenue moved by more than 20%, or every
+   ``update_every_ticks``), resolved after ``quiet_ticks_to_resolve`` quiet ticks with one
+   ``resolved`` alert (a ``conversion_drop`` stays while the last hour shows it).
 4. files each new episode under an open incident of the same cause family that started
    within ``site_join_minutes`` of it, or a new one; an incident spanning enough campaigns
    is site-wide, and all its alerts say so.
@@ -47,6 +46,7 @@ from detectors.episodes import (
     family,
     firing_summary,
     loss_for,
+    may_open,
     next_kind,
     resolved_summary,
     site_prefix,
@@ -209,8 +209,10 @@ class IncidentManager:
         hot = {name for name, heat in heats.items() if heat is not None}
         for name in sorted((set(self._streaks) | hot) - set(self._episodes)):
             heat = heats.get(name)
+            if heat is not None and not may_open(heat, latest[name], self.params):
+                heat = classify(latest[name], False, self.params)  # what the latency says
             if heat is None:
-                del self._streaks[name]
+                self._streaks.pop(name, None)
                 continue
             streak = self._streaks.setdefault(name, _Streak(0, tick_ms, None))
             streak.count += 1

@@ -290,8 +290,13 @@ async def campaigns_batch(rt: Runtime, events: Any) -> None:
 
 
 def _guarded(rt: Runtime, table: str, events: Any) -> tuple[Any, dict[tuple[str, int], int]]:
+    """The events to process and the partitions to seek back: what the batch skipped, and
+    re-reads overdue (the idle timer's empty batches ask too)."""
     guard = rt.guards.get(table)
-    return (events, {}) if guard is None or not events else guard.check(events)
+    if guard is None:
+        return events, {}
+    kept, seeks = guard.check(events) if events else (events, {})
+    return kept, {**guard.overdue(), **seeks}
 
 
 def _owned_events(rt: Runtime, table: str, events: Any) -> Any:

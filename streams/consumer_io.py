@@ -6,10 +6,13 @@ They use private consumer state (``_committed_offset``, ``_gap``) of faust-strea
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from faust.types import TP
+
+log = logging.getLogger(__name__)
 
 
 def committed_probe(app: Any) -> Callable[[str, int], int | None]:
@@ -25,11 +28,18 @@ def committed_probe(app: Any) -> Callable[[str, int], int | None]:
 
 async def read_again(app: Any, seeks: dict[tuple[str, int], int]) -> None:
     """Seek partitions back to records that were jumped over (streams/continuity.py); the
-    consumer's gap bookkeeping for them is cleared, so its commit cannot pass them."""
+    consumer's gap bookkeeping for them is cleared, so its commit cannot pass them.
+
+    ``seek_wait`` seeks in the consumer's own thread, where aiokafka's fetcher runs (Faust's
+    ``seek`` changes the fetcher's state from the event loop's thread), and resets Faust's
+    read offset, below which it drops records."""
     if not seeks:
         return
     consumer = app.consumer
-    for (topic, partition), offset in seeks.items():
-        tp = TP(topic, partition)
+    offsets = {TP(topic, partition): offset for (topic, partition), offset in seeks.items()}
+    for tp in offsets:
         getattr(consumer, "_gap", {}).pop(tp, None)
-        await consumer.seek(tp, offset)
+    try:
+        await consumer.seek_wait(offsets)
+    except Exception as exc:  # e.g. a partition revoked meanwhile: the guard seeks again
+        log.warning("seeking back to %s failed: %r", offsets, exc)

@@ -11,6 +11,13 @@ yet) means records were skipped. That partition's records are then left unproces
 unacknowledged, and the caller seeks it back to the expected offset (again after each batch
 holding one), until the expected record comes again; if it has not come within ``wait_s``
 (records really gone, e.g. deleted by retention) the jump is accepted and logged.
+
+A seek can be overtaken: records Faust fetched before it are still delivered and move its
+read offset past the re-read, which it then drops unseen. Each held record seeks again,
+but when none comes after the last seek, nothing would; so :meth:`OffsetGuard.overdue`
+names the re-reads with nothing read for ``reseek_s`` since their last seek, and the caller
+seeks them again (the idle timer asks every few seconds). A worker stalled for good on one
+partition was seen once in CI before this (all other partitions went on).
 """
 
 from __future__ import annotations
@@ -35,7 +42,10 @@ class OffsetGuard:
     clock: Callable[[], float] = time.monotonic
     expected: dict[Key, int] = field(default_factory=dict)
     rereading: dict[Key, tuple[int, float]] = field(default_factory=dict)  # offset, deadline
+    reseek_s: float = 5.0
+    sought: dict[Key, float] = field(default_factory=dict)  # when each re-read last sought
     skipped: int = 0  # records left unprocessed, to be read again
+    reseeks: int = 0  # seeks repeated by :meth:`overdue`
 
     def check(self, events: Sequence[Any]) -> tuple[list[Any], dict[Key, int]]:
         """The events to process, and the partitions to seek back (to the offset given)."""
@@ -56,7 +66,8 @@ class OffsetGuard:
                 message.acked = True
                 self.skipped += 1
                 continue
-            self.rereading.pop(key, None)
+            if self.rereading.pop(key, None) is not None:
+                self.sought.pop(key, None)
             self.expected[key] = max(offset + 1, self.expected.get(key, 0))
             kept.append(event)
         return kept, seeks
@@ -73,14 +84,28 @@ class OffsetGuard:
             # seek again at each record held: one delivered after the last seek moved the
             # consumer's read offset past the re-read, which it would drop
             seeks[key] = want
+            self.sought[key] = now
             return True
         log.warning("%s/%d: records %d-%d did not come again within %.0f s: taken as gone",
                     key[0], key[1], want, offset - 1, self.wait_s)
         return False
 
+    def overdue(self) -> dict[Key, int]:
+        """The re-reads to seek again: nothing of theirs read for ``reseek_s`` since their
+        last seek (it was overtaken, or lost)."""
+        now = self.clock()
+        due = {key: want for key, (want, _) in self.rereading.items()
+               if now - self.sought.get(key, now) >= self.reseek_s}
+        for key, want in due.items():
+            self.sought[key] = now
+            self.reseeks += 1
+            log.warning("%s/%d: record %d not read again %.0f s after seeking it: seeking again",
+                        key[0], key[1], want, self.reseek_s)
+        return due
+
     def keep_only(self, owned: Iterable[Key]) -> None:
         """Forget the partitions no longer owned (after a rebalance)."""
         keep = set(owned)
-        for table in (self.expected, self.rereading):
+        for table in (self.expected, self.rereading, self.sought):
             for key in [k for k in table if k not in keep]:
                 del table[key]

@@ -81,3 +81,36 @@ def test_other_partitions_go_on_and_revoked_ones_are_forgotten() -> None:
     guard.keep_only([(T, 0)])
     assert set(guard.expected) == {(T, 0)}
     assert guard.rereading == {}
+
+
+def test_a_re_read_with_nothing_read_since_its_last_seek_is_sought_again() -> None:
+    """The CI stall: a seek overtaken by records fetched before it, and none held after it
+    to seek again; the partition would wait for good."""
+    clock = Clock()
+    guard = OffsetGuard(committed=lambda topic, partition: 7871, clock=clock, reseek_s=5.0)
+    kept, seeks = guard.check(batch(3, 7873, 7900))
+    assert (kept, seeks) == ([], {(T, 3): 7871})
+    clock.now = 4.9
+    assert guard.overdue() == {}
+    clock.now = 5.0
+    assert guard.overdue() == {(T, 3): 7871}
+    assert guard.overdue() == {}  # sought just now
+    clock.now = 10.0
+    assert guard.overdue() == {(T, 3): 7871}
+    assert guard.reseeks == 2
+    kept, _ = guard.check(batch(3, 7871, 7880))  # the re-read came: nothing left to seek
+    assert len(kept) == 10
+    clock.now = 20.0
+    assert guard.overdue() == {}
+
+
+def test_a_held_record_resets_the_reseek_clock() -> None:
+    clock = Clock()
+    guard = OffsetGuard(committed=lambda topic, partition: 0, clock=clock, reseek_s=5.0)
+    guard.check(batch(0, 3, 3))
+    clock.now = 4.0
+    guard.check(batch(0, 4, 4))  # held again, sought again with the batch
+    clock.now = 8.0
+    assert guard.overdue() == {}
+    clock.now = 9.0
+    assert guard.overdue() == {(T, 0): 0}

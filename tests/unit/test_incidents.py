@@ -35,6 +35,8 @@ def verdict(campaign: str = "spring_sale", tick_ms: int = T0, **overrides: Any) 
         "slow_page_loss_per_hour": Estimate.zero(), "conversion_loss_per_hour": Estimate.zero(),
     }
     fields.update(overrides)
+    # the last hour's scan shows what the whole scan shows unless a test says otherwise
+    fields.setdefault("conversion_recent_p_value", fields["conversion_p_value"])
     return CampaignVerdict(**fields)
 
 
@@ -519,13 +521,13 @@ DROP_END = 60
 SEED17 = IncidentParams(false_alarms_per_campaign_day=0.02 * 2.6)
 
 
-def resolves(params: IncidentParams, first: int, p_values: list[tuple[float, float]],
-             *, hold: bool = True) -> list[int]:
-    """Ticks at which the drop's episode resolves, fed the recorded p-values (``hold``:
-    with the last hour's p-value; without it, only the opening test counts)."""
+def resolves(params: IncidentParams, first: int, p_values: list[tuple[float, float]]
+             ) -> list[int]:
+    """Ticks at which the drop's episode resolves, fed the recorded p-values (the whole
+    scan's and the last hour's). Before the hold, the episodes resolved at ticks 47 (seed 1)
+    and 44 (seed 17), during the drop (docs/STATISTICS.md, "Episodes")."""
     manager = IncidentManager(params)
-    ticks = [[dropped("s", at(first + i), conversion_p_value=p,
-                      conversion_recent_p_value=q if hold else 1.0)]
+    ticks = [[dropped("s", at(first + i), conversion_p_value=p, conversion_recent_p_value=q)]
              for i, (p, q) in enumerate(p_values)]
     out = run(manager, ticks, start=first)
     return [first + i for i, alerts in enumerate(out) for a in alerts if a.state == "resolved"]
@@ -534,14 +536,12 @@ def resolves(params: IncidentParams, first: int, p_values: list[tuple[float, flo
 def test_a_drop_hovering_above_the_opening_level_is_not_resolved_while_it_lasts() -> None:
     # the scan's p sat at 1.2e-3..3.7e-3 from tick 32 to 47: the old rule resolved at 47
     equal = IncidentParams(stake_weight_power=0.0)
-    assert resolves(equal, 25, SEED1_P, hold=False)[0] == 47
     assert resolves(equal, 25, SEED1_P) == [82]
     assert all(tick > DROP_END for tick in resolves(equal, 25, SEED1_P))
 
 
 def test_a_drop_diluted_in_the_long_windows_is_held_by_the_last_hour() -> None:
     # the scan's p rose to 0.07-0.21 at ticks 37-45: the old rule resolved at 44
-    assert resolves(SEED17, 29, SEED17_P, hold=False)[0] == 44
     assert resolves(SEED17, 29, SEED17_P) == [85]
 
 
@@ -563,3 +563,23 @@ def test_a_recovered_drop_resolves_after_the_quiet_ticks() -> None:
 def test_the_hold_level_must_be_a_probability() -> None:
     with pytest.raises(ValueError, match="conversion_hold_p"):
         IncidentParams(conversion_hold_p=0.0)
+
+
+def test_a_drop_the_last_hour_does_not_show_opens_no_episode() -> None:
+    # the 120-minute window still holds an ended drop: its p passes the level, the last
+    # hour's scan does not (benchmark seeds 8 and 9 paged again 52 minutes after the end)
+    old = [[dropped("s", at(i), conversion_recent_p_value=0.3)] for i in range(6)]
+    assert all(alerts == [] for alerts in run(IncidentManager(IncidentParams()), old))
+    now = [[dropped("s", at(i), conversion_recent_p_value=0.01)] for i in range(6)]
+    opened = [a for alerts in run(IncidentManager(IncidentParams()), now) for a in alerts]
+    assert opened
+    assert opened[0].kind == "conversion_drop"
+    assert opened[0].state == "firing"
+
+
+def test_the_last_hour_rule_leaves_slow_pages_alone() -> None:
+    ticks = [[slow("s", at(i), conversion_p_value=1e-9, conversion_recent_p_value=0.3,
+                   conversion_window_start_ms=at(i) - 20 * MIN)] for i in range(6)]
+    opened = [a for alerts in run(IncidentManager(IncidentParams()), ticks) for a in alerts]
+    assert opened
+    assert opened[0].kind in {"performance_conversion_loss", "latency_regression"}

@@ -37,6 +37,7 @@ def verdict(campaign: str, sessions_per_minute: float, p: float = 0.6,
         "conversion_loss_per_hour": Estimate(2300, 1800, 2900),
     }
     fields.update(overrides)
+    fields.setdefault("conversion_recent_p_value", p)  # the last hour shows what the scan does
     return CampaignVerdict(**fields)
 
 
