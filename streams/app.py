@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from detectors.incidents import IncidentManager
 from detectors.monitor import SEPARATOR, Monitor
-from streams.consumer_io import committed_probe, read_again
+from streams.consumer_io import committed_probe, fetch_again, highwater_probe, read_again
 from streams.continuity import OffsetGuard
 from streams.delivery import Dispatcher
 from streams.faust_sensor import FaustCollector, LeanMonitor
@@ -42,6 +42,7 @@ WITHIN_S = 0.5
 SESSION_TIMEOUT_S = 10.0
 IDLE_TICK_S = 5.0
 SEND_WAIT_S = 30.0
+FENCED_S = 30.0  # a fence closed longer than this is reported
 log = logging.getLogger(__name__)
 # The source topics of each table: a table partition is owned with its topics' partition.
 TABLE_SOURCES = {"sessions": "source", "campaigns": "facts", "incidents": "verdicts"}
@@ -167,7 +168,11 @@ def _declare(rt: Runtime) -> None:
 def _reloader(rt: Runtime, name: str) -> Any:
     """The table's recover callback: rebuild the stage, then let its batches run again."""
     async def reload() -> None:
-        _reload(rt, name)
+        try:
+            _reload(rt, name)
+        except Exception:  # Faust keeps a recover callback's error to itself
+            log.exception("%s: rebuilding the stage from its recovered table failed", name)
+            raise
         fence = rt.fences.get(name)
         if fence is not None:
             fence.open()
@@ -295,8 +300,14 @@ def _guarded(rt: Runtime, table: str, events: Any) -> tuple[Any, dict[tuple[str,
     guard = rt.guards.get(table)
     if guard is None:
         return events, {}
-    kept, seeks = guard.check(events) if events else (events, {})
-    return kept, {**guard.overdue(), **seeks}
+    if events:
+        kept, seeks = guard.check(events)
+        return kept, {**guard.overdue(), **seeks}
+    keys = [(topic, p) for topic in rt.topics[TABLE_SOURCES[table]].topics
+            for p in _owned(rt, table)]
+    stalled = guard.stalled(keys, highwater_probe(rt.app))
+    fetch_again(rt.app, stalled)
+    return events, {**guard.overdue(), **stalled}
 
 
 def _owned_events(rt: Runtime, table: str, events: Any) -> Any:
@@ -330,6 +341,7 @@ def _agents(rt: Runtime) -> None:
         batch looks again; without this the last minutes before a pause (or the heartbeats
         of a worker that died) would wait for the next record.
         """
+        _warn_if_fenced(rt)
         if rt.recovered and not rt.app.rebalancing and all(
                 fence.is_open for fence in rt.fences.values()):
             await sessions_batch(rt, [])
@@ -345,6 +357,15 @@ def _agents(rt: Runtime) -> None:
                 await _send(rt, out, "incidents", lambda _key: 0)
                 rt.metrics.set_alerts_firing(
                     (a.campaign, a.kind) for a in rt.incidents.manager.open_alerts())
+
+
+def _warn_if_fenced(rt: Runtime) -> None:
+    """A stage fenced for long is stalled: say so, with what it waits for."""
+    late = {n: round(f.closed_for()) for n, f in rt.fences.items() if f.closed_for() > FENCED_S}
+    if late:
+        log.warning("stages fenced for %s s since a revocation: rebalancing %s, in recovery %s,"
+                    " reloads %s", late, rt.app.rebalancing,
+                    getattr(rt.app, "in_recovery", None), rt.reloads)
 
 
 def _lag_s(stage: SessionStage) -> float:

@@ -43,3 +43,38 @@ async def read_again(app: Any, seeks: dict[tuple[str, int], int]) -> None:
         await consumer.seek_wait(offsets)
     except Exception as exc:  # e.g. a partition revoked meanwhile: the guard seeks again
         log.warning("seeking back to %s failed: %r", offsets, exc)
+
+
+def highwater_probe(app: Any) -> Callable[[str, int], int | None]:
+    """The consumer's high-water mark of a partition (None: unknown or not assigned)."""
+    def end(topic: str, partition: int) -> int | None:
+        try:
+            found = app.consumer.highwater(TP(topic, partition))
+        except Exception:  # not assigned (any more), or no consumer yet
+            return None
+        return found if isinstance(found, int) else None
+    return end
+
+
+def fetch_again(app: Any, stalled: dict[tuple[str, int], int]) -> None:
+    """Put stalled partitions back among those Faust's consumer fetches, saying what held
+    them (the caller then seeks them to the offset given). Faust drops a partition from its
+    fetch set while its stream buffer is full and adds it back when a read finds the
+    buffer drained; a pause is Faust's during a recovery, and this runs only outside one."""
+    consumer = app.consumer
+    active: set[TP] | None = getattr(consumer, "_active_partitions", None)
+    buffered: set[TP] = getattr(consumer, "_buffered_partitions", set())
+    paused: set[TP] = getattr(consumer, "_paused_partitions", set())
+    for (topic, partition), offset in stalled.items():
+        tp = TP(topic, partition)
+        log.warning("%s/%d: records from %d waiting, none read for a while (fetched %s, "
+                    "buffer full %s, paused %s, read offset %s): fetching again from %d",
+                    topic, partition, offset, active is None or tp in active, tp in buffered,
+                    tp in paused, getattr(consumer, "_read_offset", {}).get(tp), offset)
+        if tp in paused:
+            consumer.resume_partitions({tp})
+        if tp in buffered:
+            consumer.on_buffer_drop(tp)
+        elif active is not None:
+            active.add(tp)
+

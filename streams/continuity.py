@@ -46,6 +46,9 @@ class OffsetGuard:
     sought: dict[Key, float] = field(default_factory=dict)  # when each re-read last sought
     skipped: int = 0  # records left unprocessed, to be read again
     reseeks: int = 0  # seeks repeated by :meth:`overdue`
+    stall_s: float = 15.0
+    progress: dict[Key, tuple[int, float]] = field(default_factory=dict)  # want, since when
+    unstalled: int = 0  # partitions found stalled by :meth:`stalled`
 
     def check(self, events: Sequence[Any]) -> tuple[list[Any], dict[Key, int]]:
         """The events to process, and the partitions to seek back (to the offset given)."""
@@ -103,9 +106,37 @@ class OffsetGuard:
                         key[0], key[1], want, self.reseek_s)
         return due
 
+    def stalled(self, keys: Iterable[Key], end: Callable[[str, int], int | None]
+                ) -> dict[Key, int]:
+        """Partitions with records waiting (``end``: the high-water mark) whose next offset
+        has not moved for ``stall_s``, each with that offset: fetching them has stopped.
+
+        Seen in CI: after a restart, two beacon partitions of a worker stopped being
+        fetched with ~1,300 records each behind, no record held, no error, while the rest
+        went on (docs/RELIABILITY.md, "Offsets"). Reported at most once per ``stall_s``.
+        """
+        now = self.clock()
+        found: dict[Key, int] = {}
+        for key in keys:
+            want = self.expected.get(key)
+            if want is None:
+                want = self.committed(*key)
+            high = end(*key)
+            if want is None or high is None or high <= want:
+                self.progress.pop(key, None)
+                continue
+            since = self.progress.get(key)
+            if since is None or since[0] != want:
+                self.progress[key] = (want, now)
+            elif now - since[1] >= self.stall_s:
+                found[key] = want
+                self.progress[key] = (want, now)
+        self.unstalled += len(found)
+        return found
+
     def keep_only(self, owned: Iterable[Key]) -> None:
         """Forget the partitions no longer owned (after a rebalance)."""
         keep = set(owned)
-        for table in (self.expected, self.rereading, self.sought):
+        for table in (self.expected, self.rereading, self.sought, self.progress):
             for key in [k for k in table if k not in keep]:
                 del table[key]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 
@@ -29,6 +30,7 @@ class WriteFence:
     def __init__(self, *, open_: bool = True) -> None:
         self._open = asyncio.Event()
         self._lock = asyncio.Lock()  # one batch of the stage at a time
+        self.closed_at: float | None = None  # monotonic time of the last close, while closed
         if open_:
             self._open.set()
 
@@ -38,9 +40,17 @@ class WriteFence:
 
     def close(self) -> None:
         self._open.clear()
+        self.closed_at = time.monotonic()
 
     def open(self) -> None:
         self._open.set()
+        self.closed_at = None
+
+    def closed_for(self) -> float:
+        """Seconds since the fence closed (0 while open)."""
+        if self.closed_at is None:
+            return 0.0
+        return time.monotonic() - self.closed_at
 
     async def drain(self) -> None:
         """Wait until no batch of the stage is under way (call after :meth:`close`)."""

@@ -114,3 +114,32 @@ def test_a_held_record_resets_the_reseek_clock() -> None:
     assert guard.overdue() == {}
     clock.now = 9.0
     assert guard.overdue() == {(T, 0): 0}
+
+
+def test_a_partition_with_records_waiting_and_no_progress_is_found_stalled() -> None:
+    clock = Clock()
+    committed = {1: 6950, 2: 8400}
+    guard = OffsetGuard(committed=lambda topic, partition: committed[partition], clock=clock,
+                        stall_s=15.0)
+    ends = {(T, 1): 8313, (T, 2): 8449}
+    keys = list(ends)
+    guard.check(batch(2, 8400, 8448))  # partition 2 read to its end
+    assert guard.stalled(keys, lambda t, p: ends[(t, p)]) == {}
+    clock.now = 14.9
+    assert guard.stalled(keys, lambda t, p: ends[(t, p)]) == {}
+    clock.now = 15.0
+    assert guard.stalled(keys, lambda t, p: ends[(t, p)]) == {(T, 1): 6950}
+    assert guard.stalled(keys, lambda t, p: ends[(t, p)]) == {}  # once per stall_s
+    clock.now = 20.0
+    guard.check(batch(1, 6950, 7000))  # it moves again
+    clock.now = 34.0
+    assert guard.stalled(keys, lambda t, p: ends[(t, p)]) == {}
+    assert guard.unstalled == 1
+
+
+def test_no_stall_without_records_waiting_or_a_known_end() -> None:
+    clock = Clock()
+    guard = OffsetGuard(committed=lambda topic, partition: 10, clock=clock, stall_s=1.0)
+    for now in (0.0, 5.0, 10.0):
+        clock.now = now
+        assert guard.stalled([(T, 0), (T, 1)], lambda t, p: 10 if p == 0 else None) == {}
