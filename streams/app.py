@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -20,11 +19,17 @@ from prometheus_client import CollectorRegistry
 
 from detectors.incidents import IncidentManager
 from detectors.monitor import SEPARATOR, Monitor
-from streams.consumer_io import committed_probe, fetch_again, highwater_probe, read_again
+from streams.consumer_io import (
+    assigned_partitions,
+    committed_probe,
+    fetch_again,
+    highwater_probe,
+    read_again,
+)
 from streams.continuity import OffsetGuard
 from streams.delivery import Dispatcher
 from streams.faust_sensor import FaustCollector, LeanMonitor
-from streams.fence import WriteFence
+from streams.fence import WriteFence, fenced_longer
 from streams.health import campaigns_view
 from streams.metrics import Metrics
 from streams.pipeline import TickAssembler, incident_params
@@ -280,7 +285,7 @@ async def sessions_batch(rt: Runtime, events: Any) -> None:
         out = rt.sessions.batch(events)
         await _send(rt, out, "sessions", rt.sessions.partition_of)
         rt.sessions.prune()
-        rt.metrics.set_event_lag(rt.settings.beacons_topic, _lag_s(rt.sessions))
+        rt.metrics.set_event_lag(rt.settings.beacons_topic, rt.sessions.lag_s())
 
 
 async def campaigns_batch(rt: Runtime, events: Any) -> None:
@@ -295,19 +300,16 @@ async def campaigns_batch(rt: Runtime, events: Any) -> None:
 
 
 def _guarded(rt: Runtime, table: str, events: Any) -> tuple[Any, dict[tuple[str, int], int]]:
-    """The events to process and the partitions to seek back: what the batch skipped, and
-    re-reads overdue (the idle timer's empty batches ask too)."""
+    """The events to process, and the partitions to seek: skipped, overdue or stalled."""
     guard = rt.guards.get(table)
     if guard is None:
         return events, {}
-    if events:
-        kept, seeks = guard.check(events)
-        return kept, {**guard.overdue(), **seeks}
-    keys = [(topic, p) for topic in rt.topics[TABLE_SOURCES[table]].topics
-            for p in _owned(rt, table)]
+    kept, seeks = guard.check(events) if events else (events, {})
+    names = set(rt.topics[TABLE_SOURCES[table]].topics)
+    keys = [(tp.topic, tp.partition) for tp in assigned_partitions(rt.app) if tp.topic in names]
     stalled = guard.stalled(keys, highwater_probe(rt.app))
     fetch_again(rt.app, stalled)
-    return events, {**guard.overdue(), **stalled}
+    return kept, {**guard.overdue(), **stalled, **seeks}
 
 
 def _owned_events(rt: Runtime, table: str, events: Any) -> Any:
@@ -318,8 +320,9 @@ def _owned_events(rt: Runtime, table: str, events: Any) -> Any:
     owned = _owned(rt, table)
     kept = [event for event in events if event.message.partition in owned]
     if len(kept) < len(events):
-        log.info("%s: %d records of partitions no longer ours left to their new owner",
-                 table, len(events) - len(kept))
+        log.warning("%s: %d records of partitions %s, not ours, left to their owner", table,
+                    len(events) - len(kept),
+                    sorted({e.message.partition for e in events} - owned))
     return kept
 
 
@@ -334,18 +337,26 @@ def _agents(rt: Runtime) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
             await campaigns_batch(rt, events)
 
+    held = 0  # idle ticks in a row that could not run
+
     async def idle_tick() -> None:
         """Let watermarks move on when inputs fall quiet (they are re-read only per batch).
 
         An input silent for ``IDLE_S`` stops holding its stage's watermark back, but only a
         batch looks again; without this the last minutes before a pause (or the heartbeats
-        of a worker that died) would wait for the next record.
-        """
+        of a worker that died) would wait for the next record."""
+        nonlocal held
         _warn_if_fenced(rt)
         if rt.recovered and not rt.app.rebalancing and all(
                 fence.is_open for fence in rt.fences.values()):
+            held = 0
             await sessions_batch(rt, [])
             await campaigns_batch(rt, [])
+            return
+        held += 1
+        if held * IDLE_TICK_S % FENCED_S == 0:
+            log.warning("idle timer held %.0f s: recovered %s, rebalancing %s",
+                        held * IDLE_TICK_S, rt.recovered, rt.app.rebalancing)
 
     cast(Any, rt.app).timer(IDLE_TICK_S)(idle_tick)
 
@@ -361,16 +372,10 @@ def _agents(rt: Runtime) -> None:
 
 def _warn_if_fenced(rt: Runtime) -> None:
     """A stage fenced for long is stalled: say so, with what it waits for."""
-    late = {n: round(f.closed_for()) for n, f in rt.fences.items() if f.closed_for() > FENCED_S}
-    if late:
+    if late := fenced_longer(rt.fences, FENCED_S):
         log.warning("stages fenced for %s s since a revocation: rebalancing %s, in recovery %s,"
                     " reloads %s", late, rt.app.rebalancing,
                     getattr(rt.app, "in_recovery", None), rt.reloads)
-
-
-def _lag_s(stage: SessionStage) -> float:
-    watermark = stage.watermark_ms
-    return max(time.time() - watermark / 1000.0, 0.0) if watermark else 0.0
 
 
 def _lifecycle(rt: Runtime) -> None:

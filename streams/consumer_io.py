@@ -78,3 +78,11 @@ def fetch_again(app: Any, stalled: dict[tuple[str, int], int]) -> None:
         elif active is not None:
             active.add(tp)
 
+
+def assigned_partitions(app: Any) -> set[TP]:
+    """The partitions Kafka gave this worker's consumer (those it owns, and any batch of a
+    revocation under way still holds)."""
+    try:
+        return set(app.consumer.assignment())
+    except Exception:  # no consumer yet
+        return set()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 
 class WriteFence:
@@ -70,3 +70,9 @@ class WriteFence:
             yield
         finally:
             self._lock.release()
+
+
+def fenced_longer(fences: Mapping[str, WriteFence], limit_s: float) -> dict[str, int]:
+    """The fences closed for more than ``limit_s``, with their seconds closed."""
+    return {name: round(f.closed_for()) for name, f in fences.items()
+            if f.closed_for() > limit_s}

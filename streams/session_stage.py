@@ -289,6 +289,11 @@ class SessionStage:
                  if t.sessionizer.watermark_ms != NO_WATERMARK]
         return min(marks, default=NO_WATERMARK)
 
+    def lag_s(self) -> float:
+        """Wall clock minus the watermark, in seconds (0 before any)."""
+        watermark = self.watermark_ms
+        return max(time.time() - watermark / 1000.0, 0.0) if watermark else 0.0
+
     def restore(self, items: Iterable[tuple[str, Any]], partitions: Mapping[str, int],
                 owned: Iterable[int]) -> None:
         """Rebuild the tasks of the ``owned`` partitions from table rows (after a rebalance).
