@@ -279,24 +279,25 @@ def _owned(rt: Runtime, table: str) -> set[int]:
 
 async def sessions_batch(rt: Runtime, events: Any) -> None:
     """One batch of rum-beacons and orders through the session stage (agent and idle timer)."""
-    async with rt.fences["sessions"].batch():
-        events, seeks = _guarded(rt, "sessions", _owned_events(rt, "sessions", events))
-        await read_again(rt.app, seeks)
-        out = rt.sessions.batch(events)
-        await _send(rt, out, "sessions", rt.sessions.partition_of)
-        rt.sessions.prune()
-        rt.metrics.set_event_lag(rt.settings.beacons_topic, rt.sessions.lag_s())
+    await _stage_batch(rt, "sessions", rt.sessions, events)
+    rt.metrics.set_event_lag(rt.settings.beacons_topic, rt.sessions.lag_s())
 
 
 async def campaigns_batch(rt: Runtime, events: Any) -> None:
     """One batch of session facts through the campaign stage (agent and idle timer)."""
-    async with rt.fences["campaigns"].batch():
-        events, seeks = _guarded(rt, "campaigns", _owned_events(rt, "campaigns", events))
+    await _stage_batch(rt, "campaigns", rt.campaigns, events)
+    rt.metrics.set_campaign_health(campaigns_view(rt).health_rows())
+
+
+async def _stage_batch(rt: Runtime, name: str, stage: SessionStage | CampaignStage,
+                       events: Any) -> None:
+    """In the stage's fence: keep our records, seek back, run, send, write the table."""
+    async with rt.fences[name].batch():
+        events, seeks = _guarded(rt, name, _owned_events(rt, name, events))
         await read_again(rt.app, seeks)
-        out = rt.campaigns.batch(events)
-        await _send(rt, out, "campaigns", rt.campaigns.partition_of)
-        rt.campaigns.prune()
-        rt.metrics.set_campaign_health(campaigns_view(rt).health_rows())
+        out = stage.batch(events)
+        await _send(rt, out, name, stage.partition_of)
+        stage.prune()
 
 
 def _guarded(rt: Runtime, table: str, events: Any) -> tuple[Any, dict[tuple[str, int], int]]:
