@@ -28,6 +28,7 @@ from streams.consumer_io import (
 )
 from streams.continuity import OffsetGuard
 from streams.delivery import Dispatcher
+from streams.fast_drain import install as install_fast_drain
 from streams.faust_sensor import FaustCollector, LeanMonitor
 from streams.fence import WriteFence, fenced_longer
 from streams.health import campaigns_view
@@ -101,8 +102,8 @@ def create_app(settings: Settings) -> Runtime:
     metrics = Metrics(registry, max_campaign_labels=settings.max_campaign_labels)
     # Faust's figures from plain counters read at scrape time (its Prometheus sensor
     # updated labelled counters per event: ~7% of the worker's time)
-    monitor = LeanMonitor()
-    app.monitor = monitor
+    app.monitor = monitor = LeanMonitor()
+    install_fast_drain(app)  # one task-free callback per message (streams/fast_drain.py)
     registry.register(FaustCollector(monitor, name_prefix="revwatch_faust"))
     names = topics_of(settings)
     rt = Runtime(
