@@ -62,7 +62,7 @@ TARGET = 0.5
 # (IDLE_TICK_S): the last minutes, held back by order partitions read long before the end,
 # come out then. A shorter wait missed them in fast runs (fewer outputs, a shorter time).
 SETTLE_S = IDLE_S + IDLE_TICK_S + 2.0
-PROFILE = bool(os.environ.get("BENCH_PROFILE"))  # py-spy each worker
+PROFILE = bool(os.environ.get("BENCH_PROFILE"))  # py-spy each worker (BENCH_PROFILE_RATE)
 
 
 def preload(bootstrap: str, folder: Path, prefix: str, partitions: int) -> dict[str, Any]:
@@ -174,8 +174,9 @@ def start_workers(base: Settings, workers: int, started: list[subprocess.Popen[b
         env = {k: v for k, v in os.environ.items() if not k.startswith("REVWATCH_")}
         command = [PYTHON, "-m", "streams.cli", "worker"]
         if PROFILE:
+            rate = os.environ.get("BENCH_PROFILE_RATE", "50")  # samples a second
             command = [str(Path(PYTHON).parent / "py-spy"), "record", "--format", "raw",
-                       "--rate", "50", "-o", str(data_dir / "py-spy.txt"), "--", *command]
+                       "--rate", rate, "-o", str(data_dir / "py-spy.txt"), "--", *command]
         started.append(subprocess.Popen(
             command, env={**env, **run.to_env()},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT))

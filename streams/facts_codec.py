@@ -10,7 +10,6 @@ single fact object (the format before 0.2, and what a hand-written heartbeat may
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict
 
 import orjson
 
@@ -25,7 +24,7 @@ def encode_facts(facts: Iterable[SessionFact]) -> Iterator[bytes]:
     """Record values for ``facts``: JSON arrays of at most ``MAX_FACTS_PER_RECORD``."""
     chunk: list[dict[str, object]] = []
     for fact in facts:
-        chunk.append(asdict(fact))
+        chunk.append(fact.as_dict())
         if len(chunk) == MAX_FACTS_PER_RECORD:
             yield orjson.dumps(chunk)
             chunk = []

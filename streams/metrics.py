@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -91,6 +92,7 @@ class Metrics:
         self._exported: dict[str, set[str]] = {name: set() for name in self._campaign_gauges}
         self._labelled: list[str] = []
         self._firing: set[tuple[str, str]] = set()
+        self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}  # see _child
 
     def _define_counters(self, r: CollectorRegistry) -> None:
         self.beacons = Counter("revwatch_beacons", "Beacon records read, by source and outcome.",
@@ -143,10 +145,19 @@ class Metrics:
 
     def count_beacons(self, source: str, outcome: str, n: int = 1) -> None:
         """Count beacon records (``source``: web-vitals, boomerang, canonical...)."""
-        self.beacons.labels(source, outcome).inc(n)
+        self._child(self.beacons, source, outcome).inc(n)
 
     def count_orders(self, outcome: str, n: int = 1) -> None:
-        self.orders.labels(outcome).inc(n)
+        self._child(self.orders, outcome).inc(n)
+
+    def _child(self, counter: Counter, *labels: str) -> Any:
+        """``counter.labels(*labels)``, kept: ``labels`` takes a lock and checks its
+        arguments on every call, and these counters move once per record."""
+        key = (counter, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        return child
 
     def count_dead_letter(self, topic: str, reason: str) -> None:
         """Count one dead-lettered record; ``reason`` is mapped by :func:`reason_class`."""

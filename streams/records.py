@@ -103,7 +103,17 @@ class SessionFact:
     known_session: bool = True
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self.as_dict())
+
+    def as_dict(self) -> dict[str, object]:
+        """``dataclasses.asdict(self)`` (flat), without its recursion and copies; orjson
+        cannot take the compiled class itself (it crashes on mypyc's native attributes)."""
+        return {"kind": self.kind, "campaign": self.campaign, "watermark_ms": self.watermark_ms,
+                "session_id": self.session_id, "start_ms": self.start_ms,
+                "lcp_ms": self.lcp_ms, "commerce": self.commerce, "device": self.device,
+                "order_id": self.order_id, "order_ts_ms": self.order_ts_ms,
+                "revenue": self.revenue, "first_order": self.first_order,
+                "known_session": self.known_session}
 
     @classmethod
     def from_json(cls, raw: bytes) -> SessionFact:
