@@ -85,7 +85,8 @@ class CampaignVerdict:
         return self.slow_page_loss_per_hour.value / missing
 
     def to_state(self) -> dict[str, Any]:
-        """``dataclasses.asdict(self)``, ten times faster (a verdict per campaign per tick)."""
+        """``dataclasses.asdict(self)`` without its recursion and copies (one verdict per
+        campaign per tick goes to the table)."""
         state = {name: getattr(self, name) for name in _FIELDS}
         for name in _ESTIMATES:
             est = state[name]

@@ -13,6 +13,12 @@ eager tasks do. A callback that finishes there (the usual case: nothing full, no
 suspended) is done without a task. One that suspends goes on, from where it stopped, under
 Faust's own ``wait_first``, so a rebalance still cuts it as before. Any other
 ``wait_first`` of the consumer is Faust's, unchanged.
+
+The proper home of this is Faust's drain loop itself (the same call is the subject of
+faust-streaming issue #229, "Conductor appears to be deadlocked"); until it changes there,
+this subclass is installed only on Faust's aiokafka transport, the one revwatch uses, and
+``tests/unit/test_fast_drain.py`` drives Faust's own loop, so a Faust release that calls
+the callback differently fails that test instead of silently losing the gain.
 """
 
 from __future__ import annotations
@@ -81,6 +87,16 @@ class Consumer(AIOKafkaConsumer):
 
 def install(app: Any) -> None:
     """Make ``app`` create :class:`Consumer` (before its consumer exists), unless
-    ``REVWATCH_FAST_DRAIN=0``."""
-    if os.environ.get(ENV_SWITCH, "1") != "0":
-        app.transport.Consumer = Consumer
+    ``REVWATCH_FAST_DRAIN=0`` or its transport is not Faust's aiokafka one."""
+    transport = app.transport
+    if os.environ.get(ENV_SWITCH, "1") != "0" and issubclass(Consumer, transport.Consumer):
+        transport.Consumer = Consumer
+
+
+def describe(app: Any) -> str:
+    """Which consumer ``app`` makes, for the worker's first line."""
+    if app.transport.Consumer is Consumer:
+        return "eager message callback"
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return f"Faust's own ({ENV_SWITCH}=0)"
+    return f"Faust's own (transport {type(app.transport).__name__})"

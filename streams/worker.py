@@ -12,7 +12,7 @@ import sys
 
 from faust import Worker
 
-from streams import native
+from streams import fast_drain, native
 from streams.app import create_app
 from streams.settings import Settings
 from streams.topics import ensure_topics, revwatch_topics
@@ -31,6 +31,7 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> int:
     # Faust's terminal spinner sets the root logger to DEBUG so that every log call turns it:
     # every logger.debug of Faust and aiokafka then builds a LogRecord (~2% of the worker)
     worker.spinner = None
-    print(f"revwatch worker: per-record modules {native.state}", file=sys.stderr, flush=True)
+    print(f"revwatch worker: per-record modules {native.state}; consumer "
+          f"{fast_drain.describe(runtime.app)}", file=sys.stderr, flush=True)
     worker.execute_from_commandline()
     return 0

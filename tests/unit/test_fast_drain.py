@@ -67,6 +67,25 @@ def test_the_app_makes_the_fast_consumer_unless_switched_off(
     assert type(consumer(monkeypatch, fast=False)) is not fast_drain.Consumer
 
 
+def test_another_transport_keeps_its_own_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+    class OtherConsumer:
+        pass
+
+    monkeypatch.setenv(fast_drain.ENV_SWITCH, "1")
+    app = SimpleNamespace(transport=SimpleNamespace(Consumer=OtherConsumer))
+    fast_drain.install(app)
+    assert app.transport.Consumer is OtherConsumer
+    assert fast_drain.describe(app) == "Faust's own (transport SimpleNamespace)"
+
+
+def test_describe_says_which_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(fast_drain.ENV_SWITCH, "1")
+    assert fast_drain.describe(create_app(Settings()).app) == "eager message callback"
+    monkeypatch.setenv(fast_drain.ENV_SWITCH, "0")
+    app = create_app(Settings()).app
+    assert fast_drain.describe(app) == f"Faust's own ({fast_drain.ENV_SWITCH}=0)"
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_every_message_reaches_the_callback_in_order(monkeypatch: pytest.MonkeyPatch,
                                                      fast: bool) -> None:
