@@ -34,6 +34,7 @@ import orjson
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
+import streams
 from streams.beacons import Source, body_source, parse_collector_body
 from streams.errors import InvalidRecord
 from streams.scrub import redact_raw
@@ -56,7 +57,7 @@ PREFLIGHT_HEADERS = {
 }
 _NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 _PLAIN_HEADERS = {"Cache-Control": "no-store", **_NOSNIFF}
-SNIPPET_PATH = Path(__file__).parent / "static" / "revwatch-rum.js"
+SNIPPET_NAME = "revwatch-rum.js"
 _READ_CHUNK = 16_384
 # scheme://host[:port] (what browsers send; IPv6 in brackets), or "null" (file:, sandboxes)
 _ORIGIN = re.compile(r"null|[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9._~%-]+(?::[0-9]{1,5})?"
@@ -230,9 +231,22 @@ def collector_routes(
     ]
 
 
+def snippet_path() -> Path:
+    """``streams/static/revwatch-rum.js`` in the package's source folder.
+
+    Not beside ``__file__``: built with mypyc (``streams.native``), this module's file is
+    in ``.native/``, which holds no static files; ``streams.__path__`` lists both folders.
+    """
+    for folder in streams.__path__:
+        path = Path(folder) / "static" / SNIPPET_NAME
+        if path.is_file():
+            return path
+    return Path(__file__).parent / "static" / SNIPPET_NAME
+
+
 @functools.cache
 def _snippet_bytes() -> bytes:
-    return SNIPPET_PATH.read_bytes()
+    return snippet_path().read_bytes()
 
 
 async def _snippet(_: web.Request) -> web.Response:

@@ -1,4 +1,4 @@
-"""Optional mypyc-compiled copies of the per-record modules, used only while they are current.
+"""Optional mypyc-compiled copies of the hot modules, used only while they are current.
 
 ``scripts/bootstrap`` runs :mod:`streams.native_build`, which compiles :data:`MODULES` with
 mypyc into ``.native/<python tag>/`` (outside the package) and writes a manifest holding a
@@ -24,8 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("streams", "detectors")
+# the per-record path (replay, worker) and the collector's per-request path
 MODULES = ("streams/records.py", "streams/session_state.py", "streams/sessions.py",
-           "streams/urls.py", "streams/replay.py")
+           "streams/urls.py", "streams/replay.py", "streams/beacons.py", "streams/scrub.py",
+           "streams/collector.py")
 GROUP = "revwatch_native"  # mypyc's shared library: revwatch_native__mypyc
 MANIFEST = "manifest.json"
 

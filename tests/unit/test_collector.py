@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,7 +15,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.collector import PREFLIGHT_HEADERS, RateLimiter, collector_routes, install_collector
+from streams.collector import (
+    PREFLIGHT_HEADERS,
+    RateLimiter,
+    collector_routes,
+    install_collector,
+    snippet_path,
+)
 from streams.errors import InvalidRecord
 from streams.records import Beacon
 from streams.settings import Settings
@@ -312,6 +319,13 @@ async def test_snippet_is_served(make_client: MakeClient) -> None:
     assert response.status == 200
     assert response.content_type == "text/javascript"
     assert b"navigator.sendBeacon" in await response.read()
+
+
+def test_the_snippet_is_read_from_the_source_folder_even_when_compiled() -> None:
+    # built with mypyc, collector.__file__ is in .native/, which holds no static files
+    source = Path(__file__).resolve().parents[2] / "streams" / "static" / "revwatch-rum.js"
+    assert snippet_path() == source
+    assert snippet_path().read_bytes() == source.read_bytes()
 
 
 def test_install_collector_adds_routes_to_a_faust_app() -> None:
