@@ -2,12 +2,14 @@
 
 Debian's Chromium (/usr/bin/chromium) driven headless by Python Playwright (no browser
 download). Pages are served from one local port and beacon cross-origin to the collector on
-another (as in production). The collector runs the real routes and a KafkaSink producing to
-a unique topic on the test broker; the test reads that topic back. Scenario per page: load,
-click (for INP), wait 2 s (web-vitals processes interactions in an idle callback with a 1 s
-timeout: RUM-BEACONS.md gotcha 1), navigate away (the only way to go hidden in headless
-Chromium: gotcha 2). Beacons sent during unload are only visible on the collector side
-(gotcha 3), so every assertion is on what Kafka holds. Every wait is bounded.
+another (as in production); the product page loads ``revwatch-rum.js`` from the collector's
+``/revwatch-rum.js``, as docs/INTEGRATION.md tells sites to. The collector runs the real
+routes and a KafkaSink producing to a unique topic on the test broker; the test reads that
+topic back. Scenario per page: load, click (for INP), wait 2 s (web-vitals processes
+interactions in an idle callback with a 1 s timeout: RUM-BEACONS.md gotcha 1), navigate
+away (the only way to go hidden in headless Chromium: gotcha 2). Beacons sent during unload
+are only visible on the collector side (gotcha 3), so every assertion is on what Kafka
+holds. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BROWSER_DIR = ROOT / "tests" / "browser"
 PAGES = BROWSER_DIR / "pages"
 WEB_VITALS_JS = BROWSER_DIR / "node_modules" / "web-vitals" / "dist" / "web-vitals.iife.js"
-SNIPPET_JS = ROOT / "streams" / "static" / "revwatch-rum.js"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -98,7 +99,6 @@ def _page_app(collector: dict[str, str], boomerang: Path) -> web.Application:
     app = web.Application()
     app.add_routes([
         web.get("/js/web-vitals.iife.js", script(WEB_VITALS_JS)),
-        web.get("/js/revwatch-rum.js", script(SNIPPET_JS)),
         web.get("/js/boomerang.js", script(boomerang)),
         web.get("/img/hero.png", image),
         web.get("/{name:[a-z]+\\.html}", page),

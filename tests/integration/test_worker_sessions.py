@@ -298,12 +298,10 @@ def test_campaigns_endpoint_lists_processed_campaigns(outcome: Outcome) -> None:
         assert row["firing_alerts"] == []
 
 
-def test_the_worker_read_every_record_through_the_eager_consumer(worker: Worker,
-                                                                 outcome: Outcome) -> None:
-    """The facts above came through streams/fast_drain.py's consumer, not Faust's own."""
+def test_the_worker_runs_the_eager_consumer(worker: Worker, outcome: Outcome) -> None:
+    """The records the other tests here count came through streams/fast_drain.py's
+    consumer, not Faust's own (``outcome``: the run is over)."""
     assert "consumer eager message callback" in worker.log_text(), worker.describe()
-    assert metric_value(outcome.metrics, "revwatch_orders_total",
-                        outcome="accepted") == outcome.produced_orders
 
 
 def test_metrics_count_orders_read(outcome: Outcome) -> None:
