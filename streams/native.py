@@ -6,7 +6,12 @@ SHA-256 digest of every ``.py`` file of ``streams/`` and ``detectors/`` as compi
 ``streams`` is imported, :func:`enable` puts the compiled folder first on the package's
 ``__path__`` only if that manifest matches the sources on disk now, so an edited source is
 never shadowed by an old build: any edit anywhere in either package means pure Python until
-the next build. All modules or none: compiled modules call each other natively.
+the next build. All modules or none: compiled modules call each other natively, so if any of
+them was imported before ``streams`` (a ``detectors`` module alone, say), the process stays
+pure Python; ``tests/conftest.py`` imports ``streams`` first for that reason. The loader
+lives here, not in ``detectors/``, which stays free of I/O: :func:`enable` also puts the
+compiled folder first on ``detectors.__path__`` (importing only that package's empty
+``__init__``).
 
 ``REVWATCH_NATIVE=0`` forces pure Python. Nothing here imports mypyc.
 """
@@ -22,16 +27,28 @@ import sys
 from collections.abc import MutableSequence
 from pathlib import Path
 
+import detectors  # the package only (an empty __init__): its modules load after enable()
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("streams", "detectors")
-# the per-record path (replay, worker) and the collector's per-request path
+# the per-record path (replay, worker), the collector's per-request path, and the detectors
+# (the minute ticks and the per-session buckets and sketches)
 MODULES = ("streams/records.py", "streams/session_state.py", "streams/sessions.py",
            "streams/urls.py", "streams/replay.py", "streams/beacons.py", "streams/scrub.py",
-           "streams/collector.py")
+           "streams/collector.py",
+           *(f"detectors/{name}.py" for name in (
+               "baseline", "buckets", "campaign", "campaign_state", "conversion", "elasticity",
+               "episodes", "ewcounts", "ewstats", "incidents", "lag", "latency", "monitor",
+               "pricing", "revenue", "sketch", "stakes", "strata", "verdicts", "window")))
 GROUP = "revwatch_native"  # mypyc's shared library: revwatch_native__mypyc
 MANIFEST = "manifest.json"
 
 state = "pure Python (not checked yet)"  # what enable() decided, for logs and benchmarks
+
+
+def module_names() -> list[str]:
+    """The dotted names of :data:`MODULES` (``streams.records``, ``detectors.monitor``...)."""
+    return [path.removesuffix(".py").replace("/", ".") for path in MODULES]
 
 
 def native_dir(root: Path = ROOT) -> Path:
@@ -63,6 +80,7 @@ def enable(package_path: MutableSequence[str], root: Path = ROOT) -> bool:
         state = f"pure Python (build unloadable: {exc})"
         return False
     package_path.insert(0, str(where / "streams"))
+    detectors.__path__.insert(0, str(where / "detectors"))
     state = f"mypyc ({where})"
     return True
 
@@ -77,8 +95,9 @@ def _unusable(where: Path, root: Path) -> str | None:
         return "no build"
     if manifest.get("digest") != source_digest(root) or manifest.get("modules") != list(MODULES):
         return "sources changed since the build"
-    if "streams.records" in sys.modules:
-        return "streams modules already imported"
+    early = [name for name in module_names() if name in sys.modules]
+    if early:
+        return f"{early[0]} already imported"
     return None
 
 

@@ -31,7 +31,7 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> int:
     # Faust's terminal spinner sets the root logger to DEBUG so that every log call turns it:
     # every logger.debug of Faust and aiokafka then builds a LogRecord (~2% of the worker)
     worker.spinner = None
-    print(f"revwatch worker: per-record modules {native.state}; consumer "
+    print(f"revwatch worker: compiled modules {native.state}; consumer "
           f"{fast_drain.describe(runtime.app)}", file=sys.stderr, flush=True)
     worker.execute_from_commandline()
     return 0

@@ -7,11 +7,9 @@ once per seed and copied into each scenario.
 
 from __future__ import annotations
 
-import copy
 import heapq
 import math
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -94,16 +92,13 @@ def drive(monitor: Monitor, traffic: Traffic, first: int, last: int,
     return verdicts
 
 
-@cache
-def _warm(seed: int) -> tuple[Monitor, Traffic, list[CampaignVerdict]]:
+def warm(seed: int) -> tuple[Monitor, Traffic, list[CampaignVerdict]]:
+    """A fresh monitor and traffic after WARM normal minutes, and its verdicts.
+
+    Built anew for each test, not deep-copied: the compiled build's frozen dataclasses
+    cannot be deep-copied (mypyc's ``__setstate__`` assigns their fields)."""
     monitor, traffic = Monitor(), Traffic(seed)
     return monitor, traffic, drive(monitor, traffic, 0, WARM)
-
-
-def warm(seed: int) -> tuple[Monitor, Traffic, list[CampaignVerdict]]:
-    """A monitor and traffic after WARM normal minutes (a private copy), and its verdicts."""
-    monitor, traffic, verdicts = _warm(seed)
-    return copy.deepcopy(monitor), copy.deepcopy(traffic), verdicts
 
 
 def minutes_after(verdict: CampaignVerdict, start_ms: int) -> int:
@@ -219,15 +214,19 @@ def test_facts_of_one_batch_give_the_same_verdict_in_any_order() -> None:
         def observe_order(self, *args: Any, **kw: Any) -> None:
             self.calls.append(("observe_order", args, kw))
 
-    monitor, traffic, _ = warm(1)
-    drive(monitor, traffic, WARM, WARM + 1, gap=True)  # minute WARM: nothing seen yet
+    def prepared() -> tuple[Monitor, Traffic]:
+        monitor, traffic, _ = warm(1)
+        drive(monitor, traffic, WARM, WARM + 1, gap=True)  # minute WARM: nothing seen yet
+        return monitor, traffic
+
+    _, traffic = prepared()
     late: tuple[str, tuple[Any, ...], dict[str, Any]] = (
         "observe_session", ("c", INCIDENT + 30_000, 2_100.0, True), {})
     recorder = Recorder()
     traffic.minute(recorder, INCIDENT + MIN)
     verdicts = []
     for calls in ([*recorder.calls, late], [late, *recorder.calls]):
-        copied = copy.deepcopy(monitor)
+        copied, _ = prepared()  # the same monitor each time (seeded)
         for name, args, kw in calls:
             getattr(copied, name)(*args, **kw)
         verdicts.append([orjson.dumps(v.to_state()) for v in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,4 +69,24 @@ def test_a_current_build_is_not_mixed_with_loaded_modules(tmp_path: Path) -> Non
     root = _fake_root(tmp_path)  # streams.records is imported (above)
     _manifest(root, native.source_digest(root))
     assert not native.enable([], root)
-    assert native.state == "pure Python (streams modules already imported)"
+    assert native.state == "pure Python (streams.records already imported)"
+
+
+def test_a_detectors_module_imported_first_keeps_everything_pure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import detectors.sketch  # noqa: F401  # a detectors module, imported (as if before streams)
+    for name in native.module_names():
+        if name != "detectors.sketch":
+            monkeypatch.delitem(sys.modules, name, raising=False)  # restored after the test
+    root = _fake_root(tmp_path)
+    _manifest(root, native.source_digest(root))
+    assert not native.enable([], root)
+    assert native.state == "pure Python (detectors.sketch already imported)"
+
+
+def test_the_build_names_every_detectors_module() -> None:
+    # every statistics module is compiled with the rest (a module left out would be imported
+    # as pure Python from the compiled ones, which is slower, and mixed)
+    modules = {path.name for path in (native.ROOT / "detectors").glob("*.py")} - {"__init__.py"}
+    assert {f"{name.split('.')[-1]}.py" for name in native.module_names()
+            if name.startswith("detectors.")} == modules
