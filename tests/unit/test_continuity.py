@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streams.continuity import OffsetGuard
+from tests.unit.clock import Clock
 
 T = "beacons"
 
@@ -21,14 +22,6 @@ class Message:
 @dataclass
 class Event:
     message: Message
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def batch(partition: int, first: int, last: int) -> list[Event]:

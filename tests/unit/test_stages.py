@@ -15,6 +15,7 @@ from streams.metrics import Metrics
 from streams.records import SessionFact
 from streams.stages import CampaignStage, IncidentStage, Topics
 from streams.watermark import InputWatermarks
+from tests.unit.clock import Clock
 from tests.unit.test_pipeline import verdict
 
 MIN = 60_000
@@ -34,14 +35,6 @@ class Message:
 class Event:
     value: bytes
     message: Message
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def metrics() -> Metrics:
