@@ -34,6 +34,7 @@ from detectors.window import TickWindow, recent_p75, recent_rate, window_rows
 Z75 = 0.6744897501960817  # standard normal 75th percentile
 PRICE_CONVERSION_P = 0.5  # price a conversion shortfall only when the scan sees one
 _NO_SCAN = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
+Checkpoint = tuple[tuple[float, int | None], LatencyVerdict]  # CUSUM position, last verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,10 @@ class CampaignModel:
         self.last_matured_minute: int | None = None
         self.last_seen_ms = 0
         self.last_latency = LatencyVerdict(0.0, p.latency_threshold, False, None, math.nan)
+        # per scored, not yet learned minute: the CUSUM and its verdict before that minute,
+        # so a retracted session can be taken out of the test as well (``_rescore``)
+        self.checkpoints: dict[int, Checkpoint] = {}
+        self.rescore_from: int | None = None
         self.touched: set[int] = set()  # minutes whose buckets changed since the last drain
         self.dropped: list[int] = []  # minutes whose buckets were dropped since the last drain
 
@@ -142,7 +147,11 @@ class CampaignModel:
         if bucket is None or bucket.sessions == 0:
             return False
         scored = self.last_latency_minute is not None and minute <= self.last_latency_minute
-        bucket.remove_session(lcp_ms, commerce, keep_log_sums=scored)
+        rescore = minute in self.checkpoints and lcp_ms is not None
+        bucket.remove_session(lcp_ms, commerce, keep_log_sums=scored and not rescore)
+        if rescore:
+            earlier = self.rescore_from
+            self.rescore_from = minute if earlier is None else min(minute, earlier)
         self.touched.add(minute)
         return True
 
@@ -187,6 +196,7 @@ class CampaignModel:
         return self._verdict(campaign, window, conversion, site_fit, recent.p_value)
 
     def _run_latency(self, tick_ms: int) -> None:
+        self._rescore()
         p = self.params
         last = tick_ms - (p.latency_delay_minutes + 1) * MINUTE_MS
         first = last if self.last_latency_minute is None else self.last_latency_minute + MINUTE_MS
@@ -202,12 +212,28 @@ class CampaignModel:
             return
         assert bucket is not None
         args = (minute, n, bucket.mean_log, self.latency_baseline.expected(minute), self._sd_log())
+        self.checkpoints[minute] = (self.cusum.position(), self.last_latency)
         self.last_latency = self.cusum.step(*args)
         p = self.params
         if self.last_latency.statistic > p.flag_latency_fraction * p.latency_threshold:
             self._flag(self.last_latency.started_ms or minute, minute + MINUTE_MS)
 
+    def _rescore(self) -> None:
+        """Fold the minutes from the first one a retract changed into the CUSUM again.
+
+        Only minutes not yet learned are kept (``checkpoints``), so the baseline learns
+        what the test finally scored. Flags already set stay (they only stop learning)."""
+        start, self.rescore_from = self.rescore_from, None
+        if start is None or start not in self.checkpoints or self.last_latency_minute is None:
+            return
+        position, self.last_latency = self.checkpoints[start]
+        self.cusum.rewind(position)
+        for minute in range(start, self.last_latency_minute + MINUTE_MS, MINUTE_MS):
+            self._score_latency_minute(minute)
+
     def _learn_latency(self, minute: int) -> None:
+        for old in [m for m in self.checkpoints if m <= minute]:
+            del self.checkpoints[old]  # learned: what was scored stays scored
         bucket = self.ring.get(minute)
         if bucket is None or bucket.flagged or bucket.lcp_n == 0:
             return

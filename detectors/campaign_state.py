@@ -18,7 +18,6 @@ from detectors.latency import LatencyCusum, LatencyVerdict
 
 def model_to_state(model: CampaignModel) -> dict[str, Any]:
     """Everything a campaign has learned, without its minute buckets (stored apart)."""
-    lat = model.last_latency
     return {
         "lb": model.latency_baseline.to_state(), "lv": model.latency_var.to_state(),
         "cusum": model.cusum.to_state(), "lag": model.lag.to_state(),
@@ -26,8 +25,10 @@ def model_to_state(model: CampaignModel) -> dict[str, Any]:
         "cc": model.curve_conversions.to_state(), "orders": model.orders.to_state(),
         "llm": model.last_latency_minute, "lmm": model.last_matured_minute,
         "seen": model.last_seen_ms,
-        "lat": [lat.statistic, lat.threshold, lat.is_regression, lat.started_ms,
-                None if math.isnan(lat.shift) else lat.shift],
+        "lat": _verdict_to_list(model.last_latency),
+        "ck": [[minute, stat, started, _verdict_to_list(verdict)]
+               for minute, ((stat, started), verdict) in model.checkpoints.items()],
+        "rf": model.rescore_from,
     }
 
 
@@ -46,7 +47,20 @@ def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
     model.last_latency_minute = state["llm"]
     model.last_matured_minute = state["lmm"]
     model.last_seen_ms = int(state["seen"])
-    stat, threshold, regressed, started, shift = state["lat"]
-    model.last_latency = LatencyVerdict(float(stat), float(threshold), bool(regressed), started,
-                                        math.nan if shift is None else float(shift))
+    model.last_latency = _verdict_from_list(state["lat"])
+    model.checkpoints = {  # absent in states written before the re-scoring: none kept
+        int(minute): ((float(stat), started), _verdict_from_list(verdict))
+        for minute, stat, started, verdict in state.get("ck", [])}
+    model.rescore_from = state.get("rf")
     return model
+
+
+def _verdict_to_list(lat: LatencyVerdict) -> list[Any]:
+    return [lat.statistic, lat.threshold, lat.is_regression, lat.started_ms,
+            None if math.isnan(lat.shift) else lat.shift]
+
+
+def _verdict_from_list(data: list[Any]) -> LatencyVerdict:
+    stat, threshold, regressed, started, shift = data
+    return LatencyVerdict(float(stat), float(threshold), bool(regressed), started,
+                          math.nan if shift is None else float(shift))

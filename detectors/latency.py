@@ -117,6 +117,14 @@ class LatencyCusum:
         """Current CUSUM value."""
         return self._statistic
 
+    def position(self) -> tuple[float, int | None]:
+        """``S`` and the start of its excursion, for :meth:`rewind`."""
+        return self._statistic, self._started_ms
+
+    def rewind(self, position: tuple[float, int | None]) -> None:
+        """Back to a :meth:`position` (to fold corrected minutes in again)."""
+        self._statistic, self._started_ms = position
+
     def increment(self, n: int, mean_log: float, baseline_mean_log: float, sd_log: float) -> float:
         """One minute's capped log-likelihood ratio (0 when ``n == 0``)."""
         if n < 0:

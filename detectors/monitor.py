@@ -90,8 +90,13 @@ class Monitor:
     def retract_session(self, campaign: str, start_ms: int, lcp_ms: float | None,
                         commerce: bool) -> bool:
         """Undo :meth:`observe_session` (see :meth:`CampaignModel.retract_session`)."""
-        model = self.models.get(self.name_of(campaign))
-        return model is not None and model.retract_session(start_ms, lcp_ms, commerce)
+        name = self.name_of(campaign)
+        model = self.models.get(name)
+        if model is None or not model.retract_session(start_ms, lcp_ms, commerce):
+            return False
+        if model.rescore_from is not None:  # stored, so a restarted worker re-scores too
+            self._dirty_models.add(name)
+        return True
 
     def retract_order(self, campaign: str, start_ms: int, order_ts_ms: int, revenue: float, *,
                       first_order: bool, known_session: bool, lcp_ms: float | None = None,

@@ -11,10 +11,12 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 from detectors.buckets import MinuteBucket, minute_of
 from detectors.campaign import CampaignModel
+from detectors.campaign_state import model_from_state, model_to_state
 from detectors.lag import LagModel
 from detectors.monitor import Monitor
 from detectors.sketch import LogHistogram
@@ -297,3 +299,76 @@ def test_campaign_stage_a_retract_read_before_its_fact_still_cancels_it() -> Non
     assert buckets_of(stage.monitor) == buckets_of(fed(run(Sessionizer(), *on_time_stream())))
     assert stage.repeats == len(cancelled)
     assert stage.seen[f"(none)|{minute_of(T0 + 30_000)}"] == {"r:s1", "r:o:o1"}
+
+
+def _warm_model(rng: np.random.Generator, minutes: int = 90) -> CampaignModel:
+    """A campaign of 12 sessions a minute with ordinary LCPs, ticked at each minute's end."""
+    model = CampaignModel()
+    for i in range(minutes):
+        for lcp in rng.lognormal(math.log(2_000.0), 0.4, 12):
+            model.observe_session(T0 + i * MIN + 1_000, float(lcp), True)
+        model.tick("c", T0 + (i + 1) * MIN, None)
+    return model
+
+
+def _slow_minute(with_misattributed: bool) -> tuple[CampaignModel, int]:
+    """A warm model whose minute 90 holds ordinary sessions and, if asked, 6 slow ones that
+    belong to another campaign; the tick at minute 94 has scored minute 90."""
+    rng = np.random.default_rng(5)
+    model = _warm_model(rng)
+    minute = T0 + 90 * MIN
+    for lcp in rng.lognormal(math.log(2_000.0), 0.4, 12):
+        model.observe_session(minute + 1_000, float(lcp), True)
+    if with_misattributed:
+        for _ in range(6):
+            model.observe_session(minute + 2_000, 9_000.0, True)
+    for i in range(91, 95):
+        model.tick("c", T0 + i * MIN, None)
+    assert model.last_latency_minute is not None
+    assert model.last_latency_minute >= minute
+    return model, minute
+
+
+def test_a_retract_into_a_scored_minute_is_taken_out_of_the_latency_test() -> None:
+    model, minute = _slow_minute(with_misattributed=True)
+    clean, _ = _slow_minute(with_misattributed=False)
+    assert model.cusum.statistic > clean.cusum.statistic + 1.0  # the slow sessions scored
+    for _ in range(6):
+        assert model.retract_session(minute + 2_000, 9_000.0, True)
+    restored = model_from_state(model_to_state(model))  # a worker restarting in between
+    restored.ring = model.ring
+    verdicts = [m.tick("c", T0 + 95 * MIN, None) for m in (model, clean, restored)]
+    assert model.cusum.statistic == pytest.approx(clean.cusum.statistic, abs=0.05)
+    assert verdicts[0].latency_statistic == pytest.approx(verdicts[1].latency_statistic, abs=0.05)
+    assert repr(verdicts[2].to_state()) == repr(verdicts[0].to_state())  # nan-safe
+    bucket = model.ring.get(minute)
+    assert bucket is not None
+    assert bucket.lcp_n == 12  # the log sums follow the retract
+
+
+def test_a_retract_into_a_learned_minute_leaves_the_test_as_scored() -> None:
+    model, minute = _slow_minute(with_misattributed=True)
+    twin, _ = _slow_minute(with_misattributed=True)
+    for m in (model, twin):
+        for i in range(95, 112):  # minute 90 is learned 15 minutes after it was scored
+            m.tick("c", T0 + i * MIN, None)
+    assert model.retract_session(minute + 2_000, 9_000.0, True)
+    assert model.rescore_from is None
+    assert minute not in model.checkpoints
+    for m in (model, twin):
+        m.tick("c", T0 + 112 * MIN, None)
+    bucket = model.ring.get(minute)
+    assert bucket is not None
+    assert bucket.lcp_n == 18  # kept as scored and learned
+    assert model.cusum.position() == twin.cusum.position()
+
+
+def test_a_pending_re_score_is_stored_for_a_restarted_worker() -> None:
+    model, minute = _slow_minute(with_misattributed=True)
+    monitor = Monitor()
+    monitor.models["c"] = model
+    monitor.drain_changes()
+    assert monitor.retract_session("c", minute + 2_000, 9_000.0, True)
+    stored = monitor.drain_changes()["c|model"]
+    assert stored["rf"] == minute
+    assert [row[0] for row in stored["ck"]] == sorted(model.checkpoints)
