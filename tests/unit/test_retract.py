@@ -186,13 +186,16 @@ def test_a_retract_leaves_a_matured_bucket_as_counted() -> None:
     assert len(fresh.ring) == 0
 
 
-def test_a_retract_in_a_scored_minute_keeps_the_log_sums_the_latency_test_saw() -> None:
+def test_a_retract_in_a_passed_minute_without_a_checkpoint_keeps_the_log_sums() -> None:
+    # the tick passes minute T0 without folding it in (the baseline is cold), so there is
+    # nothing to re-score: the log sums stay as they were when the test passed the minute
     def bucket_after(tick: bool) -> MinuteBucket:
         model = CampaignModel()
         for lcp in (1_500.0, 4_000.0):
             model.observe_session(T0, lcp, True)
         if tick:
-            model.tick("spring", T0 + 4 * MIN, None)  # scores minute T0
+            model.tick("spring", T0 + 4 * MIN, None)  # passes minute T0
+            assert T0 not in model.checkpoints
         assert model.retract_session(T0, 4_000.0, True)
         found = model.ring.get(T0)
         assert found is not None
