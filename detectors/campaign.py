@@ -14,27 +14,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
-from detectors.baseline import EwStats, SeasonalBaseline
 from detectors.buckets import MINUTE_MS, MinuteBucket, MinuteRing, minute_of
 from detectors.conversion import ConversionVerdict, conversion_scan
 from detectors.elasticity import N_BINS, CurveFit, shrunk_fit
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
-from detectors.latency import LatencyCusum, LatencyVerdict
+from detectors.latency_track import LatencyTrack
 from detectors.pricing import price_conversion_loss, price_slow_pages
 from detectors.revenue import average_order_value
 from detectors.verdicts import CampaignVerdict, Estimate
 from detectors.window import TickWindow, recent_p75, recent_rate, window_rows
 
-Z75 = 0.6744897501960817  # standard normal 75th percentile
 PRICE_CONVERSION_P = 0.5  # price a conversion shortfall only when the scan sees one
 _NO_SCAN = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
-Checkpoint = tuple[tuple[float, int | None], LatencyVerdict]  # CUSUM position, last verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,23 +85,20 @@ class CampaignModel:
     def __init__(self, params: CampaignParams | None = None) -> None:
         self.params = p = params or CampaignParams()
         self.ring = MinuteRing()
-        self.latency_baseline = SeasonalBaseline()
-        self.latency_var = EwStats()
-        self.cusum = LatencyCusum(shift=p.latency_shift, threshold=p.latency_threshold,
-                                  max_excursion_minutes=p.latency_max_excursion_minutes)
+        self.latency = LatencyTrack(
+            shift=p.latency_shift, threshold=p.latency_threshold,
+            max_excursion_minutes=p.latency_max_excursion_minutes,
+            delay_minutes=p.latency_delay_minutes,
+            learn_delay_minutes=p.latency_learn_delay_minutes, keep_minutes=p.keep_minutes,
+            min_weight=p.min_latency_weight, default_sd_log=p.default_sd_log,
+            flag_fraction=p.flag_latency_fraction)
         self.lag = LagModel(horizon_minutes=p.horizon_minutes)
         self.conv_base = EwVector(2, half_life_minutes=p.conversion_half_life_minutes)
         self.curve_sessions = EwVector(N_BINS, half_life_minutes=p.curve_half_life_minutes)
         self.curve_conversions = EwVector(N_BINS, half_life_minutes=p.curve_half_life_minutes)
         self.orders = EwVector(3, half_life_minutes=p.curve_half_life_minutes)
-        self.last_latency_minute: int | None = None
         self.last_matured_minute: int | None = None
         self.last_seen_ms = 0
-        self.last_latency = LatencyVerdict(0.0, p.latency_threshold, False, None, math.nan)
-        # per scored, not yet learned minute: the CUSUM and its verdict before that minute,
-        # so a retracted session can be taken out of the test as well (``_rescore``)
-        self.checkpoints: dict[int, Checkpoint] = {}
-        self.rescore_from: int | None = None
         self.touched: set[int] = set()  # minutes whose buckets changed since the last drain
         self.dropped: list[int] = []  # minutes whose buckets were dropped since the last drain
 
@@ -146,12 +139,8 @@ class CampaignModel:
         bucket = self._live(minute)
         if bucket is None or bucket.sessions == 0:
             return False
-        scored = self.last_latency_minute is not None and minute <= self.last_latency_minute
-        rescore = minute in self.checkpoints and lcp_ms is not None
-        bucket.remove_session(lcp_ms, commerce, keep_log_sums=scored and not rescore)
-        if rescore:
-            earlier = self.rescore_from
-            self.rescore_from = minute if earlier is None else min(minute, earlier)
+        keep = self.latency.retracting(minute, lcp_ms is not None)
+        bucket.remove_session(lcp_ms, commerce, keep_log_sums=keep)
         self.touched.add(minute)
         return True
 
@@ -186,7 +175,7 @@ class CampaignModel:
     # -- tick ------------------------------------------------------------------------------
     def tick(self, campaign: str, tick_ms: int, site_fit: CurveFit | None) -> CampaignVerdict:
         """Close the minutes before ``tick_ms``, learn what matured, and say what we see."""
-        self._run_latency(tick_ms)
+        self.latency.run(self.ring, tick_ms, self._flag)
         self._mature(tick_ms)
         window = TickWindow(self.ring, self.lag, tick_ms, self.params.horizon_minutes)
         conversion = self._scan_conversion(window)
@@ -194,57 +183,6 @@ class CampaignModel:
         if conversion.p_value < self.params.flag_conversion_p and conversion.window_start_ms:
             self._flag(conversion.window_start_ms, tick_ms)  # flags only: the window holds
         return self._verdict(campaign, window, conversion, site_fit, recent.p_value)
-
-    def _run_latency(self, tick_ms: int) -> None:
-        self._rescore()
-        p = self.params
-        last = tick_ms - (p.latency_delay_minutes + 1) * MINUTE_MS
-        first = last if self.last_latency_minute is None else self.last_latency_minute + MINUTE_MS
-        for minute in range(max(first, last - p.keep_minutes * MINUTE_MS), last + 1, MINUTE_MS):
-            self._score_latency_minute(minute)
-            self._learn_latency(minute - p.latency_learn_delay_minutes * MINUTE_MS)
-        self.last_latency_minute = max(last, self.last_latency_minute or last)
-
-    def _score_latency_minute(self, minute: int) -> None:
-        bucket = self.ring.get(minute)
-        n = bucket.lcp_n if bucket else 0
-        if n == 0 or self.latency_baseline.level_weight < self.params.min_latency_weight:
-            return
-        assert bucket is not None
-        args = (minute, n, bucket.mean_log, self.latency_baseline.expected(minute), self._sd_log())
-        self.checkpoints[minute] = (self.cusum.position(), self.last_latency)
-        self.last_latency = self.cusum.step(*args)
-        p = self.params
-        if self.last_latency.statistic > p.flag_latency_fraction * p.latency_threshold:
-            self._flag(self.last_latency.started_ms or minute, minute + MINUTE_MS)
-
-    def _rescore(self) -> None:
-        """Fold the minutes from the first one a retract changed into the CUSUM again.
-
-        Only minutes not yet learned are kept (``checkpoints``), so the baseline learns
-        what the test finally scored. Flags already set stay (they only stop learning)."""
-        start, self.rescore_from = self.rescore_from, None
-        if start is None or start not in self.checkpoints or self.last_latency_minute is None:
-            return
-        position, self.last_latency = self.checkpoints[start]
-        self.cusum.rewind(position)
-        for minute in range(start, self.last_latency_minute + MINUTE_MS, MINUTE_MS):
-            self._score_latency_minute(minute)
-
-    def _learn_latency(self, minute: int) -> None:
-        for old in [m for m in self.checkpoints if m <= minute]:
-            del self.checkpoints[old]  # learned: what was scored stays scored
-        bucket = self.ring.get(minute)
-        if bucket is None or bucket.flagged or bucket.lcp_n == 0:
-            return
-        self.latency_baseline.update(minute, bucket.mean_log, float(bucket.lcp_n))
-        if bucket.lcp_n >= 2:
-            self.latency_var.update(minute, bucket.var_log, float(bucket.lcp_n - 1))
-
-    def _sd_log(self) -> float:
-        if self.latency_var.weight < 10:
-            return self.params.default_sd_log
-        return max(math.sqrt(self.latency_var.mean), 0.05)
 
     def _flag(self, start_ms: int, end_ms: int) -> None:
         for minute, bucket in self.ring.span(minute_of(start_ms), end_ms):
@@ -288,9 +226,8 @@ class CampaignModel:
         first_recent = window.first_from(tick_ms - p.recent_minutes * MINUTE_MS)
         recent = buckets[first_recent:]
         base_conv, base_sessions = self.conv_base.values
-        lat = self.last_latency
-        expected = self.latency_baseline.expected(tick_ms) \
-            if self.latency_baseline.level_weight > 0 else math.nan
+        lat = self.latency.last
+        expected = self.latency.expected(tick_ms)
         return CampaignVerdict(
             campaign=campaign, tick_ms=tick_ms,
             warmed_up=bool(base_conv >= p.min_baseline_conversions),
@@ -300,11 +237,11 @@ class CampaignModel:
             conversion_rate_baseline=base_conv / base_sessions if base_sessions else math.nan,
             lcp_p75_ms=recent_p75(window, (p.p75_minutes, p.recent_minutes, 60),
                                   p.min_p75_sessions),
-            lcp_p75_baseline_ms=self._baseline_p75(expected),
+            lcp_p75_baseline_ms=self.latency.baseline_p75(expected),
             latency_regressed=lat.is_regression,
             latency_statistic=lat.statistic, latency_threshold=lat.threshold,
             latency_started_ms=lat.started_ms,
-            latency_shift=self._recent_shift(expected, recent),
+            latency_shift=self.latency.recent_shift(expected, recent),
             conversion_p_value=conv.p_value, conversion_observed=conv.observed,
             conversion_expected=conv.expected, conversion_ratio=conv.ratio,
             conversion_window_start_ms=conv.window_start_ms, conversion_recent_p_value=recent_p,
@@ -317,7 +254,7 @@ class CampaignModel:
         computed: most ticks of most campaigns need neither)."""
         aov, aov_se = self.average_order_value()
         slow = lost = Estimate.zero()
-        if self.last_latency.statistic > 0:
+        if self.latency.last.statistic > 0:
             slow = self._slow_page_loss(tick_ms, site_fit, aov, aov_se)
         if conv.p_value < PRICE_CONVERSION_P and conv.window_start_ms is not None:
             base_conv, base_sessions = self.conv_base.values
@@ -370,7 +307,7 @@ class CampaignModel:
         fewer when the shift began more recently (so an early estimate is not diluted)."""
         closed = tick_ms - (self.params.latency_delay_minutes + 1) * MINUTE_MS
         start = closed - (self.params.price_minutes - 1) * MINUTE_MS
-        started = self.last_latency.started_ms
+        started = self.latency.last.started_ms
         if started is not None:
             start = max(start, minute_of(started))
         return list(self.ring.span(start, closed + MINUTE_MS))
@@ -379,21 +316,5 @@ class CampaignModel:
         n, total, total_sq = self.orders.values
         return average_order_value(float(total), float(total_sq), float(n))
 
-    def _recent_shift(self, expected: float, recent: list[MinuteBucket]) -> float:
-        """Mean log-LCP of the recent minutes minus the baseline's ``expected`` (nan when
-        the baseline has no weight yet)."""
-        n: int = sum(map(_LCP_N, recent))
-        if n == 0 or self.latency_baseline.level_weight <= 0:
-            return math.nan
-        total: float = sum(map(_SUM_LOG, recent))
-        return total / n - expected
-
-    def _baseline_p75(self, expected: float) -> float:
-        if self.latency_baseline.level_weight <= 0:
-            return math.nan
-        return math.exp(expected + Z75 * self._sd_log())
-
 
 _SUM = np.add.reduce
-_LCP_N = attrgetter("lcp_n")
-_SUM_LOG = attrgetter("sum_log")

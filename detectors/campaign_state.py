@@ -18,17 +18,18 @@ from detectors.latency import LatencyCusum, LatencyVerdict
 
 def model_to_state(model: CampaignModel) -> dict[str, Any]:
     """Everything a campaign has learned, without its minute buckets (stored apart)."""
+    lat = model.latency
     return {
-        "lb": model.latency_baseline.to_state(), "lv": model.latency_var.to_state(),
-        "cusum": model.cusum.to_state(), "lag": model.lag.to_state(),
+        "lb": lat.baseline.to_state(), "lv": lat.variance.to_state(),
+        "cusum": lat.cusum.to_state(), "lag": model.lag.to_state(),
         "cb": model.conv_base.to_state(), "cs": model.curve_sessions.to_state(),
         "cc": model.curve_conversions.to_state(), "orders": model.orders.to_state(),
-        "llm": model.last_latency_minute, "lmm": model.last_matured_minute,
+        "llm": lat.last_minute, "lmm": model.last_matured_minute,
         "seen": model.last_seen_ms,
-        "lat": _verdict_to_list(model.last_latency),
+        "lat": _verdict_to_list(lat.last),
         "ck": [[minute, stat, started, _verdict_to_list(verdict)]
-               for minute, ((stat, started), verdict) in model.checkpoints.items()],
-        "rf": model.rescore_from,
+               for minute, ((stat, started), verdict) in lat.checkpoints.items()],
+        "rf": lat.rescore_from,
     }
 
 
@@ -36,22 +37,23 @@ def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
                      ) -> CampaignModel:
     """Rebuild a model from :func:`model_to_state` (buckets are restored separately)."""
     model = CampaignModel(params)
-    model.latency_baseline = SeasonalBaseline.from_state(state["lb"])
-    model.latency_var = EwStats.from_state(state["lv"])
-    model.cusum = LatencyCusum.from_state(state["cusum"])
+    lat = model.latency
+    lat.baseline = SeasonalBaseline.from_state(state["lb"])
+    lat.variance = EwStats.from_state(state["lv"])
+    lat.cusum = LatencyCusum.from_state(state["cusum"])
     model.lag = LagModel.from_state(state["lag"])
     model.conv_base = EwVector.from_state(state["cb"])
     model.curve_sessions = EwVector.from_state(state["cs"])
     model.curve_conversions = EwVector.from_state(state["cc"])
     model.orders = EwVector.from_state(state["orders"])
-    model.last_latency_minute = state["llm"]
+    lat.last_minute = state["llm"]
     model.last_matured_minute = state["lmm"]
     model.last_seen_ms = int(state["seen"])
-    model.last_latency = _verdict_from_list(state["lat"])
-    model.checkpoints = {  # absent in states written before the re-scoring: none kept
+    lat.last = _verdict_from_list(state["lat"])
+    lat.checkpoints = {  # absent in states written before the re-scoring: none kept
         int(minute): ((float(stat), started), _verdict_from_list(verdict))
         for minute, stat, started, verdict in state.get("ck", [])}
-    model.rescore_from = state.get("rf")
+    lat.rescore_from = state.get("rf")
     return model
 
 

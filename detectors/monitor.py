@@ -94,7 +94,7 @@ class Monitor:
         model = self.models.get(name)
         if model is None or not model.retract_session(start_ms, lcp_ms, commerce):
             return False
-        if model.rescore_from is not None:  # stored, so a restarted worker re-scores too
+        if model.latency.rescore_from is not None:  # stored, so a restarted worker re-scores too
             self._dirty_models.add(name)
         return True
 
@@ -200,7 +200,7 @@ class Monitor:
                 buckets.append((name, int(part), state))
         for name, minute, state in buckets:
             self.model(name).ring.restore(minute, MinuteBucket.from_state(state))
-        ticks = [m.last_latency_minute for m in self.models.values() if m.last_latency_minute]
+        ticks = [m.latency.last_minute for m in self.models.values() if m.latency.last_minute]
         if ticks and self.last_tick_ms is None:
             delay = self.params.campaign.latency_delay_minutes + 1
             self.last_tick_ms = max(ticks) + delay * MINUTE_MS

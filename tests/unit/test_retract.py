@@ -195,7 +195,7 @@ def test_a_retract_in_a_passed_minute_without_a_checkpoint_keeps_the_log_sums() 
             model.observe_session(T0, lcp, True)
         if tick:
             model.tick("spring", T0 + 4 * MIN, None)  # passes minute T0
-            assert T0 not in model.checkpoints
+            assert T0 not in model.latency.checkpoints
         assert model.retract_session(T0, 4_000.0, True)
         found = model.ring.get(T0)
         assert found is not None
@@ -327,21 +327,22 @@ def _slow_minute(with_misattributed: bool) -> tuple[CampaignModel, int]:
             model.observe_session(minute + 2_000, 9_000.0, True)
     for i in range(91, 95):
         model.tick("c", T0 + i * MIN, None)
-    assert model.last_latency_minute is not None
-    assert model.last_latency_minute >= minute
+    assert model.latency.last_minute is not None
+    assert model.latency.last_minute >= minute
     return model, minute
 
 
 def test_a_retract_into_a_scored_minute_is_taken_out_of_the_latency_test() -> None:
     model, minute = _slow_minute(with_misattributed=True)
     clean, _ = _slow_minute(with_misattributed=False)
-    assert model.cusum.statistic > clean.cusum.statistic + 1.0  # the slow sessions scored
+    # the slow sessions scored
+    assert model.latency.cusum.statistic > clean.latency.cusum.statistic + 1.0
     for _ in range(6):
         assert model.retract_session(minute + 2_000, 9_000.0, True)
     restored = model_from_state(model_to_state(model))  # a worker restarting in between
     restored.ring = model.ring
     verdicts = [m.tick("c", T0 + 95 * MIN, None) for m in (model, clean, restored)]
-    assert model.cusum.statistic == pytest.approx(clean.cusum.statistic, abs=0.05)
+    assert model.latency.cusum.statistic == pytest.approx(clean.latency.cusum.statistic, abs=0.05)
     assert verdicts[0].latency_statistic == pytest.approx(verdicts[1].latency_statistic, abs=0.05)
     assert repr(verdicts[2].to_state()) == repr(verdicts[0].to_state())  # nan-safe
     bucket = model.ring.get(minute)
@@ -356,14 +357,14 @@ def test_a_retract_into_a_learned_minute_leaves_the_test_as_scored() -> None:
         for i in range(95, 112):  # minute 90 is learned 15 minutes after it was scored
             m.tick("c", T0 + i * MIN, None)
     assert model.retract_session(minute + 2_000, 9_000.0, True)
-    assert model.rescore_from is None
-    assert minute not in model.checkpoints
+    assert model.latency.rescore_from is None
+    assert minute not in model.latency.checkpoints
     for m in (model, twin):
         m.tick("c", T0 + 112 * MIN, None)
     bucket = model.ring.get(minute)
     assert bucket is not None
     assert bucket.lcp_n == 18  # kept as scored and learned
-    assert model.cusum.position() == twin.cusum.position()
+    assert model.latency.cusum.position() == twin.latency.cusum.position()
 
 
 def test_a_pending_re_score_is_stored_for_a_restarted_worker() -> None:
@@ -374,4 +375,4 @@ def test_a_pending_re_score_is_stored_for_a_restarted_worker() -> None:
     assert monitor.retract_session("c", minute + 2_000, 9_000.0, True)
     stored = monitor.drain_changes()["c|model"]
     assert stored["rf"] == minute
-    assert [row[0] for row in stored["ck"]] == sorted(model.checkpoints)
+    assert [row[0] for row in stored["ck"]] == sorted(model.latency.checkpoints)
