@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from detectors.elasticity import lcp_bin
+from detectors.elasticity import N_BINS, lcp_bin
 from detectors.sketch import LogHistogram
 
 MINUTE_MS = 60_000
@@ -38,7 +38,9 @@ class MinuteBucket:
     commerce_conversions: dict[int, int] = field(default_factory=dict)
     flagged: bool = False
 
-    def add_session(self, lcp_ms: float | None, commerce: bool) -> None:
+    def add_session(self, lcp_ms: float | None, commerce: bool, stratum: int = 0) -> None:
+        """One session; a commerce landing with an LCP counts in the curve data under the
+        key ``lcp_bin + N_BINS * stratum`` (its device stratum, ``detectors.strata``)."""
         self.sessions += 1
         if lcp_ms is None or lcp_ms <= 0:
             return
@@ -48,18 +50,19 @@ class MinuteBucket:
         self.sumsq_log += log_lcp * log_lcp
         self.sketch.add(lcp_ms)
         if commerce:
-            b = lcp_bin(lcp_ms)
+            b = lcp_bin(lcp_ms) + N_BINS * stratum
             self.commerce_sessions[b] = self.commerce_sessions.get(b, 0) + 1
 
-    def add_conversion(self, lcp_ms: float | None, commerce: bool) -> None:
+    def add_conversion(self, lcp_ms: float | None, commerce: bool, stratum: int = 0) -> None:
         self.conversions += 1
         if commerce and lcp_ms is not None and lcp_ms > 0:
-            b = lcp_bin(lcp_ms)
+            b = lcp_bin(lcp_ms) + N_BINS * stratum
             self.commerce_conversions[b] = self.commerce_conversions.get(b, 0) + 1
 
-    def remove_session(self, lcp_ms: float | None, commerce: bool, *,
+    def remove_session(self, lcp_ms: float | None, commerce: bool, stratum: int = 0, *,
                        keep_log_sums: bool = False) -> None:
-        """Undo :meth:`add_session` (a retracted session); no count goes below zero.
+        """Undo :meth:`add_session` (a retracted session, in its stratum); no count goes
+        below zero.
 
         ``keep_log_sums``: leave ``lcp_n`` and the log-LCP sums, which the latency test has
         scored, so that the baseline later learns what was scored.
@@ -68,7 +71,7 @@ class MinuteBucket:
         if lcp_ms is None or lcp_ms <= 0 or not self.sketch.discard(lcp_ms):
             return
         if commerce:
-            _decrement(self.commerce_sessions, lcp_bin(lcp_ms))
+            _decrement(self.commerce_sessions, lcp_bin(lcp_ms) + N_BINS * stratum)
         if keep_log_sums:
             return
         log_lcp = math.log(lcp_ms)
@@ -79,11 +82,11 @@ class MinuteBucket:
         else:  # exactly empty, not a rounding residue
             self.sum_log = self.sumsq_log = 0.0
 
-    def remove_conversion(self, lcp_ms: float | None, commerce: bool) -> None:
+    def remove_conversion(self, lcp_ms: float | None, commerce: bool, stratum: int = 0) -> None:
         """Undo :meth:`add_conversion` (a retracted first order); no count goes below zero."""
         self.conversions = max(self.conversions - 1, 0)
         if commerce and lcp_ms is not None and lcp_ms > 0:
-            _decrement(self.commerce_conversions, lcp_bin(lcp_ms))
+            _decrement(self.commerce_conversions, lcp_bin(lcp_ms) + N_BINS * stratum)
 
     @property
     def mean_log(self) -> float:

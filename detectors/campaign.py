@@ -20,12 +20,13 @@ import numpy as np
 
 from detectors.buckets import MINUTE_MS, MinuteBucket, MinuteRing, minute_of
 from detectors.conversion import ConversionVerdict, conversion_scan
-from detectors.elasticity import N_BINS, CurveFit, shrunk_fit
+from detectors.elasticity import CurveFit
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
 from detectors.pricing import price_conversion_loss, price_slow_pages
 from detectors.revenue import average_order_value
+from detectors.strata import CURVE_SIZE, device_stratum, shrunk_strata_fit
 from detectors.verdicts import CampaignVerdict, Estimate
 from detectors.window import TickWindow, recent_p75, recent_rate, window_rows
 
@@ -94,8 +95,8 @@ class CampaignModel:
             flag_fraction=p.flag_latency_fraction)
         self.lag = LagModel(horizon_minutes=p.horizon_minutes)
         self.conv_base = EwVector(2, half_life_minutes=p.conversion_half_life_minutes)
-        self.curve_sessions = EwVector(N_BINS, half_life_minutes=p.curve_half_life_minutes)
-        self.curve_conversions = EwVector(N_BINS, half_life_minutes=p.curve_half_life_minutes)
+        self.curve_sessions = EwVector(CURVE_SIZE, half_life_minutes=p.curve_half_life_minutes)
+        self.curve_conversions = EwVector(CURVE_SIZE, half_life_minutes=p.curve_half_life_minutes)
         self.orders = EwVector(3, half_life_minutes=p.curve_half_life_minutes)
         self.last_matured_minute: int | None = None
         self.last_seen_ms = 0
@@ -103,18 +104,19 @@ class CampaignModel:
         self.dropped: list[int] = []  # minutes whose buckets were dropped since the last drain
 
     # -- facts ---------------------------------------------------------------------------
-    def observe_session(self, start_ms: int, lcp_ms: float | None, commerce: bool) -> None:
-        """A human session started at ``start_ms`` (its landing LCP, if known)."""
+    def observe_session(self, start_ms: int, lcp_ms: float | None, commerce: bool, *,
+                        device: str | None = None) -> None:
+        """A human session started at ``start_ms`` (its landing LCP and device, if known)."""
         minute = minute_of(start_ms)
         if self._too_old(minute):
             return
-        self.ring.bucket(minute).add_session(lcp_ms, commerce)
+        self.ring.bucket(minute).add_session(lcp_ms, commerce, device_stratum(device))
         self.touched.add(minute)
         self.last_seen_ms = max(self.last_seen_ms, start_ms)
 
     def observe_order(self, start_ms: int, order_ts_ms: int, revenue: float, *,
                       first_order: bool, known_session: bool, lcp_ms: float | None = None,
-                      commerce: bool = True) -> None:
+                      commerce: bool = True, device: str | None = None) -> None:
         """An order; the first of a known session is its conversion."""
         self.orders.add(minute_of(order_ts_ms), np.array([1.0, revenue, revenue * revenue]))
         self.last_seen_ms = max(self.last_seen_ms, order_ts_ms)
@@ -124,10 +126,11 @@ class CampaignModel:
         minute = minute_of(start_ms)
         bucket = self.ring.get(minute)
         if bucket is not None:
-            bucket.add_conversion(lcp_ms, commerce)
+            bucket.add_conversion(lcp_ms, commerce, device_stratum(device))
             self.touched.add(minute)
 
-    def retract_session(self, start_ms: int, lcp_ms: float | None, commerce: bool) -> bool:
+    def retract_session(self, start_ms: int, lcp_ms: float | None, commerce: bool, *,
+                        device: str | None = None) -> bool:
         """Undo :meth:`observe_session` while its minute is live; False: left as counted.
 
         Live means in the ring and not yet matured: a matured minute has been learned from
@@ -140,13 +143,13 @@ class CampaignModel:
         if bucket is None or bucket.sessions == 0:
             return False
         keep = self.latency.retracting(minute, lcp_ms is not None)
-        bucket.remove_session(lcp_ms, commerce, keep_log_sums=keep)
+        bucket.remove_session(lcp_ms, commerce, device_stratum(device), keep_log_sums=keep)
         self.touched.add(minute)
         return True
 
     def retract_order(self, start_ms: int, order_ts_ms: int, revenue: float, *,
                       first_order: bool, known_session: bool, lcp_ms: float | None = None,
-                      commerce: bool = True) -> bool:
+                      commerce: bool = True, device: str | None = None) -> bool:
         """Undo :meth:`observe_order` while the session's minute is live (as
         :meth:`retract_session`); False: left as counted.
 
@@ -161,7 +164,7 @@ class CampaignModel:
         if first_order and known_session:
             self.lag.revert(max(order_ts_ms - start_ms, 0) / MINUTE_MS)
             if bucket.conversions > 0:
-                bucket.remove_conversion(lcp_ms, commerce)
+                bucket.remove_conversion(lcp_ms, commerce, device_stratum(device))
                 self.touched.add(minute)
         return True
 
@@ -292,13 +295,14 @@ class CampaignModel:
     def _slow_page_loss(self, tick_ms: int, site_fit: CurveFit | None, aov: float,
                         aov_se: float) -> Estimate:
         current_window = self._current_window(tick_ms)
-        current = np.zeros(N_BINS)
+        current = np.zeros(CURVE_SIZE)
         for _, bucket in current_window:
             for index, count in bucket.commerce_sessions.items():
                 current[index] += count
         if not (_SUM(current) > 0 and _SUM(self.curve_sessions.values) > 0):
-            return Estimate.zero()  # what price_slow_pages says without the fit
-        fit = shrunk_fit(self.curve_sessions.values, self.curve_conversions.values, site_fit)
+            return Estimate.zero()  # what the pricing says without the fit
+        fit = shrunk_strata_fit(self.curve_sessions.values, self.curve_conversions.values,
+                                site_fit)
         return price_slow_pages(fit, self.curve_sessions.values, current,
                                 minutes=max(len(current_window), 1), aov=aov, aov_se=aov_se)
 

@@ -1,7 +1,9 @@
 """What a campaign model stores: everything it has learned, without its minute buckets.
 
 The buckets are stored apart, one table row each (``detectors/monitor.py``); these two
-functions give and take the rest as plain JSON-able data.
+functions give and take the rest as plain JSON-able data. Curve vectors written before the
+device strata (``N_BINS`` long) are read into stratum 0 (unknown device), so a worker
+restarting on an old table keeps its curve.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from detectors.campaign import CampaignModel, CampaignParams
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
 from detectors.latency import LatencyCusum, LatencyVerdict
+from detectors.strata import padded_curve
 
 
 def model_to_state(model: CampaignModel) -> dict[str, Any]:
@@ -43,8 +46,8 @@ def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
     lat.cusum = LatencyCusum.from_state(state["cusum"])
     model.lag = LagModel.from_state(state["lag"])
     model.conv_base = EwVector.from_state(state["cb"])
-    model.curve_sessions = EwVector.from_state(state["cs"])
-    model.curve_conversions = EwVector.from_state(state["cc"])
+    model.curve_sessions = _curve_from_state(state["cs"])
+    model.curve_conversions = _curve_from_state(state["cc"])
     model.orders = EwVector.from_state(state["orders"])
     lat.last_minute = state["llm"]
     model.last_matured_minute = state["lmm"]
@@ -66,3 +69,9 @@ def _verdict_from_list(data: list[Any]) -> LatencyVerdict:
     stat, threshold, regressed, started, shift = data
     return LatencyVerdict(float(stat), float(threshold), bool(regressed), started,
                           math.nan if shift is None else float(shift))
+
+
+def _curve_from_state(state: dict[str, Any]) -> EwVector:
+    vector = EwVector.from_state(state)
+    vector.values = padded_curve(vector.values)
+    return vector

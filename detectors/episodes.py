@@ -178,8 +178,7 @@ def classify(verdict: CampaignVerdict, conversion_rejected: bool,
     if conversion_rejected:
         kind = PERFORMANCE if latency and _slow_pages_explain(verdict, params) else CONVERSION
     elif latency:
-        slow = verdict.slow_page_loss_per_hour
-        costly = slow.value >= params.min_revenue_per_hour and slow.low > 0
+        costly = verdict.slow_page_loss_per_hour.value >= params.min_revenue_per_hour
         kind = PERFORMANCE if costly else LATENCY
     else:
         return None

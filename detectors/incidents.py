@@ -283,9 +283,7 @@ class IncidentManager:
             if incident.site and incident.family == family(LATENCY):
                 members.setdefault(incident.incident_id, []).append(episode)
         for episodes in members.values():
-            value = sum(e.risk.value for e in episodes)
-            low = sum(e.risk.low for e in episodes)
-            if value >= self.params.min_revenue_per_hour and low > 0:
+            if sum(e.risk.value for e in episodes) >= self.params.min_revenue_per_hour:
                 for episode in episodes:
                     if episode.kind == LATENCY:
                         episode.kind = PERFORMANCE

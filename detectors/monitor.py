@@ -21,7 +21,8 @@ import numpy as np
 from detectors.buckets import MINUTE_MS, MinuteBucket, minute_of
 from detectors.campaign import CampaignModel, CampaignParams
 from detectors.campaign_state import model_from_state, model_to_state
-from detectors.elasticity import N_BINS, CurveFit, fit_curve
+from detectors.elasticity import CurveFit
+from detectors.strata import fit_common_slope
 from detectors.verdicts import CampaignVerdict
 
 MODEL_KEY = "model"
@@ -76,23 +77,23 @@ class Monitor:
         return found
 
     def observe_session(self, campaign: str, start_ms: int, lcp_ms: float | None,
-                        commerce: bool) -> None:
-        self.model(campaign).observe_session(start_ms, lcp_ms, commerce)
+                        commerce: bool, *, device: str | None = None) -> None:
+        self.model(campaign).observe_session(start_ms, lcp_ms, commerce, device=device)
 
     def observe_order(self, campaign: str, start_ms: int, order_ts_ms: int, revenue: float, *,
                       first_order: bool, known_session: bool, lcp_ms: float | None = None,
-                      commerce: bool = True) -> None:
+                      commerce: bool = True, device: str | None = None) -> None:
         self.model(campaign).observe_order(
             start_ms, order_ts_ms, revenue, first_order=first_order,
-            known_session=known_session, lcp_ms=lcp_ms, commerce=commerce)
+            known_session=known_session, lcp_ms=lcp_ms, commerce=commerce, device=device)
         self._dirty_models.add(self.name_of(campaign))
 
     def retract_session(self, campaign: str, start_ms: int, lcp_ms: float | None,
-                        commerce: bool) -> bool:
+                        commerce: bool, *, device: str | None = None) -> bool:
         """Undo :meth:`observe_session` (see :meth:`CampaignModel.retract_session`)."""
         name = self.name_of(campaign)
         model = self.models.get(name)
-        if model is None or not model.retract_session(start_ms, lcp_ms, commerce):
+        if model is None or not model.retract_session(start_ms, lcp_ms, commerce, device=device):
             return False
         if model.latency.rescore_from is not None:  # stored, so a restarted worker re-scores too
             self._dirty_models.add(name)
@@ -100,13 +101,13 @@ class Monitor:
 
     def retract_order(self, campaign: str, start_ms: int, order_ts_ms: int, revenue: float, *,
                       first_order: bool, known_session: bool, lcp_ms: float | None = None,
-                      commerce: bool = True) -> bool:
+                      commerce: bool = True, device: str | None = None) -> bool:
         """Undo :meth:`observe_order` (see :meth:`CampaignModel.retract_order`)."""
         name = self.name_of(campaign)
         model = self.models.get(name)
         if model is None or not model.retract_order(
                 start_ms, order_ts_ms, revenue, first_order=first_order,
-                known_session=known_session, lcp_ms=lcp_ms, commerce=commerce):
+                known_session=known_session, lcp_ms=lcp_ms, commerce=commerce, device=device):
             return False
         self._dirty_models.add(name)
         return True
@@ -144,13 +145,16 @@ class Monitor:
         last = self._site_fit_tick
         if last is not None and tick_ms - last < self.params.site_refit_minutes * MINUTE_MS:
             return
-        sessions = np.zeros(N_BINS)
-        conversions = np.zeros(N_BINS)
-        for _, model in sorted(self.models.items()):  # a fixed order: same sum after restore
-            sessions += model.curve_sessions.values
-            conversions += model.curve_conversions.values
-        self.site_fit = fit_curve(sessions, conversions, prior_slope_sd=1.0)
         self._site_fit_tick = tick_ms
+        models = [model for _, model in sorted(self.models.items())]  # a fixed order
+        if not models:
+            self.site_fit = None
+            return
+        # one stratum per campaign and device: a common slope, each its own level
+        sessions = np.concatenate([m.curve_sessions.values for m in models])
+        conversions = np.concatenate([m.curve_conversions.values for m in models])
+        fit = fit_common_slope(sessions, conversions, prior_slope_sd=1.0)
+        self.site_fit = None if fit is None else fit.curve()
 
     # -- storage ----------------------------------------------------------------------------
     def drain_changes(self) -> dict[str, Any]:

@@ -10,23 +10,23 @@ from __future__ import annotations
 import numpy as np
 
 from detectors.conversion import ConversionVerdict
-from detectors.elasticity import CurveFit
-from detectors.revenue import conversion_loss, slow_page_loss
+from detectors.revenue import conversion_loss, stratified_slow_page_loss
+from detectors.strata import StrataFit
 from detectors.verdicts import Estimate
 
 HOUR_MS = 3_600_000
 
 
-def price_slow_pages(fit: CurveFit | None, baseline_mix: np.ndarray, current_mix: np.ndarray,
+def price_slow_pages(fit: StrataFit | None, baseline_mix: np.ndarray, current_mix: np.ndarray,
                      *, minutes: int, aov: float, aov_se: float) -> Estimate:
-    """Revenue per hour the current sessions lose to their LCP mix, against the normal mix."""
-    observed, baseline = float(np.add.reduce(current_mix)), float(np.add.reduce(baseline_mix))
-    if fit is None or observed <= 0 or baseline <= 0 or minutes <= 0:
+    """Revenue per hour the current sessions lose to their LCP mix, against the normal mix,
+    within device strata (curve vectors of ``CURVE_SIZE``)."""
+    observed = float(current_mix.sum())
+    if fit is None or observed <= 0 or float(baseline_mix.sum()) <= 0 or minutes <= 0:
         return Estimate.zero()
-    return slow_page_loss(fit, baseline_mix, current_mix,
-                          sessions_per_hour=observed * 60.0 / minutes,
-                          sessions_observed=observed, average_order_value=aov, aov_se=aov_se,
-                          baseline_sessions=baseline)
+    return stratified_slow_page_loss(fit, baseline_mix, current_mix,
+                                     sessions_per_hour=observed * 60.0 / minutes,
+                                     average_order_value=aov, aov_se=aov_se)
 
 
 def price_conversion_loss(conv: ConversionVerdict, *, tick_ms: int, window_sessions: int,

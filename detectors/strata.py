@@ -17,27 +17,13 @@ with the intercepts profiled out: for a given slope each stratum's intercept mat
 expected to its observed conversions, so Newton's method runs on the slope alone. The same
 fit with campaign x device strata can give the site-wide slope each campaign is shrunk to.
 
-Status: NOT used by the detectors on main. Wired in (the diff is
-``docs/experiments/device-strata-wiring.patch``: campaign curves by device, site slope by
-campaign x device, old state padded into stratum 0), ``bench/quality.py --days 3``
-measured, against main at the same commit:
-
-* seeds 1 2 3 (the README's benchmark): median revenue error 26.1% -> 30.2%, right kind
-  11 -> 6 of 11, interval coverage 86% -> 71%; caught, time to detect, false alarms equal;
-* seeds 4-8: median revenue error 26.0% -> 9.0%, coverage 88% -> 96%, right kind 17 -> 15
-  of 19; seeds 1-8: 26.0% -> 12.7%, coverage 87% both, right kind 28 -> 21 of 30.
-
-The stratified slope is unbiased over seeds (fitted on the simulated sessions of the first
-12 hours of each seed: mean -0.083 over seeds 1-8 against -0.121 pooled) but noisy early on
-(+-0.025 at hour 12, when the first incident starts), and seeds 1-3 happen to draw flat
-slopes (-0.02 to -0.07 at hour 12), which the pooled fit's upward bias had offset.
-Lower (truer) estimates also put more small campaigns of the site-wide slowdown under the
-revenue budget, so their episodes say ``latency_regression`` and the majority kind flips.
-
-Ported again onto the retract facts and measured on seeds 1-12 against main at e263d4d
-(site-wide slowdowns priced as a whole): median revenue error 25.6% -> 13.2%, coverage
-84.2% -> 87.7%, caught and false alarms unchanged, right kind 45 -> 43 (``perf-spring-sale``
-on seeds 1 and 2, at hour 12: intervals from 0). Still not wired in: docs/STATISTICS.md.
+Used by the detectors (since 2026-12-05): every campaign keeps its curve data by device
+stratum, the site-wide slope is fitted with one stratum per campaign and device, and the
+slow-page loss is priced within strata (``detectors.revenue.stratified_slow_page_loss``).
+What it changed on ``bench/quality.py --days 3`` is in docs/STATISTICS.md ("Device
+confounding"): the slow-page estimates lost their upward bias (median revenue error over
+seeds 1-12 23.6% -> 13.2%), at the price of two early incidents that the still noisy
+slope cannot yet show to cost money.
 
 Notes:
     ``tests/unit/test_common_slope.py`` checks the fit against a direct maximum-likelihood
@@ -196,15 +182,15 @@ def fit_common_slope(
         return None
     used = y_s > 0.0
     precision = 0.0 if math.isinf(prior_slope_sd) else prior_slope_sd**-2.0
-    profile = _Profile(n[used], y[used], y_s[used], prior_slope, precision)
-    b = profile.newton()
-    mean, var = profile.moments(b)
+    profile = _Profile.of(n[used], y[used], y_s[used], prior_slope, precision)
+    fit = profile.newton()
+    b, mean, var = fit.b, fit.mean, fit.var
     info = float(profile.y_s @ var) + precision
     scale = float(profile.y_s @ (var + mean * mean)) + precision
     if not info > 1e-12 * scale:
         return None
     intercepts = np.full(len(y_s), -math.inf)
-    intercepts[used] = np.log(profile.y_s) - profile.log_weight_sum(b)
+    intercepts[used] = np.log(profile.y_s) - fit.log_sum
     means = np.zeros(len(y_s))
     means[used] = mean
     return StrataFit(b, 1.0 / info, tuple(intercepts.tolist()), tuple(y_s.tolist()),
@@ -244,6 +230,21 @@ def _validated(sessions: npt.ArrayLike, conversions: npt.ArrayLike, prior_sd: fl
     return n, y
 
 
+_POWERS = np.stack([np.ones_like(BIN_CENTERS_S), BIN_CENTERS_S, BIN_CENTERS_S**2], axis=1)
+
+
+@dataclass(frozen=True, slots=True)
+class _At:
+    """The profile at one slope: per stratum, the log of ``sum_i n_si e^(b x_i)`` and the
+    mean and variance of LCP under those weights; and the penalised log-likelihood."""
+
+    b: float
+    log_sum: FloatArray
+    mean: FloatArray
+    var: FloatArray
+    objective: float
+
+
 @dataclass(frozen=True, slots=True)
 class _Profile:
     """The penalised log-likelihood of the slope with every intercept profiled out:
@@ -251,6 +252,7 @@ class _Profile:
     ``l(b) = b * sum(y x) - sum_s y_s log(sum_i n_si e^(b x_i)) - precision/2 (b - m)^2``,
 
     concave in ``b``; its derivatives are moments of LCP under the weights ``n e^(b x)``.
+    One evaluation (:meth:`at`) is one ``exp`` over the bins and one matrix product.
     """
 
     n: FloatArray  # (strata, bins), strata with conversions only
@@ -258,54 +260,51 @@ class _Profile:
     y_s: FloatArray
     prior_mean: float
     precision: float
+    sum_yx: float
 
-    def _weights(self, b: float) -> tuple[FloatArray, FloatArray]:
-        """Weights ``n e^(b x)`` per stratum, scaled by ``e^-shift`` against overflow."""
+    @classmethod
+    def of(cls, n: FloatArray, y: FloatArray, y_s: FloatArray, prior_mean: float,
+           precision: float) -> _Profile:
+        return cls(n, y, y_s, prior_mean, precision, float((y @ BIN_CENTERS_S).sum()))
+
+    def at(self, b: float) -> _At:
+        # weights scaled by e^-shift against overflow
         shift = max(b * float(BIN_CENTERS_S[0]), b * float(BIN_CENTERS_S[-1]))
-        weights: FloatArray = self.n * np.exp(b * BIN_CENTERS_S - shift)
-        return weights, np.full(len(self.n), shift)
+        sums = self.n @ (np.exp(b * BIN_CENTERS_S - shift)[:, None] * _POWERS)
+        total = sums[:, 0]
+        mean = sums[:, 1] / total
+        var = np.maximum(sums[:, 2] / total - mean * mean, 0.0)
+        log_sum = np.log(total) + shift
+        objective = (b * self.sum_yx - float(self.y_s @ log_sum)
+                     - 0.5 * self.precision * (b - self.prior_mean) ** 2)
+        return _At(b, log_sum, mean, var, objective)
 
-    def log_weight_sum(self, b: float) -> FloatArray:
-        weights, shift = self._weights(b)
-        result: FloatArray = np.log(weights.sum(axis=1)) + shift
-        return result
-
-    def moments(self, b: float) -> tuple[FloatArray, FloatArray]:
-        """Per stratum: mean and variance of LCP under the weights ``n e^(b x)``."""
-        weights, _ = self._weights(b)
-        p = weights / weights.sum(axis=1, keepdims=True)
-        mean: FloatArray = p @ BIN_CENTERS_S
-        var: FloatArray = np.maximum(p @ (BIN_CENTERS_S * BIN_CENTERS_S) - mean * mean, 0.0)
-        return mean, var
-
-    def objective(self, b: float) -> float:
-        loglik = b * float((self.y @ BIN_CENTERS_S).sum()) - float(
-            self.y_s @ self.log_weight_sum(b))
-        return loglik - 0.5 * self.precision * (b - self.prior_mean) ** 2
-
-    def newton(self) -> float:
+    def newton(self) -> _At:
         """Newton's method on the slope with step halving, kept within +-5 per second."""
-        b = float(np.clip(self.prior_mean, -_MAX_ABS_SLOPE, _MAX_ABS_SLOPE))
-        sum_yx = float((self.y @ BIN_CENTERS_S).sum())
+        point = self.at(_clipped(self.prior_mean))
         for _ in range(_MAX_ITERATIONS):
-            mean, var = self.moments(b)
-            grad = sum_yx - float(self.y_s @ mean) - self.precision * (b - self.prior_mean)
-            hess = float(self.y_s @ var) + self.precision
-            if not hess > 0.0:
+            grad = (self.sum_yx - float(self.y_s @ point.mean)
+                    - self.precision * (point.b - self.prior_mean))
+            hess = float(self.y_s @ point.var) + self.precision
+            if not hess > 0.0 or abs(grad / hess) < _TOLERANCE:
                 break
-            b_new = self._line_search(b, grad / hess)
-            done = abs(b_new - b) < _TOLERANCE
-            b = b_new
+            after = self._line_search(point, grad / hess)
+            done = abs(after.b - point.b) < _TOLERANCE
+            point = after
             if done:
                 break
-        return b
+        return point
 
-    def _line_search(self, b: float, step: float) -> float:
-        current = self.objective(b)
+    def _line_search(self, point: _At, step: float) -> _At:
+        current = point.objective
         scale = 1.0
         for _ in range(40):
-            b_try = float(np.clip(b + scale * step, -_MAX_ABS_SLOPE, _MAX_ABS_SLOPE))
-            if self.objective(b_try) >= current - 1e-12 * abs(current):
-                return b_try
+            trial = self.at(_clipped(point.b + scale * step))
+            if trial.objective >= current - 1e-12 * abs(current):
+                return trial
             scale *= 0.5
-        return b
+        return point
+
+
+def _clipped(slope: float) -> float:
+    return min(max(float(slope), -_MAX_ABS_SLOPE), _MAX_ABS_SLOPE)

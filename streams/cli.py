@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
     demo.add_argument("--speed", type=float, default=60.0,
                       help="event-time minutes per wall minute for the live part (default 60)")
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--seed", type=int, default=6)
     sub.add_parser("worker", help="a Faust worker (scale out by starting more)")
     replay = sub.add_parser("replay", help="offline detection over JSONL files")
     replay.add_argument("--beacons", type=Path, required=True)

@@ -25,24 +25,26 @@ def apply_fact(monitor: Monitor, fact: SessionFact) -> None:
     fact's minute bucket is live (``CampaignModel.retract_session``); else the count stays.
     """
     if fact.kind == "session":
-        monitor.observe_session(fact.campaign, fact.start_ms, fact.lcp_ms, fact.commerce)
+        monitor.observe_session(fact.campaign, fact.start_ms, fact.lcp_ms, fact.commerce,
+                                device=fact.device)
     elif fact.kind == "order":
         monitor.observe_order(
             fact.campaign, fact.start_ms, fact.order_ts_ms or fact.start_ms, fact.revenue,
             first_order=fact.first_order, known_session=fact.known_session,
-            lcp_ms=fact.lcp_ms, commerce=fact.commerce)
+            lcp_ms=fact.lcp_ms, commerce=fact.commerce, device=fact.device)
     elif fact.kind == "retract":
         _retract(monitor, fact)
 
 
 def _retract(monitor: Monitor, fact: SessionFact) -> None:
     if fact.order_id is None:
-        monitor.retract_session(fact.campaign, fact.start_ms, fact.lcp_ms, fact.commerce)
+        monitor.retract_session(fact.campaign, fact.start_ms, fact.lcp_ms, fact.commerce,
+                                device=fact.device)
     else:
         monitor.retract_order(
             fact.campaign, fact.start_ms, fact.order_ts_ms or fact.start_ms, fact.revenue,
             first_order=fact.first_order, known_session=fact.known_session,
-            lcp_ms=fact.lcp_ms, commerce=fact.commerce)
+            lcp_ms=fact.lcp_ms, commerce=fact.commerce, device=fact.device)
 
 
 def incident_params(settings: Settings) -> IncidentParams:

@@ -162,8 +162,9 @@ def test_data_gap_is_never_hot() -> None:
         pytest.param({"conversion_p_value": 1e-9, "latency_regressed": False},
                      "conversion_drop", id="conversion only"),
         pytest.param({}, "performance_conversion_loss", id="latency costing money"),
-        pytest.param({"slow_page_loss_per_hour": Estimate(150, 0, 400)}, "latency_regression",
-                     id="latency, interval touches zero"),
+        pytest.param({"slow_page_loss_per_hour": Estimate(150, 0, 400)},
+                     "performance_conversion_loss",
+                     id="latency, expected loss over the budget, interval touches zero"),
         pytest.param({"slow_page_loss_per_hour": Estimate(40, 10, 80)}, "latency_regression",
                      id="latency, below min revenue"),
     ],
@@ -342,7 +343,8 @@ def test_two_of_three_campaigns_is_site_wide() -> None:
 
 @pytest.mark.parametrize(("each", "kind"), [
     ((40.0, 10.0, 70.0), "performance_conversion_loss"),  # $120/h in total: costly
-    ((30.0, 0.0, 60.0), "latency_regression"),  # $90/h, and no campaign sure of a loss
+    ((40.0, 0.0, 90.0), "performance_conversion_loss"),  # $120/h expected, none sure of it
+    ((30.0, 10.0, 60.0), "latency_regression"),  # $90/h in total
 ])
 def test_a_site_wide_slowdown_is_priced_as_a_whole(each: tuple[float, float, float],
                                                    kind: str) -> None:

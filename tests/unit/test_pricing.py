@@ -9,19 +9,29 @@ import numpy as np
 import pytest
 
 from detectors.conversion import ConversionVerdict
-from detectors.elasticity import N_BINS, CurveFit, lcp_bin
+from detectors.elasticity import BIN_CENTERS_S, lcp_bin
 from detectors.pricing import HOUR_MS, price_conversion_loss, price_slow_pages
 from detectors.revenue import conversion_loss
+from detectors.strata import CURVE_SIZE, StrataFit, curve_key
 from detectors.verdicts import Estimate
 
-FIT = CurveFit(math.log(0.06), -0.2, ((1e-4, 0.0), (0.0, 1e-4)), 50_000.0, 2_500.0)
+# one device stratum (desktop) with conversions, the others empty
+FIT = StrataFit(-0.2, 1e-4, (-math.inf, math.log(0.06), -math.inf, -math.inf),
+                (0.0, 2_500.0, 0.0, 0.0), (0.0, 2.5, 0.0, 0.0), 50_000.0, 2_500.0)
 T0 = 1_741_003_200_000
 
 
 def mix(lcp_ms: float, sessions: float) -> np.ndarray:
-    vector = np.zeros(N_BINS)
-    vector[lcp_bin(lcp_ms)] = sessions
+    vector = np.zeros(CURVE_SIZE)
+    vector[curve_key(lcp_bin(lcp_ms), 1)] = sessions
     return vector
+
+
+def mix_rate(vector: np.ndarray) -> float:
+    """The desktop stratum's conversion rate at a mix, straight from the model."""
+    desktop = vector[curve_key(0, 1):curve_key(0, 2)]
+    rates = np.exp(math.log(0.06) - 0.2 * BIN_CENTERS_S)
+    return float(desktop @ rates / desktop.sum())
 
 
 BASE = mix(2_000.0, 10_000.0)
@@ -31,15 +41,15 @@ SLOW = mix(4_000.0, 300.0)
 def test_slow_pages_are_zero_without_a_fit_traffic_baseline_or_minutes() -> None:
     kw = {"aov": 80.0, "aov_se": 2.0}
     assert price_slow_pages(None, BASE, SLOW, minutes=10, **kw) == Estimate.zero()
-    assert price_slow_pages(FIT, BASE, np.zeros(N_BINS), minutes=10, **kw) == Estimate.zero()
-    assert price_slow_pages(FIT, np.zeros(N_BINS), SLOW, minutes=10, **kw) == Estimate.zero()
+    assert price_slow_pages(FIT, BASE, np.zeros(CURVE_SIZE), minutes=10, **kw) == Estimate.zero()
+    assert price_slow_pages(FIT, np.zeros(CURVE_SIZE), SLOW, minutes=10, **kw) == Estimate.zero()
     assert price_slow_pages(FIT, BASE, SLOW, minutes=0, **kw) == Estimate.zero()
 
 
 def test_slow_pages_value_is_rate_difference_times_traffic_times_aov() -> None:
     loss = price_slow_pages(FIT, BASE, SLOW, minutes=10, aov=80.0, aov_se=2.0)
     sessions_per_hour = 300.0 * 60 / 10
-    expected = sessions_per_hour * (FIT.mix_rate(BASE) - FIT.mix_rate(SLOW)) * 80.0
+    expected = sessions_per_hour * (mix_rate(BASE) - mix_rate(SLOW)) * 80.0
     assert loss.value == pytest.approx(expected, rel=1e-9)
     assert loss.low < loss.value < loss.high
 

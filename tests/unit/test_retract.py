@@ -17,9 +17,11 @@ import pytest
 from detectors.buckets import MinuteBucket, minute_of
 from detectors.campaign import CampaignModel
 from detectors.campaign_state import model_from_state, model_to_state
+from detectors.elasticity import N_BINS, lcp_bin
 from detectors.lag import LagModel
 from detectors.monitor import Monitor
 from detectors.sketch import LogHistogram
+from detectors.strata import device_stratum
 from streams.facts_codec import encode_facts
 from streams.pipeline import apply_fact
 from streams.records import Beacon, Order, SessionFact
@@ -172,6 +174,43 @@ def test_bucket_counts_after_retract_equal_the_on_time_counts() -> None:
     spring, spring_on_time = late.models["spring"], on_time.models["spring"]
     assert spring.orders.values == pytest.approx(spring_on_time.orders.values)
     assert spring.lag.pmf() == pytest.approx(spring_on_time.lag.pmf())
+
+
+@pytest.mark.parametrize("device", ["mobile", "tablet", None])
+def test_a_late_landing_of_a_device_moves_its_curve_counts_in_its_stratum(
+        device: str | None) -> None:
+    def stream(late_ms: int) -> list[Beacon | Order]:
+        kw = {"device": device}
+        first = [landing(late_ms=late_ms, **kw), page2(**kw)]
+        return [*(first if late_ms < MIN else first[::-1]), order(ts=T0 + 2 * MIN)]
+
+    late, on_time = fed(run(Sessionizer(), *stream(8 * MIN))), \
+        fed(run(Sessionizer(), *stream(1_000)))
+    assert buckets_of(late) == buckets_of(on_time)
+    bucket = late.models["spring"].ring.get(T0)
+    assert bucket is not None
+    key = lcp_bin(2_100.0) + N_BINS * device_stratum(device)
+    assert (bucket.commerce_sessions, bucket.commerce_conversions) == ({key: 1}, {key: 1})
+    none = late.models["(none)"].ring.get(minute_of(T0 + 30_000))
+    assert none is not None
+    assert (none.commerce_sessions, none.commerce_conversions) == ({}, {})
+
+
+def test_a_retract_takes_the_session_from_its_own_stratum_only() -> None:
+    model = CampaignModel()
+    for device in ("desktop", "mobile"):
+        model.observe_session(T0, 2_000.0, True, device=device)
+        model.observe_order(T0, T0 + MIN, 40.0, first_order=True, known_session=True,
+                            lcp_ms=2_000.0, device=device)
+    assert model.retract_order(T0, T0 + MIN, 40.0, first_order=True, known_session=True,
+                               lcp_ms=2_000.0, device="mobile")
+    assert model.retract_session(T0, 2_000.0, True, device="mobile")
+    bucket = model.ring.get(T0)
+    assert bucket is not None
+    desktop = lcp_bin(2_000.0) + N_BINS * device_stratum("desktop")
+    assert (bucket.commerce_sessions, bucket.commerce_conversions) == ({desktop: 1},
+                                                                      {desktop: 1})
+    assert bucket.sessions == bucket.conversions == 1
 
 
 def test_a_retract_leaves_a_matured_bucket_as_counted() -> None:
