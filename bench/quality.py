@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import streams  # noqa: F401  (first, so the compiled build is used)
 from detectors.incidents import Alert
 from streams.pipeline import Pipeline
 from streams.records import beacon_from_dict, order_from_dict
