@@ -1,9 +1,13 @@
 """What a campaign model stores: everything it has learned, without its minute buckets.
 
 The buckets are stored apart, one table row each (``detectors/monitor.py``); these two
-functions give and take the rest as plain JSON-able data. Curve vectors written before the
-device strata (``N_BINS`` long) are read into stratum 0 (unknown device), so a worker
-restarting on an old table keeps its curve.
+functions give and take the rest as plain JSON-able data.
+
+The curve is stored twice: by device stratum under ``"css"``/``"ccs"`` (what this code
+reads), and folded over the strata under ``"cs"``/``"cc"`` (``N_BINS`` long, what a worker
+from before the strata reads, so a rollback keeps a pooled curve instead of failing on a
+vector four times too long). A row without ``"css"`` (written before the strata) is read
+into stratum 0 (unknown device).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from detectors.campaign import CampaignModel, CampaignParams
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
 from detectors.latency import LatencyCusum, LatencyVerdict
-from detectors.strata import padded_curve
+from detectors.strata import fold_strata, padded_curve
 
 
 def model_to_state(model: CampaignModel) -> dict[str, Any]:
@@ -25,8 +29,9 @@ def model_to_state(model: CampaignModel) -> dict[str, Any]:
     return {
         "lb": lat.baseline.to_state(), "lv": lat.variance.to_state(),
         "cusum": lat.cusum.to_state(), "lag": model.lag.to_state(),
-        "cb": model.conv_base.to_state(), "cs": model.curve_sessions.to_state(),
-        "cc": model.curve_conversions.to_state(), "orders": model.orders.to_state(),
+        "cb": model.conv_base.to_state(), "orders": model.orders.to_state(),
+        **_curve_to_state("cs", model.curve_sessions),
+        **_curve_to_state("cc", model.curve_conversions),
         "llm": lat.last_minute, "lmm": model.last_matured_minute,
         "seen": model.last_seen_ms,
         "lat": _verdict_to_list(lat.last),
@@ -46,8 +51,8 @@ def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
     lat.cusum = LatencyCusum.from_state(state["cusum"])
     model.lag = LagModel.from_state(state["lag"])
     model.conv_base = EwVector.from_state(state["cb"])
-    model.curve_sessions = _curve_from_state(state["cs"])
-    model.curve_conversions = _curve_from_state(state["cc"])
+    model.curve_sessions = _curve_from_state(state, "cs")
+    model.curve_conversions = _curve_from_state(state, "cc")
     model.orders = EwVector.from_state(state["orders"])
     lat.last_minute = state["llm"]
     model.last_matured_minute = state["lmm"]
@@ -71,7 +76,14 @@ def _verdict_from_list(data: list[Any]) -> LatencyVerdict:
                           math.nan if shift is None else float(shift))
 
 
-def _curve_from_state(state: dict[str, Any]) -> EwVector:
-    vector = EwVector.from_state(state)
+def _curve_to_state(key: str, vector: EwVector) -> dict[str, Any]:
+    stored = vector.to_state()
+    return {key + "s": stored, key: {**stored, "v": fold_strata(vector.values).tolist()}}
+
+
+def _curve_from_state(state: dict[str, Any], key: str) -> EwVector:
+    if key + "s" in state:
+        return EwVector.from_state(state[key + "s"])
+    vector = EwVector.from_state(state[key])  # written before the strata
     vector.values = padded_curve(vector.values)
     return vector

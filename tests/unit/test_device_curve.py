@@ -115,8 +115,7 @@ def test_old_state_without_strata_restores_into_stratum_zero() -> None:
     table = {k: v for k, v in monitor.drain_changes().items() if v is not None}
     key = f"c{SEPARATOR}{MODEL_KEY}"
     new = table[key]
-    old = {**new, "cs": {**new["cs"], "v": fold_strata(new["cs"]["v"]).tolist()},
-           "cc": {**new["cc"], "v": fold_strata(new["cc"]["v"]).tolist()}}
+    old = {k: v for k, v in new.items() if k not in ("css", "ccs")}  # as written before
     assert len(old["cs"]["v"]) == N_BINS
     restored = Monitor()
     restored.restore([*table.items(), (key, old)])
@@ -152,3 +151,23 @@ def test_stratified_slow_page_loss_is_near_the_truth(with_devices: list[Any],
     # the same traffic without devices: mobile's lower conversion is read as an LCP effect
     assert pooled.value > 1.2 * truth
     assert abs(strat.value - truth) < abs(pooled.value - truth)
+
+
+def test_a_stored_row_keeps_a_pooled_curve_for_a_worker_from_before_the_strata() -> None:
+    """A rollback reads ``"cs"``/``"cc"`` as ``N_BINS``-long vectors (the pooled curve); the
+    strata travel under ``"css"``/``"ccs"`` and come back exactly."""
+    monitor, traffic = Monitor(), DeviceTraffic(5, 20.0, devices=True)
+    for i in range(200):
+        traffic.minute(monitor, T0 + i * MIN)
+        monitor.advance(T0 + (i + 1) * MIN)
+    model = monitor.models["c"]
+    row = model_to_state(model)
+    for key, vector in (("cs", model.curve_sessions), ("cc", model.curve_conversions)):
+        assert len(row[key]["v"]) == N_BINS
+        assert np.allclose(row[key]["v"], fold_strata(vector.values))
+        assert np.array_equal(row[key + "s"]["v"], vector.values.tolist())
+    assert fold_strata(model.curve_sessions.values).sum() > 0
+    assert by_stratum(model.curve_sessions.values)[2].sum() > 0  # mobile sessions learned
+    restored = Monitor()
+    restored.restore([(f"c{SEPARATOR}{MODEL_KEY}", row)])
+    assert model_to_state(restored.models["c"]) == row
