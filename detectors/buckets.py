@@ -101,15 +101,22 @@ class MinuteBucket:
         return max(self.sumsq_log / self.lcp_n - mean * mean, 0.0) * self.lcp_n / (self.lcp_n - 1)
 
     def to_state(self) -> list[Any]:
+        """Positional fields; the curve counts by device stratum come last (9, 10), and
+        folded over the strata at 6 and 7, where a worker from before the strata reads them."""
         return [self.sessions, self.lcp_n, self.sum_log, self.sumsq_log, self.sketch.to_state(),
-                self.conversions, _pairs(self.commerce_sessions),
-                _pairs(self.commerce_conversions), self.flagged]
+                self.conversions, _pairs(_folded(self.commerce_sessions)),
+                _pairs(_folded(self.commerce_conversions)), self.flagged,
+                _pairs(self.commerce_sessions), _pairs(self.commerce_conversions)]
 
     @classmethod
     def from_state(cls, state: list[Any]) -> MinuteBucket:
+        """:meth:`to_state` back; a row from before the strata has its counts at 6 and 7 only
+        (keys below ``N_BINS``: stratum 0, unknown device)."""
+        by_stratum = len(state) > 9
         return cls(int(state[0]), int(state[1]), float(state[2]), float(state[3]),
-                   LogHistogram.from_state(state[4]), int(state[5]), _unpairs(state[6]),
-                   _unpairs(state[7]), bool(state[8]))
+                   LogHistogram.from_state(state[4]), int(state[5]),
+                   _unpairs(state[9] if by_stratum else state[6]),
+                   _unpairs(state[10] if by_stratum else state[7]), bool(state[8]))
 
 
 def _decrement(counts: dict[int, int], key: int) -> None:
@@ -118,6 +125,14 @@ def _decrement(counts: dict[int, int], key: int) -> None:
         counts[key] = left
     else:
         counts.pop(key, None)
+
+
+def _folded(counts: dict[int, int]) -> dict[int, int]:
+    """Counts keyed ``bin + N_BINS * stratum`` summed per LCP bin."""
+    folded: dict[int, int] = {}
+    for key, count in counts.items():
+        folded[key % N_BINS] = folded.get(key % N_BINS, 0) + count
+    return folded
 
 
 def _pairs(counts: dict[int, int]) -> list[list[int]]:

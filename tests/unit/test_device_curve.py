@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from detectors.buckets import MinuteBucket
 from detectors.campaign_state import model_to_state
 from detectors.elasticity import N_BINS, lcp_bin
 from detectors.monitor import MODEL_KEY, SEPARATOR, Monitor
@@ -171,3 +172,22 @@ def test_a_stored_row_keeps_a_pooled_curve_for_a_worker_from_before_the_strata()
     restored = Monitor()
     restored.restore([(f"c{SEPARATOR}{MODEL_KEY}", row)])
     assert model_to_state(restored.models["c"]) == row
+
+
+def test_a_bucket_row_keeps_folded_counts_where_a_worker_from_before_reads_them() -> None:
+    """Fields 6 and 7 hold the counts per LCP bin (a worker from before the strata reads
+    them); 9 and 10 the counts by stratum, which come back exactly; a 9-field row from
+    before the strata restores into stratum 0."""
+    bucket = MinuteBucket()
+    for stratum in (1, 2, 2):
+        bucket.add_session(2_000.0, True, stratum)
+        bucket.add_conversion(2_000.0, True, stratum)
+    row = bucket.to_state()
+    b = lcp_bin(2_000.0)
+    assert row[6] == [[b, 3]]
+    assert row[7] == [[b, 3]]
+    assert row[9] == [[b + N_BINS, 1], [b + 2 * N_BINS, 2]]
+    assert MinuteBucket.from_state(row) == bucket
+    old = MinuteBucket.from_state(row[:9])
+    assert old.commerce_sessions == {b: 3}
+    assert old.commerce_conversions == {b: 3}
