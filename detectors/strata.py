@@ -22,8 +22,9 @@ stratum, the site-wide slope is fitted with one stratum per campaign and device,
 slow-page loss is priced within strata (``detectors.revenue.stratified_slow_page_loss``).
 What it changed on ``bench/quality.py --days 3`` is in docs/STATISTICS.md ("Device
 confounding"): the slow-page estimates lost their upward bias (median revenue error over
-seeds 1-12 23.6% -> 13.2%), at the price of two early incidents that the still noisy
-slope cannot yet show to cost money.
+seeds 1-12 23.6% -> 13.2%). Early on the slope is noisy: two incidents 12 hours into
+seeds 1 and 2 are priced at a quarter of the truth with intervals from 0 (they keep
+their kind, which follows the estimate: ``detectors.episodes.classify``).
 
 Notes:
     ``tests/unit/test_common_slope.py`` checks the fit against a direct maximum-likelihood
