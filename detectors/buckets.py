@@ -24,7 +24,7 @@ def minute_of(ts_ms: int) -> int:
     return ts_ms - ts_ms % MINUTE_MS
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class MinuteBucket:
     """Sessions that started in one minute, and what they did since."""
 
@@ -37,6 +37,24 @@ class MinuteBucket:
     commerce_sessions: dict[int, int] = field(default_factory=dict)
     commerce_conversions: dict[int, int] = field(default_factory=dict)
     flagged: bool = False
+
+    # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
+    # ``None`` for the sketch or a dict: a new empty one (the fields' ``default_factory``).
+    def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
+        self, sessions: int = 0, lcp_n: int = 0, sum_log: float = 0.0, sumsq_log: float = 0.0,
+        sketch: LogHistogram | None = None, conversions: int = 0,
+        commerce_sessions: dict[int, int] | None = None,
+        commerce_conversions: dict[int, int] | None = None, flagged: bool = False,
+    ) -> None:
+        self.sessions = sessions
+        self.lcp_n = lcp_n
+        self.sum_log = sum_log
+        self.sumsq_log = sumsq_log
+        self.sketch = LogHistogram() if sketch is None else sketch
+        self.conversions = conversions
+        self.commerce_sessions = {} if commerce_sessions is None else commerce_sessions
+        self.commerce_conversions = {} if commerce_conversions is None else commerce_conversions
+        self.flagged = flagged
 
     def add_session(self, lcp_ms: float | None, commerce: bool, stratum: int = 0) -> None:
         """One session; a commerce landing with an LCP counts in the curve data under the

@@ -15,7 +15,7 @@ __all__ = ["MINUTE_MS", "ConversionVerdict", "conversion_scan"]
 MINUTE_MS = 60_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ConversionVerdict:
     """The conversion test at one tick, for the window that is most surprising.
 
@@ -36,6 +36,18 @@ class ConversionVerdict:
     ratio: float
     window_start_ms: int | None
     statistic: float
+
+    # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
+    def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
+        self, p_value: float, observed: float, expected: float, ratio: float,
+        window_start_ms: int | None, statistic: float,
+    ) -> None:
+        object.__setattr__(self, "p_value", p_value)
+        object.__setattr__(self, "observed", observed)
+        object.__setattr__(self, "expected", expected)
+        object.__setattr__(self, "ratio", ratio)
+        object.__setattr__(self, "window_start_ms", window_start_ms)
+        object.__setattr__(self, "statistic", statistic)
 
 
 _NO_DATA = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)

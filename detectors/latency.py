@@ -11,7 +11,7 @@ __all__ = ["MINUTE_MS", "LatencyCusum", "LatencyVerdict"]
 MINUTE_MS = 60_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class LatencyVerdict:
     """The latency test after one closed minute.
 
@@ -29,6 +29,15 @@ class LatencyVerdict:
     is_regression: bool
     started_ms: int | None
     shift: float
+
+    # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
+    def __init__(self, statistic: float, threshold: float, is_regression: bool,
+                 started_ms: int | None, shift: float) -> None:
+        object.__setattr__(self, "statistic", statistic)
+        object.__setattr__(self, "threshold", threshold)
+        object.__setattr__(self, "is_regression", is_regression)
+        object.__setattr__(self, "started_ms", started_ms)
+        object.__setattr__(self, "shift", shift)
 
 
 class LatencyCusum:

@@ -93,7 +93,7 @@ def padded_curve(values: npt.ArrayLike) -> FloatArray:
     return np.concatenate([vector, np.zeros(CURVE_SIZE - N_BINS)])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class StrataFit:
     """A common slope with one intercept per stratum.
 
@@ -119,6 +119,20 @@ class StrataFit:
     mean_lcp_s: tuple[float, ...]
     sessions: float
     conversions: float
+
+    # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
+    def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
+        self, slope: float, slope_var: float, intercepts: tuple[float, ...],
+        conversions_by_stratum: tuple[float, ...], mean_lcp_s: tuple[float, ...], sessions: float,
+        conversions: float,
+    ) -> None:
+        object.__setattr__(self, "slope", slope)
+        object.__setattr__(self, "slope_var", slope_var)
+        object.__setattr__(self, "intercepts", intercepts)
+        object.__setattr__(self, "conversions_by_stratum", conversions_by_stratum)
+        object.__setattr__(self, "mean_lcp_s", mean_lcp_s)
+        object.__setattr__(self, "sessions", sessions)
+        object.__setattr__(self, "conversions", conversions)
 
     @property
     def slope_se(self) -> float:
@@ -234,7 +248,7 @@ def _validated(sessions: npt.ArrayLike, conversions: npt.ArrayLike, prior_sd: fl
 _POWERS = np.stack([np.ones_like(BIN_CENTERS_S), BIN_CENTERS_S, BIN_CENTERS_S**2], axis=1)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class _At:
     """The profile at one slope: per stratum, the log of ``sum_i n_si e^(b x_i)`` and the
     mean and variance of LCP under those weights; and the penalised log-likelihood."""
@@ -245,8 +259,17 @@ class _At:
     var: FloatArray
     objective: float
 
+    # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
+    def __init__(self, b: float, log_sum: FloatArray, mean: FloatArray, var: FloatArray,
+                 objective: float) -> None:
+        object.__setattr__(self, "b", b)
+        object.__setattr__(self, "log_sum", log_sum)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "var", var)
+        object.__setattr__(self, "objective", objective)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class _Profile:
     """The penalised log-likelihood of the slope with every intercept profiled out:
 
@@ -262,6 +285,18 @@ class _Profile:
     prior_mean: float
     precision: float
     sum_yx: float
+
+    # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
+    def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
+        self, n: FloatArray, y: FloatArray, y_s: FloatArray, prior_mean: float, precision: float,
+        sum_yx: float,
+    ) -> None:
+        object.__setattr__(self, "n", n)
+        object.__setattr__(self, "y", y)
+        object.__setattr__(self, "y_s", y_s)
+        object.__setattr__(self, "prior_mean", prior_mean)
+        object.__setattr__(self, "precision", precision)
+        object.__setattr__(self, "sum_yx", sum_yx)
 
     @classmethod
     def of(cls, n: FloatArray, y: FloatArray, y_s: FloatArray, prior_mean: float,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Estimate:
     """A non-negative figure with a 90% interval: ``low <= value <= high``."""
 
@@ -15,11 +15,12 @@ class Estimate:
     low: float
     high: float
 
-    def __post_init__(self) -> None:  # numpy scalars in, builtin floats out (JSON-able)
-        for name in ("value", "low", "high"):
-            value = getattr(self, name)
-            if type(value) is not float:
-                object.__setattr__(self, name, float(value))
+    # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
+    def __init__(self, value: float, low: float, high: float) -> None:
+        # numpy scalars in, builtin floats out (JSON-able)
+        object.__setattr__(self, "value", float(value))
+        object.__setattr__(self, "low", float(low))
+        object.__setattr__(self, "high", float(high))
 
     @classmethod
     def zero(cls) -> Estimate:
@@ -30,7 +31,7 @@ class Estimate:
         return Estimate(self.value * factor, self.low * factor, self.high * factor)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class CampaignVerdict:
     """One campaign at one tick (a whole event-time minute, epoch ms).
 
@@ -66,15 +67,40 @@ class CampaignVerdict:
     # the same scan over the last hour only (``conversion_hold_windows``): holds an open drop
     conversion_recent_p_value: float = 1.0
 
-    def __post_init__(self) -> None:  # numpy scalars in, builtin floats out (JSON-able)
-        for name in _FLOATS:
-            value = getattr(self, name)
-            if type(value) is not float:
-                object.__setattr__(self, name, float(value))
-        for name in ("sessions_in_window", "tick_ms"):
-            value = getattr(self, name)
-            if type(value) is not int:
-                object.__setattr__(self, name, int(value))
+    # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
+    def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
+        self, campaign: str, tick_ms: int, warmed_up: bool, sessions_per_minute: float,
+        sessions_in_window: int, conversion_rate: float, conversion_rate_baseline: float,
+        lcp_p75_ms: float, lcp_p75_baseline_ms: float, latency_regressed: bool,
+        latency_statistic: float, latency_threshold: float, latency_started_ms: int | None,
+        latency_shift: float, conversion_p_value: float, conversion_observed: float,
+        conversion_expected: float, conversion_ratio: float, conversion_window_start_ms: int | None,
+        average_order_value: float, slow_page_loss_per_hour: Estimate,
+        conversion_loss_per_hour: Estimate, conversion_recent_p_value: float = 1.0,
+    ) -> None:
+        object.__setattr__(self, "campaign", campaign)
+        object.__setattr__(self, "tick_ms", int(tick_ms))
+        object.__setattr__(self, "warmed_up", warmed_up)
+        object.__setattr__(self, "sessions_per_minute", float(sessions_per_minute))
+        object.__setattr__(self, "sessions_in_window", int(sessions_in_window))
+        object.__setattr__(self, "conversion_rate", float(conversion_rate))
+        object.__setattr__(self, "conversion_rate_baseline", float(conversion_rate_baseline))
+        object.__setattr__(self, "lcp_p75_ms", float(lcp_p75_ms))
+        object.__setattr__(self, "lcp_p75_baseline_ms", float(lcp_p75_baseline_ms))
+        object.__setattr__(self, "latency_regressed", latency_regressed)
+        object.__setattr__(self, "latency_statistic", float(latency_statistic))
+        object.__setattr__(self, "latency_threshold", float(latency_threshold))
+        object.__setattr__(self, "latency_started_ms", latency_started_ms)
+        object.__setattr__(self, "latency_shift", float(latency_shift))
+        object.__setattr__(self, "conversion_p_value", float(conversion_p_value))
+        object.__setattr__(self, "conversion_observed", float(conversion_observed))
+        object.__setattr__(self, "conversion_expected", float(conversion_expected))
+        object.__setattr__(self, "conversion_ratio", float(conversion_ratio))
+        object.__setattr__(self, "conversion_window_start_ms", conversion_window_start_ms)
+        object.__setattr__(self, "average_order_value", float(average_order_value))
+        object.__setattr__(self, "slow_page_loss_per_hour", slow_page_loss_per_hour)
+        object.__setattr__(self, "conversion_loss_per_hour", conversion_loss_per_hour)
+        object.__setattr__(self, "conversion_recent_p_value", float(conversion_recent_p_value))
 
     @property
     def explained_fraction(self) -> float:

@@ -75,7 +75,7 @@ class Order:
 FactKind = Literal["session", "order", "retract", "heartbeat"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SessionFact:
     """What the sessionizer tells the campaign stage (topic ``revwatch-session-facts``).
 
@@ -101,6 +101,27 @@ class SessionFact:
     revenue: float = 0.0
     first_order: bool = False
     known_session: bool = True
+
+    # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
+    def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
+        self, kind: FactKind, campaign: str, watermark_ms: int, session_id: str = "",
+        start_ms: int = 0, lcp_ms: float | None = None, commerce: bool = True,
+        device: str | None = None, order_id: str | None = None, order_ts_ms: int | None = None,
+        revenue: float = 0.0, first_order: bool = False, known_session: bool = True,
+    ) -> None:
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "campaign", campaign)
+        object.__setattr__(self, "watermark_ms", watermark_ms)
+        object.__setattr__(self, "session_id", session_id)
+        object.__setattr__(self, "start_ms", start_ms)
+        object.__setattr__(self, "lcp_ms", lcp_ms)
+        object.__setattr__(self, "commerce", commerce)
+        object.__setattr__(self, "device", device)
+        object.__setattr__(self, "order_id", order_id)
+        object.__setattr__(self, "order_ts_ms", order_ts_ms)
+        object.__setattr__(self, "revenue", revenue)
+        object.__setattr__(self, "first_order", first_order)
+        object.__setattr__(self, "known_session", known_session)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.as_dict())

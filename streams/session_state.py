@@ -100,7 +100,7 @@ class SessionStats:
     retracted_sessions: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class SessionState:
     """One session. ``landing`` is empty until the first beacon; ``lcp_ms`` is set on emission.
 
@@ -130,6 +130,37 @@ class SessionState:
     lcp_count: int = 0
     log_lcp_sum: float = 0.0
     relanded_ms: int | None = None  # watermark when a late landing re-landed it
+
+    # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
+    # ``None`` for a list or dict: a new empty one (the fields' ``default_factory``).
+    def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
+        self, campaign: str | None = None, campaign_ts: int | None = None, start_ms: int = 0,
+        landing: str = "", lcp_ms: float | None = None, commerce: bool = True,
+        device: str | None = None, is_bot: bool = False, pages: dict[str, list[Any]] | None = None,
+        order_ids: list[str] | None = None, pending: list[PendingOrder] | None = None,
+        sent: list[SentOrder] | None = None, converted: bool = False, revenue: float = 0.0,
+        last_activity_ms: int = NO_WATERMARK, emitted: bool = False, lcp_count: int = 0,
+        log_lcp_sum: float = 0.0, relanded_ms: int | None = None,
+    ) -> None:
+        self.campaign = campaign
+        self.campaign_ts = campaign_ts
+        self.start_ms = start_ms
+        self.landing = landing
+        self.lcp_ms = lcp_ms
+        self.commerce = commerce
+        self.device = device
+        self.is_bot = is_bot
+        self.pages = {} if pages is None else pages
+        self.order_ids = [] if order_ids is None else order_ids
+        self.pending = [] if pending is None else pending
+        self.sent = [] if sent is None else sent
+        self.converted = converted
+        self.revenue = revenue
+        self.last_activity_ms = last_activity_ms
+        self.emitted = emitted
+        self.lcp_count = lcp_count
+        self.log_lcp_sum = log_lcp_sum
+        self.relanded_ms = relanded_ms
 
     def to_state(self) -> dict[str, Any]:
         """Plain JSON-able data: one table row per live session.
