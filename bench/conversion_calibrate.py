@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+import streams  # noqa: F401  (first, so the compiled build is used)
 from bench.common import print_table, write_results
 from bench.conversion_oracle import poisson_interval
 from bench.conversion_power import LEVELS, Rules, learned_lag, make_rules, null_task

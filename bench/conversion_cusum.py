@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+import streams  # noqa: F401  (first, so the compiled build is used)
 from bench.common import print_table, write_results
 from bench.conversion_oracle import oracle_first_alarm, seen_probability
 from bench.conversion_power import (

@@ -30,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+import streams  # noqa: F401  (first, so the compiled build is used)
 from bench.common import print_table, write_results
 from bench.conversion_oracle import poisson_interval
 from bench.conversion_power import Rules, drop_task, learned_lag, make_rules, null_task
