@@ -43,6 +43,9 @@ class CampaignParams:
     horizon_minutes: int = 120
     recent_minutes: int = 15
     price_minutes: int = 10
+    # slow pages are priced up to this long after a latency alarm: at least the incidents'
+    # ``quiet_ticks_to_resolve``, so an open latency episode keeps its price until it resolves
+    price_hold_minutes: int = 10
     price_conversion_minutes: int = 45
     p75_minutes: int = 5
     min_p75_sessions: int = 20
@@ -99,6 +102,7 @@ class CampaignModel:
         self.curve_conversions = EwVector(CURVE_SIZE, half_life_minutes=p.curve_half_life_minutes)
         self.orders = EwVector(3, half_life_minutes=p.curve_half_life_minutes)
         self.last_matured_minute: int | None = None
+        self.last_alarm_ms: int | None = None  # the latest tick with a latency alarm
         self.last_seen_ms = 0
         self.touched: set[int] = set()  # minutes whose buckets changed since the last drain
         self.dropped: list[int] = []  # minutes whose buckets were dropped since the last drain
@@ -179,6 +183,8 @@ class CampaignModel:
     def tick(self, campaign: str, tick_ms: int, site_fit: CurveFit | None) -> CampaignVerdict:
         """Close the minutes before ``tick_ms``, learn what matured, and say what we see."""
         self.latency.run(self.ring, tick_ms, self._flag)
+        if self.latency.last.is_regression:
+            self.last_alarm_ms = tick_ms
         self._mature(tick_ms)
         window = TickWindow(self.ring, self.lag, tick_ms, self.params.horizon_minutes)
         conversion = self._scan_conversion(window)
@@ -254,12 +260,19 @@ class CampaignModel:
     def _money(self, tick_ms: int, conv: ConversionVerdict, site_fit: CurveFit | None,
                window: TickWindow) -> dict[str, Any]:
         """Price what the tests see; a figure with no evidence behind it is zero (and not
-        computed: most ticks of most campaigns need neither)."""
+        computed: most ticks of most campaigns need neither).
+
+        Slow pages are priced while the latency CUSUM is above 0 and either it alarmed
+        within ``price_hold_minutes`` (all a latency episode reads, from its first hot tick
+        until it resolves) or a conversion shortfall is priced (which the slow pages may
+        explain: the alert's ``explained_fraction``).
+        """
         aov, aov_se = self.average_order_value()
         slow = lost = Estimate.zero()
-        if self.latency.last.statistic > 0:
+        priced_shortfall = conv.p_value < PRICE_CONVERSION_P and conv.window_start_ms is not None
+        if self.latency.last.statistic > 0 and (priced_shortfall or self._alarmed_lately(tick_ms)):
             slow = self._slow_page_loss(tick_ms, site_fit, aov, aov_se)
-        if conv.p_value < PRICE_CONVERSION_P and conv.window_start_ms is not None:
+        if priced_shortfall:
             base_conv, base_sessions = self.conv_base.values
             priced = self._pricing_window(tick_ms, conv, window)
             start = priced.window_start_ms or tick_ms
@@ -270,6 +283,10 @@ class CampaignModel:
                 aov=aov, aov_se=aov_se)
         return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
                 "conversion_loss_per_hour": lost}
+
+    def _alarmed_lately(self, tick_ms: int) -> bool:
+        last = self.last_alarm_ms
+        return last is not None and tick_ms - last <= self.params.price_hold_minutes * MINUTE_MS
 
     def _pricing_window(self, tick_ms: int, conv: ConversionVerdict,
                         window: TickWindow) -> ConversionVerdict:

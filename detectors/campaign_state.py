@@ -38,6 +38,7 @@ def model_to_state(model: CampaignModel) -> dict[str, Any]:
         "ck": [[minute, stat, started, _verdict_to_list(verdict)]
                for minute, ((stat, started), verdict) in lat.checkpoints.items()],
         "rf": lat.rescore_from,
+        "la": model.last_alarm_ms,
     }
 
 
@@ -62,7 +63,17 @@ def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
         int(minute): ((float(stat), started), _verdict_from_list(verdict))
         for minute, stat, started, verdict in state.get("ck", [])}
     lat.rescore_from = state.get("rf")
+    model.last_alarm_ms = state["la"] if "la" in state else _assumed_alarm(model)
     return model
+
+
+def _assumed_alarm(model: CampaignModel) -> int | None:
+    """A row written before ``"la"``: a CUSUM above 0 may belong to an open episode, so its
+    slow pages are priced as before for ``price_hold_minutes`` from the model's last tick."""
+    lat = model.latency
+    if lat.last.statistic <= 0 or lat.last_minute is None:
+        return None
+    return lat.last_minute + (model.params.latency_delay_minutes + 1) * 60_000
 
 
 def _verdict_to_list(lat: LatencyVerdict) -> list[Any]:

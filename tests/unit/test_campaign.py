@@ -17,6 +17,8 @@ import orjson
 import pytest
 
 from detectors.campaign import CampaignParams
+from detectors.campaign_state import model_from_state, model_to_state
+from detectors.episodes import IncidentParams
 from detectors.monitor import Monitor
 from detectors.verdicts import CampaignVerdict
 
@@ -277,3 +279,52 @@ def test_the_last_hour_says_whether_a_drop_still_goes_on(seed: int) -> None:
     assert max(v.conversion_recent_p_value for v in during[30:]) <= 0.05
     settled = after[70:]
     assert min(v.conversion_recent_p_value for v in settled) > 0.05
+
+
+def _alarmed_within(verdicts: list[CampaignVerdict], index: int, minutes: int) -> bool:
+    tick = verdicts[index].tick_ms
+    return any(v.latency_regressed and tick - v.tick_ms <= minutes * MIN
+               for v in verdicts[:index + 1])
+
+
+def test_slow_pages_are_priced_after_an_alarm_and_for_a_shortfall_only() -> None:
+    """A CUSUM above 0 is not evidence enough: slow pages are priced from a latency alarm
+    until ``price_hold_minutes`` after the last one (what an open episode reads), or when a
+    conversion shortfall is priced (which they may explain), and are zero otherwise."""
+    hold = CampaignParams().price_hold_minutes
+    monitor, traffic, warmup = warm(1)
+    incident = drive(monitor, traffic, WARM, WARM + 20, lcp_factor=2.0)
+    verdicts = warmup + incident + drive(monitor, traffic, WARM + 20, WARM + 60)
+    evidence = [v.latency_statistic > 0 and (_alarmed_within(verdicts, i, hold)
+                                             or v.conversion_p_value < 0.5)
+                for i, v in enumerate(verdicts)]
+    priced = [v.slow_page_loss_per_hour.value > 0 for v in verdicts]
+    assert not any(p and not e for p, e in zip(priced, evidence, strict=True))
+    unpriced_positive = [v for v, e in zip(verdicts, evidence, strict=True)
+                         if v.latency_statistic > 0 and not e]
+    assert len(unpriced_positive) > 20  # the rule has ticks to leave out (they were priced)
+    last_alarm = max(i for i, v in enumerate(verdicts) if v.latency_regressed)
+    assert all(priced[last_alarm - 5:last_alarm + 1])  # during the alarm
+    after = verdicts[last_alarm + 1]
+    assert not after.latency_regressed
+    assert after.latency_statistic > 0
+    assert after.slow_page_loss_per_hour.value > 0  # held: its slow minutes are still in view
+
+
+def test_the_price_is_held_as_long_as_an_episode_stays_open() -> None:
+    assert CampaignParams().price_hold_minutes >= IncidentParams().quiet_ticks_to_resolve
+
+
+def test_the_last_alarm_is_stored_and_an_older_row_keeps_pricing() -> None:
+    monitor, traffic, _ = warm(2)
+    drive(monitor, traffic, WARM, WARM + 20, lcp_factor=2.0)
+    model = monitor.models["c"]
+    assert model.last_alarm_ms is not None
+    assert model.latency.last.statistic > 0
+    state = model_to_state(model)
+    assert model_from_state(state).last_alarm_ms == model.last_alarm_ms
+    del state["la"]  # a row from before the rule: a CUSUM above 0 is priced as before
+    older = model_from_state(state)
+    assert older.last_alarm_ms == model.latency.last_minute + 3 * MIN
+    state["lat"][0] = 0.0  # ... and a CUSUM at 0 has nothing to price
+    assert model_from_state(state).last_alarm_ms is None
