@@ -284,6 +284,11 @@ class CampaignModel:
         return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
                 "conversion_loss_per_hour": lost}
 
+    def last_tick_ms(self) -> int | None:
+        """The tick that scored the latest closed minute (``None`` before the first)."""
+        last = self.latency.last_minute
+        return None if last is None else last + (self.params.latency_delay_minutes + 1) * MINUTE_MS
+
     def _alarmed_lately(self, tick_ms: int) -> bool:
         last = self.last_alarm_ms
         return last is not None and tick_ms - last <= self.params.price_hold_minutes * MINUTE_MS

@@ -70,10 +70,7 @@ def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
 def _assumed_alarm(model: CampaignModel) -> int | None:
     """A row written before ``"la"``: a CUSUM above 0 may belong to an open episode, so its
     slow pages are priced as before for ``price_hold_minutes`` from the model's last tick."""
-    lat = model.latency
-    if lat.last.statistic <= 0 or lat.last_minute is None:
-        return None
-    return lat.last_minute + (model.params.latency_delay_minutes + 1) * 60_000
+    return model.last_tick_ms() if model.latency.last.statistic > 0 else None
 
 
 def _verdict_to_list(lat: LatencyVerdict) -> list[Any]:

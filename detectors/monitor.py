@@ -204,10 +204,9 @@ class Monitor:
                 buckets.append((name, int(part), state))
         for name, minute, state in buckets:
             self.model(name).ring.restore(minute, MinuteBucket.from_state(state))
-        ticks = [m.latency.last_minute for m in self.models.values() if m.latency.last_minute]
+        ticks = [t for m in self.models.values() if (t := m.last_tick_ms()) is not None]
         if ticks and self.last_tick_ms is None:
-            delay = self.params.campaign.latency_delay_minutes + 1
-            self.last_tick_ms = max(ticks) + delay * MINUTE_MS
+            self.last_tick_ms = max(ticks)
 
 
 def _key(campaign: str, part: str) -> str:

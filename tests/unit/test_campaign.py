@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
-from detectors.campaign import CampaignParams
+from detectors.campaign import PRICE_CONVERSION_P, CampaignParams
 from detectors.campaign_state import model_from_state, model_to_state
 from detectors.episodes import IncidentParams
 from detectors.monitor import Monitor
@@ -287,6 +287,11 @@ def _alarmed_within(verdicts: list[CampaignVerdict], index: int, minutes: int) -
                for v in verdicts[:index + 1])
 
 
+def _shortfall_priced(verdict: CampaignVerdict) -> bool:
+    return (verdict.conversion_p_value < PRICE_CONVERSION_P
+            and verdict.conversion_window_start_ms is not None)
+
+
 def test_slow_pages_are_priced_after_an_alarm_and_for_a_shortfall_only() -> None:
     """A CUSUM above 0 is not evidence enough: slow pages are priced from a latency alarm
     until ``price_hold_minutes`` after the last one (what an open episode reads), or when a
@@ -296,7 +301,7 @@ def test_slow_pages_are_priced_after_an_alarm_and_for_a_shortfall_only() -> None
     incident = drive(monitor, traffic, WARM, WARM + 20, lcp_factor=2.0)
     verdicts = warmup + incident + drive(monitor, traffic, WARM + 20, WARM + 60)
     evidence = [v.latency_statistic > 0 and (_alarmed_within(verdicts, i, hold)
-                                             or v.conversion_p_value < 0.5)
+                                             or _shortfall_priced(v))
                 for i, v in enumerate(verdicts)]
     priced = [v.slow_page_loss_per_hour.value > 0 for v in verdicts]
     assert not any(p and not e for p, e in zip(priced, evidence, strict=True))
