@@ -295,7 +295,21 @@ def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, An
     if recovering:
         return (f"{campaign}: the latency test no longer finds pages slower ({lcp} normal); "
                 f"resolves once quiet")
-    return f"{campaign}: pages slower ({lcp}) but little revenue effect (~{value}/h)"
+    return (f"{campaign}: pages slower ({_typical(facts)}{lcp}) but little revenue effect "
+            f"(~{value}/h)")
+
+
+def _typical(facts: dict[str, Any]) -> str:
+    """How much slower the recent sessions' typical LCP is than normal, with the p75 after it.
+
+    The latency test is on the mean log-LCP, so it can fire while the p75 has barely moved
+    (a shift in the middle of the distribution): ``exp(shift) - 1`` is what it saw, as the
+    change of the geometric mean (the median of a log-normal LCP). Empty when unknown or
+    not above 0.5%."""
+    shift = facts["latency_shift_log"]
+    if shift is None or shift < math.log1p(0.005):
+        return ""
+    return f"typical LCP +{math.expm1(shift) * 100:.0f}%; "
 
 
 def resolved_summary(campaign: str, kind: str, minutes: float, lost: float,

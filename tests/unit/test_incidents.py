@@ -376,8 +376,20 @@ def test_a_campaign_slowdown_under_the_budget_stays_a_latency_regression() -> No
                      "~€2,300/h at risk (90%: €1,800-€2,900)", id="conversion"),
         pytest.param(slow("spring_sale", T0, loss=(41.3, 12, 80), lcp_p75_ms=3900.0,
                           lcp_p75_baseline_ms=2200.0), "CHF",
-                     "spring_sale: pages slower (p75 LCP 3.9 s vs 2.2 s) but little revenue "
-                     "effect (~CHF 41/h)", id="latency"),
+                     "spring_sale: pages slower (typical LCP +79%; p75 LCP 3.9 s vs 2.2 s) but "
+                     "little revenue effect (~CHF 41/h)", id="latency"),
+        pytest.param(slow("blog", T0, loss=(12.0, 0, 30), lcp_p75_ms=3400.0,
+                          lcp_p75_baseline_ms=3400.0, latency_shift=math.log(1.18)), "USD",
+                     "blog: pages slower (typical LCP +18%; p75 LCP 3.4 s vs 3.4 s) but little "
+                     "revenue effect (~$12/h)", id="latency-p75-unmoved"),
+        pytest.param(slow("blog", T0, loss=(12.0, 0, 30), lcp_p75_ms=3400.0,
+                          lcp_p75_baseline_ms=3300.0, latency_shift=math.nan), "USD",
+                     "blog: pages slower (p75 LCP 3.4 s vs 3.3 s) but little revenue effect "
+                     "(~$12/h)", id="latency-shift-unknown"),
+        pytest.param(slow("blog", T0, loss=(12.0, 0, 30), lcp_p75_ms=3400.0,
+                          lcp_p75_baseline_ms=3300.0, latency_shift=-0.02), "USD",
+                     "blog: pages slower (p75 LCP 3.4 s vs 3.3 s) but little revenue effect "
+                     "(~$12/h)", id="latency-recent-minutes-not-slower"),
     ],
 )
 def test_firing_summary(tick: CampaignVerdict, currency: str, summary: str) -> None:
