@@ -31,6 +31,9 @@ from streams.records import beacon_from_dict, order_from_dict
 from streams.settings import Settings
 from streams.simulate import default_scenario, generate, truth
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.split_monitor import SplitMonitor
+
 MINUTE = 60_000
 MATCH_BEFORE_MS = 10 * MINUTE  # an episode may start this long before the true start
 MATCH_AFTER_MS = 30 * MINUTE  # ... and open up to this long after the end
@@ -67,9 +70,17 @@ class IncidentResult:
     one_incident_id: bool | None
 
 
-def run_seed(seed: int, days: float, scale: float) -> tuple[list[Episode], dict[str, Any], float]:
+def run_seed(seed: int, days: float, scale: float, workers: int = 0, *, share: bool = False
+             ) -> tuple[list[Episode], dict[str, Any], float]:
+    """Replay one seed; ``workers`` > 0 splits the campaigns as that many workers would
+    (``bench/split_monitor.py``: each fits the site curve on its own campaigns, or with
+    ``share`` on its own campaigns and the others' slope shares)."""
     scenario = default_scenario(seed, days=days, scale=scale)
-    pipeline = Pipeline.from_settings(Settings())
+    settings = Settings()
+    pipeline = Pipeline.from_settings(settings)
+    if workers:
+        pipeline.monitor = SplitMonitor(
+            workers, settings.partitions, share=share)  # type: ignore[assignment]
     alerts: list[Alert] = []
     started = time.perf_counter()
     for count, (kind, obj) in enumerate(generate(scenario), start=1):
@@ -213,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=3.0)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=Path("bench/results/quality.json"))
+    parser.add_argument("--workers", type=int, default=0,
+                        help="split the campaigns as N workers would (each its own site fit)")
+    parser.add_argument("--share", action="store_true",
+                        help="with --workers: the workers share the site slope (as they do)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="merge these per-seed outputs (one process per seed) into --out")
     args = parser.parse_args(argv)
@@ -222,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     alarms: list[dict[str, Any]] = []
     lifetimes: list[dict[str, Any]] = []
     for seed in args.seeds:
-        episodes, tru, elapsed = run_seed(seed, args.days, args.scale)
+        episodes, tru, elapsed = run_seed(seed, args.days, args.scale, args.workers,
+                                          share=args.share)
         print(f"seed {seed}: replayed {tru['records']} in {elapsed:.0f} s; "
               f"{len(episodes)} episodes", file=sys.stderr)
         results.extend(judge(seed, inc, episodes) for inc in tru["incidents"])

@@ -12,20 +12,25 @@ the bucket changed). ``drain_changes()`` returns exactly those keys.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from detectors.buckets import MINUTE_MS, MinuteBucket, minute_of
 from detectors.campaign import CampaignModel, CampaignParams
 from detectors.campaign_state import model_from_state, model_to_state
 from detectors.elasticity import CurveFit
+from detectors.site import SlopeShare, share_of, with_shares
 from detectors.strata import fit_common_slope
 from detectors.verdicts import CampaignVerdict
 
+FloatArray = npt.NDArray[np.float64]
+
 MODEL_KEY = "model"
+SITE_PRIOR_SD = 1.0  # the site slope's own prior, N(0, 1) per second of LCP
 SEPARATOR = "|"
 OVERFLOW = "(other)"  # where sessions of campaigns beyond ``max_campaigns`` are counted
 
@@ -39,6 +44,10 @@ class MonitorParams:
     site_refit_minutes: int = 10
     max_catchup_minutes: int = 180
     max_campaigns: int = 1000
+    # another partition's share counts this long: as long as its campaigns are kept (a
+    # share describes curves of a 3-day half-life; workers reading a backlog may be
+    # hours apart in event time)
+    site_share_max_age_minutes: int = 24 * 60
 
     def __post_init__(self) -> None:
         if self.max_campaigns < 1 or self.idle_ttl_minutes < 1:
@@ -49,8 +58,17 @@ class MonitorParams:
 class Monitor:
     """Campaign models keyed by campaign name, ticked by event time."""
 
-    def __init__(self, params: MonitorParams | None = None) -> None:
+    def __init__(self, params: MonitorParams | None = None,
+                 group_of: Callable[[str], int] | None = None) -> None:
+        """``group_of``: a campaign's facts partition, when this monitor holds some of the
+        site's partitions and shares the site slope with the others (``detectors/site.py``);
+        ``None``: it holds every campaign (the replay, one worker)."""
         self.params = params or MonitorParams()
+        self.group_of = group_of
+        self.shares: dict[int, SlopeShare] = {}  # other workers' partitions; soft state
+        self._new_shares: dict[int, SlopeShare] = {}  # this monitor's, to send
+        self.site_sources: tuple[int, int] = (0, 0)  # partitions behind the site fit: own, others
+        self.site_conversions = 0.0  # conversions behind it: own curves and others' shares
         self.models: dict[str, CampaignModel] = {}
         self.last_tick_ms: int | None = None
         self.site_fit: CurveFit | None = None
@@ -146,15 +164,53 @@ class Monitor:
         if last is not None and tick_ms - last < self.params.site_refit_minutes * MINUTE_MS:
             return
         self._site_fit_tick = tick_ms
-        models = [model for _, model in sorted(self.models.items())]  # a fixed order
-        if not models:
-            self.site_fit = None
-            return
-        # one stratum per campaign and device: a common slope, each its own level
-        sessions = np.concatenate([m.curve_sessions.values for m in models])
-        conversions = np.concatenate([m.curve_conversions.values for m in models])
-        fit = fit_common_slope(sessions, conversions, prior_slope_sd=1.0)
-        self.site_fit = None if fit is None else fit.curve()
+        named = sorted(self.models.items())  # a fixed order
+        groups = _grouped(named, self.group_of)
+        remote = self._remote_shares(tick_ms, groups.keys()) if named else []
+        self.site_sources = (len(groups), len(remote))
+        self.site_fit = self._fit_site([m for _, m in named], remote) if named else None
+        if self.group_of is not None:
+            slope = 0.0 if self.site_fit is None else self.site_fit.slope
+            self._take_shares(tick_ms, groups, slope)
+
+    def _fit_site(self, models: list[CampaignModel], remote: list[SlopeShare]) -> CurveFit | None:
+        """The site curve: one stratum per campaign and device, a common slope (each its own
+        level), with the other partitions' shares in the prior."""
+        mean, sd = with_shares(0.0, SITE_PRIOR_SD, remote)
+        sessions, conversions = _curve_data(models)
+        self.site_conversions = float(conversions.sum()) + sum(s.conversions for s in remote)
+        fit = fit_common_slope(sessions, conversions, prior_slope=mean, prior_slope_sd=sd)
+        if fit is not None:
+            return fit.curve()
+        if remote:  # too few conversions here: the other partitions' slope alone
+            return CurveFit(0.0, mean, ((0.0, 0.0), (0.0, sd * sd)), 0.0, 0.0)
+        return None
+
+    def _remote_shares(self, tick_ms: int, local: Iterable[int]) -> list[SlopeShare]:
+        """The other partitions' shares young enough to count (a partition held here counts
+        by its own data, whatever another worker last said of it)."""
+        oldest = tick_ms - self.params.site_share_max_age_minutes * MINUTE_MS
+        held = set(local)
+        return [share for group, share in sorted(self.shares.items())
+                if group not in held and share.tick_ms >= oldest]
+
+    def _take_shares(self, tick_ms: int, groups: dict[int, list[CampaignModel]],
+                     slope: float) -> None:
+        for group, models in groups.items():
+            share = share_of(*_curve_data(models), slope, tick_ms)
+            if share is not None:
+                self._new_shares[group] = share
+
+    def receive_share(self, group: int, share: SlopeShare) -> None:
+        """Another worker's share of facts partition ``group`` (an older one is ignored)."""
+        held = self.shares.get(group)
+        if held is None or share.tick_ms >= held.tick_ms:
+            self.shares[group] = share
+
+    def drain_shares(self) -> dict[int, SlopeShare]:
+        """This monitor's shares taken since the last drain, by facts partition."""
+        shares, self._new_shares = self._new_shares, {}
+        return shares
 
     # -- storage ----------------------------------------------------------------------------
     def drain_changes(self) -> dict[str, Any]:
@@ -207,6 +263,20 @@ class Monitor:
         ticks = [t for m in self.models.values() if (t := m.last_tick_ms()) is not None]
         if ticks and self.last_tick_ms is None:
             self.last_tick_ms = max(ticks)
+
+
+def _grouped(named: list[tuple[str, CampaignModel]], group_of: Callable[[str], int] | None
+             ) -> dict[int, list[CampaignModel]]:
+    groups: dict[int, list[CampaignModel]] = {}
+    for name, model in named:
+        groups.setdefault(0 if group_of is None else group_of(name), []).append(model)
+    return groups
+
+
+def _curve_data(models: list[CampaignModel]) -> tuple[FloatArray, FloatArray]:
+    """The models' curve vectors, one after the other: sessions, conversions."""
+    return (np.concatenate([m.curve_sessions.values for m in models]),
+            np.concatenate([m.curve_conversions.values for m in models]))
 
 
 def _key(campaign: str, part: str) -> str:

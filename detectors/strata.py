@@ -234,6 +234,27 @@ def shrunk_strata_fit(
                             min_conversions=min_conversions)
 
 
+def profile_score(sessions: npt.ArrayLike, conversions: npt.ArrayLike, slope: float
+                  ) -> tuple[float, float, float]:
+    """The profile log-likelihood's gradient and information in the common slope at
+    ``slope``, with no prior, and the conversions behind them.
+
+    What a group of strata tells about the slope, as a quadratic around ``slope``: another
+    fit that adds ``gradient * (b - slope) - information / 2 * (b - slope)**2`` to its own
+    log-likelihood has, to second order, fitted these strata too (``detectors/site.py``).
+    """
+    n, y = _validated(sessions, conversions, math.inf)
+    y = np.where(n > 0.0, y, 0.0)
+    y_s = y.sum(axis=1)
+    used = y_s > 0.0
+    if not used.any():
+        return 0.0, 0.0, 0.0
+    profile = _Profile.of(n[used], y[used], y_s[used], 0.0, 0.0)
+    point = profile.at(_clipped(slope))
+    gradient = profile.sum_yx - float(profile.y_s @ point.mean)
+    return gradient, float(profile.y_s @ point.var), float(y_s.sum())
+
+
 def _validated(sessions: npt.ArrayLike, conversions: npt.ArrayLike, prior_sd: float
                ) -> tuple[FloatArray, FloatArray]:
     n = by_stratum(np.ravel(np.asarray(sessions, dtype=np.float64)))

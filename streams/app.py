@@ -18,7 +18,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from detectors.incidents import IncidentManager
-from detectors.monitor import SEPARATOR, Monitor
+from detectors.monitor import SEPARATOR
 from streams.consumer_io import (
     assigned_partitions,
     committed_probe,
@@ -39,7 +39,7 @@ from streams.session_stage import Backlog
 from streams.session_state import SessionParams
 from streams.settings import Settings
 from streams.sink import KafkaSink
-from streams.stages import CampaignStage, IncidentStage, Out, SessionStage, Topics
+from streams.stages import CampaignStage, IncidentStage, Out, SessionStage, Topics, sharing_monitor
 from streams.tables import changelog_topic, key_partitions, table_items, write_changes
 from streams.web_routes import install_routes
 
@@ -110,7 +110,7 @@ def create_app(settings: Settings) -> Runtime:
         settings, app, registry, metrics,
         SessionStage(SessionParams.from_settings(settings), names, metrics,
                      lateness_ms=int(settings.allowed_lateness_seconds * 1000)),
-        CampaignStage(Monitor(), names, metrics),
+        CampaignStage(sharing_monitor(settings.partitions), names, metrics),
         IncidentStage(IncidentManager(incident_params(settings)), names, metrics),
         KafkaSink(settings), Dispatcher(receivers_from_settings(settings),
                                         queue_max=settings.delivery_queue_max,

@@ -5,16 +5,25 @@ campaign), so the producer and the campaign stage handle one Kafka record per ca
 batch instead of one per fact (docs/PERFORMANCE.md section 2). A record may also be a
 single fact object (the format before 0.2, and what a hand-written heartbeat may be):
 :func:`decode_facts` reads both.
+
+An array may also hold **slope shares** (``"kind": "site"``): each worker's campaign stage
+sends, for every facts partition it holds, what that partition's campaigns say about the
+site-wide latency-to-conversion slope, to every facts partition (as heartbeats go), so that
+every worker fits the site's slope and not only its own campaigns' (``detectors/site.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 import orjson
 
+from detectors.site import SlopeShare
 from streams.errors import InvalidRecord
 from streams.records import SessionFact
+
+SITE_KIND = "site"
 
 MAX_FACTS_PER_RECORD = 500
 """A record holds at most this many facts (~150 kB, far below Kafka's 1 MB default)."""
@@ -32,7 +41,24 @@ def encode_facts(facts: Iterable[SessionFact]) -> Iterator[bytes]:
         yield orjson.dumps(chunk)
 
 
-def decode_facts(raw: bytes) -> list[SessionFact | tuple[bytes, InvalidRecord]]:
+@dataclass(frozen=True, slots=True)
+class ShareFact:
+    """A slope share of facts partition ``partition`` (``detectors.site.SlopeShare``)."""
+
+    partition: int
+    share: SlopeShare
+
+
+def encode_shares(shares: Mapping[int, SlopeShare]) -> bytes:
+    """One record value holding the shares of the facts partitions in ``shares``."""
+    return orjson.dumps([{"kind": SITE_KIND, "partition": partition, **share.to_state()}
+                         for partition, share in sorted(shares.items())])
+
+
+Decoded = SessionFact | ShareFact | tuple[bytes, InvalidRecord]
+
+
+def decode_facts(raw: bytes) -> list[Decoded]:
     """The facts of one record, in order; an unreadable one as (its JSON, the error).
 
     A record that is not a JSON array is read as one fact (:meth:`SessionFact.from_json`).
@@ -49,10 +75,12 @@ def decode_facts(raw: bytes) -> list[SessionFact | tuple[bytes, InvalidRecord]]:
     return [_fact(item) for item in data]
 
 
-def _fact(item: object) -> SessionFact | tuple[bytes, InvalidRecord]:
+def _fact(item: object) -> Decoded:
     raw = orjson.dumps(item)
     if not isinstance(item, dict):
         return raw, InvalidRecord("not a session fact: expected a JSON object")
+    if item.get("kind") == SITE_KIND:
+        return _share(item, raw)
     try:
         fact = SessionFact(**item)
         fact.check()
@@ -61,6 +89,16 @@ def _fact(item: object) -> SessionFact | tuple[bytes, InvalidRecord]:
     except InvalidRecord as exc:
         return raw, exc
     return fact
+
+
+def _share(item: dict[str, object], raw: bytes) -> ShareFact | tuple[bytes, InvalidRecord]:
+    partition = item.get("partition")
+    if type(partition) is not int or partition < 0:
+        return raw, InvalidRecord("not a slope share: 'partition' must be an integer >= 0")
+    try:
+        return ShareFact(partition, SlopeShare.from_state(item))
+    except ValueError as exc:
+        return raw, InvalidRecord(str(exc))
 
 
 def facts_of(raw: bytes) -> list[SessionFact]:

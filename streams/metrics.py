@@ -20,6 +20,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from detectors.elasticity import CurveFit
+
 OTHER = "other"
 """The ``campaign`` label value of every campaign beyond the label budget."""
 
@@ -126,6 +128,15 @@ class Metrics:
         self.alerts_firing = Gauge("revwatch_alerts_firing", "Firing revwatch alerts "
                                    "(1 per campaign and kind; a count for other).",
                                    ["campaign", "kind"], registry=r)
+        self.site_partitions = Gauge("revwatch_site_curve_partitions", "Facts partitions "
+                                     "behind this worker's site-wide slope: its own, and "
+                                     "the other workers' shares.", ["source"], registry=r)
+        self.site_conversions = Gauge("revwatch_site_curve_conversions", "Conversions "
+                                      "behind the site-wide slope (this worker's curves and "
+                                      "the other workers' shares).", registry=r)
+        self.site_slope = Gauge("revwatch_site_curve_slope", "The site-wide slope of log "
+                                "conversion per second of LCP (NaN before the first fit).",
+                                registry=r)
 
     def _define_campaign_gauges(self, r: CollectorRegistry) -> None:
         specs = {
@@ -181,6 +192,13 @@ class Metrics:
     def set_delivery_queue_depth(self, receiver: str, depth: int) -> None:
         """Fits :class:`~streams.delivery.Dispatcher`'s ``on_queue_depth``."""
         self.delivery_queue.labels(receiver).set(depth)
+
+    def set_site_curve(self, own: int, shared: int, conversions: float,
+                       fit: CurveFit | None) -> None:
+        self.site_partitions.labels("own").set(own)
+        self.site_partitions.labels("shared").set(shared)
+        self.site_conversions.set(conversions)
+        self.site_slope.set(math.nan if fit is None else fit.slope)
 
     def set_collector_buffered(self, records: int) -> None:
         self.collector_buffered.set(records)

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -20,16 +21,23 @@ from detectors.incidents import IncidentManager
 from detectors.monitor import SEPARATOR, Monitor
 from detectors.verdicts import CampaignVerdict
 from streams.errors import InvalidRecord
-from streams.facts_codec import decode_facts
+from streams.facts_codec import ShareFact, decode_facts, encode_shares
 from streams.metrics import Metrics
 from streams.pipeline import TickAssembler, apply_fact
 from streams.records import SessionFact
 from streams.session_stage import IDLE_S, SessionStage
 from streams.stage_io import EventLike, Out, Topics, dead_letter
+from streams.topics import campaign_partition
 from streams.watermark import InputWatermarks
 
 __all__ = ["CampaignStage", "EventLike", "IncidentStage", "Out", "SessionStage", "Topics",
-           "dead_letter"]
+           "dead_letter", "sharing_monitor"]
+
+
+def sharing_monitor(partitions: int) -> Monitor:
+    """A monitor of some of the ``partitions`` facts partitions that shares the site-wide
+    slope with the workers holding the others (``detectors/site.py``)."""
+    return Monitor(group_of=partial(campaign_partition, partitions=partitions))
 
 
 def _watermarks() -> InputWatermarks:
@@ -57,6 +65,8 @@ class CampaignStage:
             for fact in decode_facts(event.value or b""):
                 if isinstance(fact, SessionFact):
                     self._apply(fact, event.message.partition)
+                elif isinstance(fact, ShareFact):
+                    self.monitor.receive_share(fact.partition, fact.share)
                 else:
                     dead_letter(out, self.topics, event, fact[1], metrics=self.metrics,
                                 raw=fact[0])
@@ -67,8 +77,20 @@ class CampaignStage:
                      option=orjson.OPT_SERIALIZE_NUMPY), 0)
         for name in [n for n in self.latest if n not in self.monitor.models]:
             del self.latest[name]
+        self._send_shares(out)
         out.changes.update(self._with_seen(self.monitor.drain_changes()))
         return out
+
+    def _send_shares(self, out: Out) -> None:
+        """This worker's slope shares (taken at a site refit) to every facts partition."""
+        shares = self.monitor.drain_shares()
+        if shares:
+            value = encode_shares(shares)
+            for partition in range(self.topics.facts_partitions):
+                out.send(self.topics.facts, b"", value, partition)
+        own, shared = self.monitor.site_sources
+        self.metrics.set_site_curve(own, shared, self.monitor.site_conversions,
+                                    self.monitor.site_fit)
 
     def _apply(self, fact: SessionFact, partition: int) -> None:
         if fact.kind == "heartbeat":
@@ -148,7 +170,8 @@ class CampaignStage:
             if wrapped:
                 self.seen[key] = set(value["ids"])
             plain.append((key, value["v"] if wrapped else value))
-        monitor = Monitor(self.monitor.params)
+        monitor = Monitor(self.monitor.params, self.monitor.group_of)
+        monitor.shares = self.monitor.shares  # soft state, not in the table: kept
         monitor.restore(plain)
         self.monitor = monitor
 

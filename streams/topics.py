@@ -14,6 +14,8 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from streams.errors import BrokerError
 from streams.settings import Settings
 
@@ -44,6 +46,13 @@ def revwatch_topics(settings: Settings) -> dict[str, int]:
         settings.dead_letter_topic: shared,
         settings.verdicts_topic: 1,
     }
+
+
+def campaign_partition(campaign: str, partitions: int) -> int:
+    """The facts partition of ``campaign``: where the Kafka default partitioner (murmur2 of
+    the key, as aiokafka and the Java client compute it) puts the sessionizer's facts."""
+    hashed: int = murmur2(campaign.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def ensure_topics(bootstrap: str, topics: Mapping[str, int], *, timeout_s: float = 30.0) -> None:
