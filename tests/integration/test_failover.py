@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench.reliability import compare, finish, play, read_back, reference_for, scenario_records
-from streams.topics import ensure_topics, revwatch_topics
-from tests.integration.worker_harness import Worker, free_port, metric_value, worker_settings
+from tests.integration.worker_harness import Worker, metric_value, worker_group
 
 pytestmark = pytest.mark.integration
 
@@ -36,24 +35,9 @@ JOIN_AT_S = 83.0
 def workers(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path
             ) -> Iterator[list[Worker]]:
     """A, B (started and ready) and C (not started); all stopped at the end."""
-    settings = worker_settings(kafka_bootstrap, "failover", tmp_path / "a", partitions=4)
-    ensure_topics(kafka_bootstrap, revwatch_topics(settings))
-    trio = [Worker(settings.replace(web_port=free_port() if name != "a" else
-                                    settings.web_port, data_dir=tmp_path / name),
-                   tmp_path / f"{name}.log") for name in ("a", "b", "c")]
-    failed_before = request.session.testsfailed
-    try:
-        for worker in trio[:2]:
-            worker.start()
-        for worker in trio[:2]:
-            worker.wait_ready()
+    with worker_group(request, kafka_bootstrap, tmp_path, "failover", ("a", "b", "c"),
+                      started=2) as trio:
         yield trio
-    finally:
-        for worker in trio:
-            worker.stop()
-        if request.session.testsfailed > failed_before:
-            for worker in trio:
-                print(worker.describe(lines=80))
 
 
 @pytest.mark.timeout(480)

@@ -53,7 +53,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.facts_codec import SITE_KIND
 from streams.settings import Settings
+from streams.topics import ensure_topics, revwatch_topics
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 120.0
@@ -258,6 +260,33 @@ def running_worker(request: pytest.FixtureRequest, settings: Settings, log_path:
             _report(request, f"{worker.describe(lines=200)}\n(stopped, exit code {code})")
 
 
+@contextlib.contextmanager
+def worker_group(request: pytest.FixtureRequest, bootstrap: str, tmp_path: Path, name: str,
+                 names: Sequence[str], *, started: int, partitions: int = 4
+                 ) -> Iterator[list[Worker]]:
+    """Workers of one app (same topics, created here), one per name, each with its own web
+    port and data dir under ``tmp_path``; the first ``started`` started and ready. All are
+    stopped after, and their logs printed if a test failed."""
+    settings = worker_settings(bootstrap, name, tmp_path / names[0], partitions=partitions)
+    ensure_topics(bootstrap, revwatch_topics(settings))
+    group = [Worker(settings.replace(web_port=settings.web_port if n == names[0] else
+                                     free_port(), data_dir=tmp_path / n), tmp_path / f"{n}.log")
+             for n in names]
+    failed_before = request.session.testsfailed
+    try:
+        for worker in group[:started]:
+            worker.start()
+        for worker in group[:started]:
+            worker.wait_ready()
+        yield group
+    finally:
+        for worker in group:
+            worker.stop()
+        if request.session.testsfailed > failed_before:
+            for worker in group:
+                print(worker.describe(lines=80))
+
+
 def _report(request: pytest.FixtureRequest, text: str) -> None:
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
@@ -317,9 +346,11 @@ class Consumed:
         return orjson.loads(self.value)
 
     def facts(self) -> list[Any]:
-        """The session facts of a facts-topic record: a JSON array of them (or one object)."""
+        """The session facts of a facts-topic record: a JSON array of them (or one object).
+        The workers' slope shares in the same arrays (``"kind": "site"``) are left out."""
         value = self.json()
-        return value if isinstance(value, list) else [value]
+        return [f for f in (value if isinstance(value, list) else [value])
+                if not (isinstance(f, dict) and f.get("kind") == SITE_KIND)]
 
 
 Predicate = Callable[[Sequence[Consumed]], bool]
