@@ -27,7 +27,6 @@ from typing import Any
 import streams  # noqa: F401  (first, so the compiled build is used)
 from detectors.incidents import Alert
 from streams.pipeline import Pipeline
-from streams.records import beacon_from_dict, order_from_dict
 from streams.settings import Settings
 from streams.simulate import default_scenario, generate, truth
 
@@ -81,16 +80,8 @@ def run_seed(seed: int, days: float, scale: float, workers: int = 0, *, share: b
     if workers:
         pipeline.monitor = SplitMonitor(
             workers, settings.partitions, share=share)  # type: ignore[assignment]
-    alerts: list[Alert] = []
     started = time.perf_counter()
-    for count, (kind, obj) in enumerate(generate(scenario), start=1):
-        if kind == "beacon":
-            alerts.extend(pipeline.beacon(beacon_from_dict(obj)))
-        else:
-            alerts.extend(pipeline.order(order_from_dict(obj)))
-        if count % 1000 == 0:
-            alerts.extend(pipeline.flush())
-    alerts.extend(pipeline.flush())
+    alerts = pipeline.play(generate(scenario))
     elapsed = time.perf_counter() - started
     return episodes_of(alerts), truth(scenario), elapsed
 

@@ -165,6 +165,7 @@ class Monitor:
             return
         self._site_fit_tick = tick_ms
         named = sorted(self.models.items())  # a fixed order
+        self.site_conversions = 0.0  # until _fit_site counts them (none without campaigns)
         groups = _grouped(named, self.group_of)
         remote = self._remote_shares(tick_ms, groups.keys()) if named else []
         self.site_sources = (len(groups), len(remote))

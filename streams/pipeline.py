@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from detectors.incidents import Alert, IncidentManager, IncidentParams
 from detectors.monitor import Monitor, MonitorParams
 from detectors.verdicts import CampaignVerdict
-from streams.records import Beacon, Order, SessionFact
+from streams.records import Beacon, Order, SessionFact, beacon_from_dict, order_from_dict
 from streams.sessions import Sessionizer
 from streams.settings import Settings
 
@@ -80,6 +81,9 @@ class TickAssembler:
         return out
 
 
+FLUSH_EVERY = 1000  # records between flushes: a replay batch, like an agent's ``take_events``
+
+
 @dataclass
 class Pipeline:
     """All three stages in one process, clocked by the records' event time."""
@@ -99,6 +103,20 @@ class Pipeline:
 
     def order(self, order: Order) -> list[Alert]:
         return self._facts(self.sessionizer.observe_order(order))
+
+    def play(self, records: Iterable[tuple[str, dict[str, Any]]]) -> list[Alert]:
+        """Records as ``revwatch simulate`` gives them (``("beacon" | "order", dict)``), in
+        order, flushed every ``FLUSH_EVERY`` records and at the end as the replay does; the
+        alerts."""
+        alerts: list[Alert] = []
+        for count, (kind, obj) in enumerate(records, start=1):
+            if kind == "beacon":
+                alerts += self.beacon(beacon_from_dict(obj))
+            else:
+                alerts += self.order(order_from_dict(obj))
+            if count % FLUSH_EVERY == 0:
+                alerts += self.flush()
+        return alerts + self.flush()
 
     def flush(self) -> list[Alert]:
         """Emit what became due at the current watermark (call after each batch)."""

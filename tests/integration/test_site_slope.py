@@ -34,7 +34,6 @@ from bench.reliability import (
 )
 from detectors.elasticity import CurveFit
 from streams.pipeline import Pipeline
-from streams.records import beacon_from_dict, order_from_dict
 from streams.settings import Settings
 from streams.simulate import Record, default_scenario, generate
 from streams.simulate_model import DEFAULT_START_MS, Scenario
@@ -72,14 +71,7 @@ def with_tails(settings: Settings, recs: list[Record], tails: int) -> list[list[
 def offline_site_fit(settings: Settings, recs: list[Record]) -> CurveFit:
     """The site fit of the replay of the same records, in one process."""
     pipeline = Pipeline.from_settings(settings)
-    for count, (kind, obj) in enumerate(recs, start=1):
-        if kind == "beacon":
-            pipeline.beacon(beacon_from_dict(obj))
-        else:
-            pipeline.order(order_from_dict(obj))
-        if count % 1000 == 0:
-            pipeline.flush()
-    pipeline.flush()
+    pipeline.play(recs)
     fit = pipeline.monitor.site_fit
     assert fit is not None, "the replay fitted no site curve"
     return fit

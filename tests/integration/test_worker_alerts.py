@@ -24,7 +24,6 @@ import pytest
 
 from streams.feed import feed
 from streams.pipeline import Pipeline
-from streams.records import beacon_from_dict, order_from_dict
 from streams.settings import Settings
 from streams.simulate import Record, demo_scenario, generate
 from streams.simulate_model import IncidentSpec, Scenario
@@ -62,17 +61,7 @@ def the_incident(s: Scenario) -> IncidentSpec:
 
 def offline_alerts(records: Sequence[Record]) -> list[dict[str, Any]]:
     """What ``revwatch replay`` alerts on the same records (flushing every 1000, like it)."""
-    pipeline = Pipeline.from_settings(Settings())
-    alerts = []
-    for count, (kind, obj) in enumerate(records, start=1):
-        if kind == "beacon":
-            alerts += pipeline.beacon(beacon_from_dict(obj))
-        else:
-            alerts += pipeline.order(order_from_dict(obj))
-        if count % 1000 == 0:
-            alerts += pipeline.flush()
-    alerts += pipeline.flush()
-    return [a.to_dict() for a in alerts]
+    return [a.to_dict() for a in Pipeline.from_settings(Settings()).play(records)]
 
 
 def resolved_target(campaign: str, after_ms: int) -> Any:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from detectors.elasticity import BIN_CENTERS_S, N_BINS, CurveFit
-from detectors.monitor import Monitor
+from detectors.monitor import Monitor, MonitorParams
 from detectors.site import SlopeShare, share_of, with_shares
 from detectors.strata import fit_common_slope, profile_score
 from tests.unit.test_campaign import MIN, T0, Traffic
@@ -191,3 +191,16 @@ def test_a_stale_share_or_one_of_a_partition_held_here_does_not_count() -> None:
     monitor.advance(T0 + 240 * MIN)
     assert monitor.site_fit.slope == pytest.approx(0.5, abs=0.01)
     assert set(monitor.drain_shares()) == {0}
+
+
+def test_with_every_campaign_evicted_nothing_is_behind_the_site_fit() -> None:
+    monitor = Monitor(MonitorParams(idle_ttl_minutes=30), group_of=GROUPS.__getitem__)
+    source = traffic()[0]
+    for i in range(200):
+        source.minute(monitor, T0 + i * MIN)
+        monitor.advance(T0 + (i + 1) * MIN)
+    assert monitor.site_conversions > 50
+    assert monitor.site_sources == (1, 0)
+    monitor.advance(T0 + 300 * MIN)  # idle for 100 minutes: evicted, then a refit
+    assert not monitor.models
+    assert (monitor.site_fit, monitor.site_sources, monitor.site_conversions) == (None, (0, 0), 0.0)
