@@ -67,6 +67,10 @@ class IncidentResult:
     interval: tuple[float, float] | None
     covered: bool | None
     one_incident_id: bool | None
+    # the devices the slowdown was on (the truth; empty: every device) and the devices the
+    # firing updates named most often (``evidence.slow_devices``; None: no device breakdown)
+    devices: tuple[str, ...] = ()
+    devices_seen: tuple[str, ...] | None = None
 
 
 def run_seed(seed: int, days: float, scale: float, workers: int = 0, *, share: bool = False
@@ -108,7 +112,8 @@ def judge(seed: int, inc: dict[str, Any], episodes: list[Episode]) -> IncidentRe
     loss = float(inc["revenue_lost_per_hour_total"])
     base = IncidentResult(seed, inc["id"], inc["kind"], inc["scope"], ",".join(sorted(camps))
                           if len(camps) < 4 else f"{len(camps)} campaigns", loss,
-                          bool(matched), None, None, None, None, None, None)
+                          bool(matched), None, None, None, None, None, None,
+                          tuple(inc.get("devices") or ()))
     if not matched:
         return base
     first = min(matched, key=lambda e: e.first_ts)
@@ -117,6 +122,9 @@ def judge(seed: int, inc: dict[str, Any], episodes: list[Episode]) -> IncidentRe
               if u["state"] == "firing" and u["ts"] <= end + 15 * MINUTE]
     kinds = Counter(u["kind"] for u in during) or Counter([first.updates[0]["kind"]])
     base.kind_seen = kinds.most_common(1)[0][0]
+    named = Counter(tuple(u["evidence"]["slow_devices"]) for u in during
+                    if u["evidence"].get("devices"))
+    base.devices_seen = named.most_common(1)[0][0] if named else None
     base.estimate_per_hour, base.interval = _estimate(matched, start, end)
     if base.interval is not None:
         base.covered = base.interval[0] <= loss <= base.interval[1]
@@ -162,18 +170,26 @@ def false_alarms(seed: int, episodes: list[Episode], tru: dict[str, Any]) -> lis
 def report(results: list[IncidentResult], alarms: list[dict[str, Any]], days: float,
            seeds: int) -> dict[str, Any]:
     print(f"{'seed':>4} {'incident':<26}{'kind':<28}{'true $/h':>9} {'caught':>6} {'min':>5} "
-          f"{'kind seen':<28}{'est $/h':>9} {'90% interval':>19} {'in':>3}")
+          f"{'kind seen':<28}{'est $/h':>9} {'90% interval':>19} {'in':>3} {'devices':<8}")
     for r in results:
         interval = f"{r.interval[0]:,.0f}-{r.interval[1]:,.0f}" if r.interval else "-"
         print(f"{r.seed:>4} {r.id[:25]:<26}{r.kind:<28}{r.true_loss_per_hour:>9,.0f} "
               f"{'yes' if r.caught else 'NO':>6} "
               f"{'' if r.detect_minutes is None else f'{r.detect_minutes:.0f}':>5} "
               f"{r.kind_seen or '-':<28}{_money(r.estimate_per_hour):>9} "
-              f"{interval:>19} {'' if r.covered is None else ('y' if r.covered else 'n'):>3}")
+              f"{interval:>19} {'' if r.covered is None else ('y' if r.covered else 'n'):>3} "
+              f"{_devices(r)}")
     for alarm in alarms:
         print(f"FALSE ALARM seed {alarm['seed']}: {alarm['campaign']} {alarm['kind']} "
               f"(near trap: {alarm['near_trap']}) {alarm['summary'][:90]}")
     return summarise(results, alarms, days, seeds)
+
+
+def _devices(r: IncidentResult) -> str:
+    """``mobile/mobile``: the devices it was on / the alerts named (``all``: every one)."""
+    if r.devices_seen is None:
+        return ""
+    return f"{'+'.join(r.devices) or 'all'}/{'+'.join(r.devices_seen) or 'all'}"
 
 
 def _money(value: float | None) -> str:
@@ -204,9 +220,23 @@ def summarise(results: list[IncidentResult], alarms: list[dict[str, Any]], days:
         "false_alarms_near_traps": sum(1 for a in alarms if a["near_trap"]),
         "median_relative_revenue_error": statistics.median(errors) if errors else None,
         "interval_coverage": sum(covered) / len(covered) if covered else None,
+        **_placed(results),
     }
     print(json.dumps(summary, indent=1))
     return summary
+
+
+def _placed(results: list[IncidentResult]) -> dict[str, Any]:
+    """Of the caught incidents with a device breakdown: those on some devices only, and
+    those the alerts put on the same devices; those on every device, and those the
+    alerts put on none."""
+    seen = [r for r in results if r.caught and r.devices_seen is not None]
+    some = [r for r in seen if r.devices]
+    every = [r for r in seen if not r.devices]
+    return {"on_some_devices": len(some),
+            "on_some_devices_placed": sum(r.devices_seen == r.devices for r in some),
+            "on_every_device": len(every),
+            "on_every_device_placed_nowhere": sum(r.devices_seen == () for r in every)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,8 +297,11 @@ def merge(paths: list[Path], days: float, out: Path) -> int:
         data = json.loads(path.read_text())
         for row in data["incidents"]:
             interval = row["interval"]
-            results.append(IncidentResult(**{**row, "interval": None if interval is None
-                                             else tuple(interval)}))
+            seen = row.get("devices_seen")
+            results.append(IncidentResult(**{
+                **row, "interval": None if interval is None else tuple(interval),
+                "devices": tuple(row.get("devices", ())),
+                "devices_seen": None if seen is None else tuple(seen)}))
         alarms.extend(data["false_alarms"])
         lifetimes.extend(data.get("episodes", []))
     seeds = len({r.seed for r in results} | {a["seed"] for a in alarms})

@@ -24,10 +24,11 @@ from detectors.elasticity import CurveFit
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
+from detectors.localize import device_shifts
 from detectors.pricing import price_conversion_loss, price_slow_pages
 from detectors.revenue import average_order_value
 from detectors.strata import CURVE_SIZE, device_stratum, shrunk_strata_fit
-from detectors.verdicts import CampaignVerdict, Estimate
+from detectors.verdicts import CampaignVerdict, DeviceRow, Estimate
 from detectors.window import TickWindow, recent_p75, recent_rate, window_rows
 
 PRICE_CONVERSION_P = 0.5  # price a conversion shortfall only when the scan sees one
@@ -269,9 +270,10 @@ class CampaignModel:
         """
         aov, aov_se = self.average_order_value()
         slow = lost = Estimate.zero()
+        devices: dict[str, DeviceRow] | None = None
         priced_shortfall = conv.p_value < PRICE_CONVERSION_P and conv.window_start_ms is not None
         if self.latency.last.statistic > 0 and (priced_shortfall or self._alarmed_lately(tick_ms)):
-            slow = self._slow_page_loss(tick_ms, site_fit, aov, aov_se)
+            slow, devices = self._slow_page_loss(tick_ms, site_fit, aov, aov_se)
         if priced_shortfall:
             base_conv, base_sessions = self.conv_base.values
             priced = self._pricing_window(tick_ms, conv, window)
@@ -282,7 +284,7 @@ class CampaignModel:
                 baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
                 aov=aov, aov_se=aov_se)
         return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
-                "conversion_loss_per_hour": lost}
+                "conversion_loss_per_hour": lost, "devices": devices}
 
     def last_tick_ms(self) -> int | None:
         """The tick that scored the latest closed minute (``None`` before the first)."""
@@ -315,18 +317,22 @@ class CampaignModel:
                                  conv.statistic)
 
     def _slow_page_loss(self, tick_ms: int, site_fit: CurveFit | None, aov: float,
-                        aov_se: float) -> Estimate:
+                        aov_se: float) -> tuple[Estimate, dict[str, DeviceRow]]:
+        """The slow-page loss, and the slowdown by device (``detectors.localize``), both
+        from the recent commerce landings against the learned curve data."""
         current_window = self._current_window(tick_ms)
         current = np.zeros(CURVE_SIZE)
         for _, bucket in current_window:
             for index, count in bucket.commerce_sessions.items():
                 current[index] += count
         if not (_SUM(current) > 0 and _SUM(self.curve_sessions.values) > 0):
-            return Estimate.zero()  # what the pricing says without the fit
+            return Estimate.zero(), {}  # what the pricing says without the fit
+        devices = device_shifts(self.curve_sessions.values, current)
         fit = shrunk_strata_fit(self.curve_sessions.values, self.curve_conversions.values,
                                 site_fit)
         return price_slow_pages(fit, self.curve_sessions.values, current,
-                                minutes=max(len(current_window), 1), aov=aov, aov_se=aov_se)
+                                minutes=max(len(current_window), 1), aov=aov,
+                                aov_se=aov_se), devices
 
     def _current_window(self, tick_ms: int) -> list[tuple[int, MinuteBucket]]:
         """Minutes that show the latency now: the last ``price_minutes`` closed minutes, or

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from detectors.verdicts import CampaignVerdict, Estimate
+from detectors.localize import delay_shares, heterogeneity_p, slow_devices
+from detectors.verdicts import CampaignVerdict, DeviceRow, Estimate
 
 PERFORMANCE = "performance_conversion_loss"
 CONVERSION = "conversion_drop"
@@ -266,7 +267,26 @@ def evidence(verdict: CampaignVerdict, conversion_rejected: bool) -> dict[str, A
         "latency_regressed": verdict.latency_regressed,
         "conversion_significant": conversion_rejected,
     }
-    return {key: _json_value(value) for key, value in values.items()}
+    return {**{key: _json_value(value) for key, value in values.items()},
+            **device_evidence(verdict.devices)}
+
+
+def device_evidence(rows: dict[str, DeviceRow] | None) -> dict[str, Any]:
+    """Where the pages got slower (``detectors.localize``): per device its recent sessions,
+    typical LCP change (``exp(shift) - 1``) with the log-shift's standard error, seconds of
+    waiting added and their share; the heterogeneity test's p-value; the devices the
+    slowdown is on (empty: every device, or unclear). Empty while slow pages are not priced.
+    """
+    if rows is None:
+        return {}
+    shares = delay_shares(rows)
+    per_device = {
+        name: {"sessions": round(n), "typical_lcp_change": _json_value(math.expm1(shift)),
+               "log_shift_se": _json_value(se), "added_seconds": _json_value(added),
+               "share_of_added_wait": shares[name]}
+        for name, (n, shift, se, added) in rows.items()}
+    return {"devices": per_device, "devices_differ_p": _json_value(heterogeneity_p(rows)),
+            "slow_devices": list(slow_devices(rows))}
 
 
 def _json_value(value: Any) -> Any:
@@ -287,7 +307,8 @@ def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, An
         if recovering:
             return (f"{campaign}: page speed recovering ({lcp} normal); ~{value}/h at risk "
                     f"{band}; conversion {rates}")
-        return f"{campaign}: slow pages cost ~{value}/h {band}; {lcp} normal; conversion {rates}"
+        return (f"{campaign}: slow pages cost ~{value}/h {band}; {lcp} normal; "
+                f"conversion {rates}{_where(facts)}")
     if kind == CONVERSION:
         speed = (f"more than slower pages explain ({lcp})" if facts["latency_regressed"]
                  else "with normal page speed")
@@ -296,7 +317,20 @@ def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, An
         return (f"{campaign}: the latency test no longer finds pages slower ({lcp} normal); "
                 f"resolves once quiet")
     return (f"{campaign}: pages slower ({_typical(facts)}{lcp}) but little revenue effect "
-            f"(~{value}/h)")
+            f"(~{value}/h){_where(facts)}")
+
+
+def _where(facts: dict[str, Any]) -> str:
+    """``; on mobile (typical LCP +150%, 97% of the added wait)`` when the slowdown is on
+    some devices only (the typical change only when it is on one)."""
+    named = facts.get("slow_devices") or []
+    if not named:
+        return ""
+    rows = facts["devices"]
+    share = f"{sum(rows[name]['share_of_added_wait'] for name in named) * 100:.0f}%"
+    typical = (f"typical LCP {rows[named[0]]['typical_lcp_change'] * 100:+.0f}%, "
+               if len(named) == 1 else "")
+    return f"; on {' + '.join(named)} ({typical}{share} of the added wait)"
 
 
 def _typical(facts: dict[str, Any]) -> str:

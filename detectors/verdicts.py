@@ -6,6 +6,10 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+# per device: recent sessions, log-shift, its standard error, seconds of waiting added
+# (``detectors.localize``)
+DeviceRow = tuple[float, float, float, float]
+
 
 @dataclass(frozen=True, slots=True, init=False)
 class Estimate:
@@ -66,6 +70,8 @@ class CampaignVerdict:
     conversion_loss_per_hour: Estimate
     # the same scan over the last hour only (``conversion_hold_windows``): holds an open drop
     conversion_recent_p_value: float = 1.0
+    # the slowdown by device while slow pages are priced (``detectors.localize``), else None
+    devices: dict[str, DeviceRow] | None = None
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
@@ -77,6 +83,7 @@ class CampaignVerdict:
         conversion_expected: float, conversion_ratio: float, conversion_window_start_ms: int | None,
         average_order_value: float, slow_page_loss_per_hour: Estimate,
         conversion_loss_per_hour: Estimate, conversion_recent_p_value: float = 1.0,
+        devices: dict[str, DeviceRow] | None = None,
     ) -> None:
         object.__setattr__(self, "campaign", campaign)
         object.__setattr__(self, "tick_ms", int(tick_ms))
@@ -101,6 +108,7 @@ class CampaignVerdict:
         object.__setattr__(self, "slow_page_loss_per_hour", slow_page_loss_per_hour)
         object.__setattr__(self, "conversion_loss_per_hour", conversion_loss_per_hour)
         object.__setattr__(self, "conversion_recent_p_value", float(conversion_recent_p_value))
+        object.__setattr__(self, "devices", devices)
 
     @property
     def explained_fraction(self) -> float:
@@ -121,17 +129,28 @@ class CampaignVerdict:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> CampaignVerdict:
+        """:meth:`to_state` back; fields this version does not know are left out (a verdict
+        of a newer worker), ones it knows and the state lacks take their defaults."""
         data: dict[str, Any] = {k: (math.nan if v is None and k in _FLOATS else v)
-                                for k, v in state.items()}
+                                for k, v in state.items() if k in _KNOWN}
         for name in _ESTIMATES:
             est = data[name]
             data[name] = Estimate(*(math.nan if est[k] is None else float(est[k])
                                     for k in ("value", "low", "high")))
+        devices = data.get("devices")
+        if devices is not None:
+            data["devices"] = {str(name): _device_row(row) for name, row in devices.items()}
         return cls(**data)
+
+
+def _device_row(row: Any) -> DeviceRow:
+    n, shift, se, added = (math.nan if v is None else float(v) for v in row)
+    return n, shift, se, added
 
 
 _ZERO = Estimate(0.0, 0.0, 0.0)
 _FIELDS = tuple(f.name for f in fields(CampaignVerdict))
+_KNOWN = frozenset(_FIELDS)
 _ESTIMATES = ("slow_page_loss_per_hour", "conversion_loss_per_hour")
 
 _FLOATS = frozenset({

@@ -133,9 +133,18 @@ def _description(alert: Alert, currency: str) -> str:
     sessions = _pick(evidence, "sessions_in_window", "sessions")
     if sessions is not None:
         parts.append(f"{sessions:,.0f} sessions in the window.")
+    parts.extend(_slow_devices(evidence))
     if alert.get("scope") == "site":
         parts.append(f"Part of site-wide incident {alert['incident_id']}.")
     return " ".join(parts)
+
+
+def _slow_devices(evidence: dict[str, Any]) -> list[str]:
+    """``Slower on mobile: typical LCP +85% (94% of the added wait).`` per named device."""
+    devices = evidence.get("devices") or {}
+    return [f"Slower on {name}: typical LCP {devices[name]['typical_lcp_change']:+.0%} "
+            f"({devices[name]['share_of_added_wait']:.0%} of the added wait)."
+            for name in evidence.get("slow_devices") or [] if name in devices]
 
 
 def _pick(evidence: dict[str, Any], *names: str) -> float | None:

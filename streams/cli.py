@@ -10,6 +10,7 @@ from pathlib import Path
 
 from streams.errors import RevwatchError
 from streams.settings import Settings
+from streams.simulate_model import DEVICES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,6 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=60.0,
                       help="event-time minutes per wall minute for the live part (default 60)")
     demo.add_argument("--seed", type=int, default=6)
+    demo.add_argument("--incident-devices", nargs="+", choices=DEVICES, default=[],
+                      metavar="DEVICE",
+                      help=f"slow only these devices' pages ({', '.join(DEVICES)})")
     sub.add_parser("worker", help="a Faust worker (scale out by starting more)")
     replay = sub.add_parser("replay", help="offline detection over JSONL files")
     replay.add_argument("--beacons", type=Path, required=True)
@@ -30,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument("--days", type=float, default=3.0)
     simulate.add_argument("--scale", type=float, default=1.0)
+    simulate.add_argument("--incident-devices", nargs="+", choices=DEVICES, default=[],
+                          metavar="DEVICE", help="with --scenario demo: slow only these devices")
     target = simulate.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", type=Path, help="write beacons/orders JSONL and truth.json")
     target.add_argument("--to-kafka", action="store_true", help="produce to REVWATCH_BROKER")
@@ -67,7 +73,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _simulate(args, settings)
     from streams.demo import run_demo
 
-    return run_demo(settings, duration_s=args.duration, speed=args.speed, seed=args.seed)
+    return run_demo(settings, duration_s=args.duration, speed=args.speed, seed=args.seed,
+                    devices=tuple(args.incident_devices))
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
@@ -87,7 +94,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     from streams.simulate import default_scenario, demo_scenario, generate, write_files
 
-    scenario = (demo_scenario(args.seed) if args.scenario == "demo"
+    scenario = (demo_scenario(args.seed, devices=tuple(args.incident_devices))
+                if args.scenario == "demo"
                 else default_scenario(args.seed, days=args.days, scale=args.scale))
     if args.out:
         summary = write_files(scenario, args.out)

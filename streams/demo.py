@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer
 from streams.broker import LocalBroker, port_is_free
 from streams.feed import FeedStats, feed
 from streams.settings import Settings
-from streams.simulate import demo_scenario, generate
+from streams.simulate import Scenario, demo_scenario, generate
 from streams.topics import ensure_topics, revwatch_topics
 from streams.view import format_alert, format_health
 
@@ -46,7 +46,8 @@ def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(settings: Settings, *, duration_s: float | None, speed: float, seed: int) -> int:
+def run_demo(settings: Settings, *, duration_s: float | None, speed: float, seed: int,
+             devices: tuple[str, ...] = ()) -> int:
     run = demo_settings(settings, time.strftime("%Y%m%d%H%M%S"))
     if port_is_free(run.web_host, run.web_port) is False:
         print(f"revwatch demo: {run.web_host}:{run.web_port} is in use (another worker or "
@@ -62,7 +63,7 @@ def run_demo(settings: Settings, *, duration_s: float | None, speed: float, seed
     ensure_topics(run.broker_host_port, revwatch_topics(run))
     worker = _start_worker(run)
     try:
-        asyncio.run(_demo(run, worker, duration_s, speed, seed))
+        asyncio.run(_demo(run, worker, duration_s, speed, demo_scenario(seed, devices=devices)))
     except KeyboardInterrupt:
         print("\nrevwatch demo: stopping", flush=True)
     finally:
@@ -95,14 +96,14 @@ def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
 
 
 async def _demo(run: Settings, worker: subprocess.Popen[bytes], duration_s: float | None,
-                speed: float, seed: int) -> None:
+                speed: float, scenario: Scenario) -> None:
     base = f"http://{run.web_host}:{run.web_port}"
     await _wait_ready(base, worker, run)
-    scenario = demo_scenario(seed)
     incident = scenario.incidents[0]
+    where = f" on {' + '.join(incident.devices)}" if incident.devices else ""
     print(f"revwatch demo: worker ready at {base} (try {base}/campaigns and {base}/metrics)\n"
           f"revwatch demo: replaying {scenario.days * 24:.1f} h of shop traffic; "
-          f"'{', '.join(incident.campaigns)}' slows down at event time "
+          f"'{', '.join(incident.campaigns)}' slows down{where} at event time "
           f"{_clock(incident.start_ms)} for {(incident.end_ms - incident.start_ms) // 60000} min",
           flush=True)
     stop = asyncio.Event()

@@ -39,8 +39,8 @@ MODULES = ("streams/records.py", "streams/session_state.py", "streams/sessions.p
            *(f"detectors/{name}.py" for name in (
                "baseline", "buckets", "campaign", "campaign_state", "conversion", "elasticity",
                "episodes", "ewcounts", "ewstats", "incidents", "lag", "latency", "latency_track",
-               "monitor", "pricing", "revenue", "site", "sketch", "stakes", "strata", "verdicts",
-               "window")))
+               "localize", "monitor", "pricing", "revenue", "site", "sketch", "stakes", "strata",
+               "verdicts", "window")))
 GROUP = "revwatch_native"  # mypyc's shared library: revwatch_native__mypyc
 MANIFEST = "manifest.json"
 

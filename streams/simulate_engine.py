@@ -159,7 +159,7 @@ class Run:
                           np.where(u < spec.mobile_share + TABLET_SHARE, 2, 0)).astype(np.int64)
         lcp_normal = spec.lcp_median_ms * DEVICE_LCP_FACTOR[device] * np.exp(
             LCP_SD_LOG * rng.standard_normal(n))
-        cohort = _Cohort(start, device, lcp_normal, *self._landing_effects(spec, start))
+        cohort = _Cohort(start, device, lcp_normal, *self._landing_effects(spec, start, device))
         p = self._account_incidents(spec, cohort)
         converted = rng.random(n) < p
         ids = self._session_ids(n)
@@ -170,13 +170,13 @@ class Run:
         self._emit_pages(spec.name, ids, device.tolist(), uas, pages)
         self._orders(spec, [ids[i] for i in np.flatnonzero(converted)], start[converted])
 
-    def _landing_effects(self, spec: CampaignSpec, start: IntArray
+    def _landing_effects(self, spec: CampaignSpec, start: IntArray, device: IntArray
                          ) -> tuple[FloatArray, FloatArray]:
         """Per session: the product of active incidents' LCP and conversion factors."""
         lcp_f = np.ones(len(start))
         conv_f = np.ones(len(start))
         for inc in self._incidents[spec.name]:
-            active = (start >= inc.start_ms) & (start < inc.end_ms)
+            active = (start >= inc.start_ms) & (start < inc.end_ms) & inc.on_devices(device)
             if inc.slows(spec.landing_group):
                 lcp_f[active] *= inc.lcp_factor
             conv_f[active] *= inc.conversion_factor
@@ -188,7 +188,7 @@ class Run:
         p = conversion_probability(spec, c.lcp_normal * c.lcp_factor, c.device, slope)
         p *= c.conv_factor
         for inc in self._incidents[spec.name]:
-            active = (c.start >= inc.start_ms) & (c.start < inc.end_ms)
+            active = (c.start >= inc.start_ms) & (c.start < inc.end_ms) & inc.on_devices(c.device)
             if not active.any():
                 continue
             undo = inc.lcp_factor if inc.slows(spec.landing_group) else 1.0
@@ -242,7 +242,8 @@ class Run:
         page[first] = -1
         lcp = lcp * np.where(page >= 0, FURTHER_LCP_FACTOR[page], 1.0)
         groups = [FURTHER_GROUPS[k] if k >= 0 else spec.landing_group for k in page.tolist()]
-        self._slow_pages(spec.name, ts, groups, lcp, page >= 0)
+        self._slow_pages(spec.name, ts, groups, lcp, further=page >= 0,
+                         device=np.zeros(total, dtype=np.int64) if device is None else device)
         dwell = np.append(gaps[1:], 0.0)
         last = np.append(first[1:], total) - 1
         dwell[last] = np.exp(np.log(30_000.0) + rng.standard_normal(len(counts)))
@@ -251,14 +252,16 @@ class Run:
         number = (np.arange(total) - first[session]).tolist()
         return _Pages(session.tolist(), number, ts.tolist(), urls, groups, metrics)
 
-    def _slow_pages(self, campaign: str, ts: IntArray, groups: list[str], lcp: FloatArray,
-                    further: Any) -> None:
-        """Apply incidents' LCP factors to the pages after the landing, in place."""
+    def _slow_pages(self, campaign: str, ts: IntArray, groups: list[str], lcp: FloatArray, *,
+                    further: Any, device: IntArray) -> None:
+        """Apply incidents' LCP factors to the pages after the landing, in place (bots'
+        pages count as desktop ones)."""
         for inc in self._incidents[campaign]:
             if inc.lcp_factor == 1.0:
                 continue
             slowed = np.array([inc.slows(g) for g in groups], dtype=bool)
-            active = (ts >= inc.start_ms) & (ts < inc.end_ms) & slowed & further
+            active = ((ts >= inc.start_ms) & (ts < inc.end_ms) & slowed & further
+                      & inc.on_devices(device))
             lcp[active] *= inc.lcp_factor
 
     def _metrics(self, lcp: FloatArray, dwell: FloatArray, device: IntArray | None

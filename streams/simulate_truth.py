@@ -85,7 +85,8 @@ class Truth:
         return {"id": inc.id, "kind": inc.kind, "campaigns": list(affected_campaigns(inc, self.s)),
                 "scope": inc.scope, "start_ms": inc.start_ms, "end_ms": inc.end_ms,
                 "lcp_factor": inc.lcp_factor, "conversion_factor": inc.conversion_factor,
-                "page_group": inc.page_group, "sessions": dict(self.incident_sessions[inc.id]),
+                "page_group": inc.page_group, "devices": list(inc.devices),
+                "sessions": dict(self.incident_sessions[inc.id]),
                 "revenue_lost_per_hour": {c: round(v / hours, 2) for c, v in lost.items()},
                 "revenue_lost_per_hour_total": round(sum(lost.values()) / hours, 2),
                 "revenue_lost_total": round(sum(lost.values()), 2)}

@@ -41,6 +41,8 @@ VERDICT_FIELDS: dict[str, st.SearchStrategy[object]] = {
     "conversion_window_start_ms": optional_ints, "average_order_value": floats,
     "slow_page_loss_per_hour": estimates, "conversion_loss_per_hour": estimates,
     "conversion_recent_p_value": floats,
+    "devices": st.none() | st.dictionaries(texts, st.tuples(floats, floats, floats, floats),
+                                           max_size=4),
 }
 
 facts = st.builds(SessionFact, **{f.name: FACT_FIELDS[f.name] for f in fields(SessionFact)})

@@ -13,31 +13,20 @@ import pytest
 
 from detectors.incidents import Alert
 from streams.pipeline import Pipeline
-from streams.records import beacon_from_dict, order_from_dict
 from streams.settings import Settings
 from streams.simulate import demo_scenario, generate
 
 MIN = 60_000
-FLUSH_EVERY = 1_000  # as revwatch replay does
 
 
 @cache
-def run(seed: int) -> tuple[list[Alert], int, int, int]:
+def run(seed: int, devices: tuple[str, ...] = ()) -> tuple[list[Alert], int, int, int]:
     """Alerts of the whole scenario, the incident's start and end, and the record count."""
-    scenario = demo_scenario(seed)
-    pipeline = Pipeline.from_settings(Settings())
-    alerts: list[Alert] = []
-    count = 0
-    for count, (kind, record) in enumerate(generate(scenario), start=1):
-        if kind == "beacon":
-            alerts += pipeline.beacon(beacon_from_dict(record))
-        else:
-            alerts += pipeline.order(order_from_dict(record))
-        if count % FLUSH_EVERY == 0:
-            alerts += pipeline.flush()
-    alerts += pipeline.flush()
+    scenario = demo_scenario(seed, devices=devices)
+    records = list(generate(scenario))
+    alerts = Pipeline.from_settings(Settings()).play(records)
     (incident,) = scenario.incidents
-    return alerts, incident.start_ms, incident.end_ms, count
+    return alerts, incident.start_ms, incident.end_ms, len(records)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -63,3 +52,25 @@ def test_demo_incident_is_the_one_episode_found_fast_and_resolved(seed: int) -> 
     assert resolved[0].ts > end
     assert resolved[0] is alerts[-1], "nothing after the resolution"
     assert [a.ts for a in alerts] == sorted(a.ts for a in alerts)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_slowdown_of_every_device_is_put_on_none(seed: int) -> None:
+    firing = [a for a in run(seed)[0] if a.state == "firing"]
+    assert any(a.evidence.get("devices") for a in firing), "no device breakdown at all"
+    assert all(a.evidence.get("slow_devices", []) == [] for a in firing)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_phone_only_slowdown_is_found_and_put_on_mobile(seed: int) -> None:
+    """The same incident on mobile pages only (60% of spring_sale's sessions): caught as
+    fast, and the alert says where."""
+    alerts, start, _, _ = run(seed, ("mobile",))
+    firing = [a for a in alerts if a.state == "firing" and a.campaign == "spring_sale"]
+    assert firing, "never fired"
+    assert firing[0].ts - start < 10 * MIN
+    named = [a.evidence.get("slow_devices") for a in firing if a.evidence.get("devices")]
+    assert named.count(["mobile"]) >= 0.8 * len(named), named
+    assert all(n in ([], ["mobile"]) for n in named), named
+    on_mobile = next(a for a in firing if a.evidence.get("slow_devices") == ["mobile"])
+    assert "; on mobile (" in on_mobile.summary

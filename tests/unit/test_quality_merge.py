@@ -42,3 +42,22 @@ def test_merged_seeds_count_as_one_run(tmp_path: Path) -> None:
     assert summary["false_alarms_per_two_days"] == 1 / 6 * 2
     assert abs(summary["median_relative_revenue_error"] - 0.2) < 1e-9  # median of 0.1, 0.3
     assert [r["interval"] for r in merged["incidents"]] == [[500.0, 1500.0], None, [500.0, 1500.0]]
+
+
+def test_device_placement_is_counted_and_older_files_still_merge(tmp_path: Path) -> None:
+    """Rows with the devices an incident was on and the devices the alerts named; a row
+    written before those fields merges as an incident with no device breakdown."""
+    phone = asdict(incident(1, True, 0.1)) | {"devices": ["mobile"], "devices_seen": ["mobile"]}
+    missed = asdict(incident(1, True, 0.1)) | {"devices": ["mobile"], "devices_seen": []}
+    everywhere = asdict(incident(1, True, 0.1)) | {"devices_seen": []}
+    wrong = asdict(incident(1, True, 0.1)) | {"devices_seen": ["desktop"]}
+    older = {k: v for k, v in asdict(incident(1, True, 0.1)).items()
+             if k not in ("devices", "devices_seen")}
+    path = tmp_path / "seed-1.json"
+    path.write_text(json.dumps({"summary": {}, "false_alarms": [],
+                                "incidents": [phone, missed, everywhere, wrong, older]}))
+    out = tmp_path / "merged.json"
+    assert main(["--merge", str(path), "--days", "3", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())["summary"]
+    assert (summary["on_some_devices"], summary["on_some_devices_placed"]) == (2, 1)
+    assert (summary["on_every_device"], summary["on_every_device_placed_nowhere"]) == (2, 1)
