@@ -67,8 +67,9 @@ class IncidentResult:
     interval: tuple[float, float] | None
     covered: bool | None
     one_incident_id: bool | None
-    # the devices the slowdown was on (the truth; empty: every device) and the devices the
-    # firing updates named most often (``evidence.slow_devices``; None: no device breakdown)
+    # the devices the incident was on (the truth; empty: every device) and the devices the
+    # firing updates named most often (``evidence.slow_devices``, for a conversion drop
+    # ``drop_devices``; None: no device breakdown)
     devices: tuple[str, ...] = ()
     devices_seen: tuple[str, ...] | None = None
 
@@ -122,8 +123,9 @@ def judge(seed: int, inc: dict[str, Any], episodes: list[Episode]) -> IncidentRe
               if u["state"] == "firing" and u["ts"] <= end + 15 * MINUTE]
     kinds = Counter(u["kind"] for u in during) or Counter([first.updates[0]["kind"]])
     base.kind_seen = kinds.most_common(1)[0][0]
-    named = Counter(tuple(u["evidence"]["slow_devices"]) for u in during
-                    if u["evidence"].get("devices"))
+    rows, said = (("conversion_devices", "drop_devices") if inc["kind"] == "conversion_drop"
+                  else ("devices", "slow_devices"))
+    named = Counter(tuple(u["evidence"][said]) for u in during if u["evidence"].get(rows))
     base.devices_seen = named.most_common(1)[0][0] if named else None
     base.estimate_per_hour, base.interval = _estimate(matched, start, end)
     if base.interval is not None:

@@ -20,15 +20,15 @@ import numpy as np
 
 from detectors.buckets import MINUTE_MS, MinuteBucket, MinuteRing, minute_of
 from detectors.conversion import ConversionVerdict, conversion_scan
-from detectors.elasticity import CurveFit
+from detectors.elasticity import N_BINS, CurveFit
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
-from detectors.localize import device_shifts
+from detectors.localize import device_conversions, device_shifts
 from detectors.pricing import price_conversion_loss, price_slow_pages
 from detectors.revenue import average_order_value
-from detectors.strata import CURVE_SIZE, device_stratum, shrunk_strata_fit
-from detectors.verdicts import CampaignVerdict, DeviceRow, Estimate
+from detectors.strata import CURVE_SIZE, N_STRATA, by_stratum, device_stratum, shrunk_strata_fit
+from detectors.verdicts import CampaignVerdict, ConversionRow, DeviceRow, Estimate
 from detectors.window import TickWindow, recent_p75, recent_rate, window_rows
 
 PRICE_CONVERSION_P = 0.5  # price a conversion shortfall only when the scan sees one
@@ -274,7 +274,10 @@ class CampaignModel:
         priced_shortfall = conv.p_value < PRICE_CONVERSION_P and conv.window_start_ms is not None
         if self.latency.last.statistic > 0 and (priced_shortfall or self._alarmed_lately(tick_ms)):
             slow, devices = self._slow_page_loss(tick_ms, site_fit, aov, aov_se)
+        conversion_devices: dict[str, ConversionRow] | None = None
         if priced_shortfall:
+            conversion_devices = self._conversions_by_device(
+                tick_ms, window_rows(window, conv.window_start_ms or tick_ms))
             base_conv, base_sessions = self.conv_base.values
             priced = self._pricing_window(tick_ms, conv, window)
             start = priced.window_start_ms or tick_ms
@@ -284,7 +287,26 @@ class CampaignModel:
                 baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
                 aov=aov, aov_se=aov_se)
         return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
-                "conversion_loss_per_hour": lost, "devices": devices}
+                "conversion_loss_per_hour": lost, "devices": devices,
+                "conversion_devices": conversion_devices}
+
+    def _conversions_by_device(self, tick_ms: int, rows: list[tuple[int, MinuteBucket]]
+                               ) -> dict[str, ConversionRow]:
+        """The shortfall's window by device (``detectors.localize``): commerce landings
+        weighted by their completeness, and their conversions, against each device's
+        learned rate."""
+        exposure, observed = np.zeros(N_STRATA), np.zeros(N_STRATA)
+        ages = np.array([(tick_ms - minute) / MINUTE_MS - 0.5 for minute, _ in rows])
+        for (_, bucket), done in zip(rows, self.lag.cdf_array(ages).tolist(), strict=True):
+            sessions = np.zeros(N_STRATA)  # whole counts first: the same sums in any order
+            for key, count in bucket.commerce_sessions.items():
+                sessions[key // N_BINS] += count
+            exposure += sessions * done
+            for key, count in bucket.commerce_conversions.items():
+                observed[key // N_BINS] += count
+        return device_conversions(by_stratum(self.curve_sessions.values).sum(axis=1),
+                                  by_stratum(self.curve_conversions.values).sum(axis=1),
+                                  exposure, observed)
 
     def last_tick_ms(self) -> int | None:
         """The tick that scored the latest closed minute (``None`` before the first)."""

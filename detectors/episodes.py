@@ -8,12 +8,19 @@ across campaigns, the choice of kind, the evidence object and the one-line summa
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from detectors.localize import delay_shares, heterogeneity_p, slow_devices
-from detectors.verdicts import CampaignVerdict, DeviceRow, Estimate
+from detectors.localize import (
+    conversions_differ_p,
+    delay_shares,
+    drop_devices,
+    heterogeneity_p,
+    missing_shares,
+    slow_devices,
+)
+from detectors.verdicts import CampaignVerdict, ConversionRow, DeviceRow, Estimate
 
 PERFORMANCE = "performance_conversion_loss"
 CONVERSION = "conversion_drop"
@@ -268,7 +275,8 @@ def evidence(verdict: CampaignVerdict, conversion_rejected: bool) -> dict[str, A
         "conversion_significant": conversion_rejected,
     }
     return {**{key: _json_value(value) for key, value in values.items()},
-            **device_evidence(verdict.devices)}
+            **device_evidence(verdict.devices),
+            **conversion_device_evidence(verdict.conversion_devices)}
 
 
 def device_evidence(rows: dict[str, DeviceRow] | None) -> dict[str, Any]:
@@ -287,6 +295,21 @@ def device_evidence(rows: dict[str, DeviceRow] | None) -> dict[str, Any]:
         for name, (n, shift, se, added) in rows.items()}
     return {"devices": per_device, "devices_differ_p": _json_value(heterogeneity_p(rows)),
             "slow_devices": list(slow_devices(rows))}
+
+
+def conversion_device_evidence(rows: dict[str, ConversionRow] | None) -> dict[str, Any]:
+    """Where conversion fell (``detectors.localize``): per device the conversions expected
+    and observed in the shortfall's window, their ratio and the device's share of the
+    missing; the test that the devices differ; the devices the drop is on (empty: every
+    device, or unclear). Empty while no shortfall is priced."""
+    if rows is None:
+        return {}
+    shares = missing_shares(rows)
+    per_device = {name: {"expected": e, "observed": o, "ratio": o / e if e > 0 else None,
+                         "share_of_missing": shares[name]} for name, (e, o) in rows.items()}
+    return {"conversion_devices": per_device,
+            "conversion_devices_differ_p": _json_value(conversions_differ_p(rows)),
+            "drop_devices": list(drop_devices(rows))}
 
 
 def _json_value(value: Any) -> Any:
@@ -312,7 +335,8 @@ def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, An
     if kind == CONVERSION:
         speed = (f"more than slower pages explain ({lcp})" if facts["latency_regressed"]
                  else "with normal page speed")
-        return f"{campaign}: checkout? conversion {rates} {speed}; ~{value}/h at risk {band}"
+        return (f"{campaign}: checkout? conversion {rates} {speed}; ~{value}/h at risk "
+                f"{band}{_where_dropped(facts)}")
     if recovering:
         return (f"{campaign}: the latency test no longer finds pages slower ({lcp} normal); "
                 f"resolves once quiet")
@@ -323,14 +347,29 @@ def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, An
 def _where(facts: dict[str, Any]) -> str:
     """``; on mobile (typical LCP +150%, 97% of the added wait)`` when the slowdown is on
     some devices only (the typical change only when it is on one)."""
-    named = facts.get("slow_devices") or []
+    return _on_devices(facts, ("slow_devices", "devices", "share_of_added_wait"),
+                       lambda row: f"typical LCP {row['typical_lcp_change'] * 100:+.0f}%",
+                       "of the added wait")
+
+
+def _where_dropped(facts: dict[str, Any]) -> str:
+    """``; on mobile (orders 10% of expected, 96% of the missing)`` when a conversion drop
+    is on some devices only (the ratio only when it is on one)."""
+    return _on_devices(facts, ("drop_devices", "conversion_devices", "share_of_missing"),
+                       lambda row: f"orders {row['ratio'] * 100:.0f}% of expected",
+                       "of the missing")
+
+
+def _on_devices(facts: dict[str, Any], keys: tuple[str, str, str],
+                one: Callable[[dict[str, Any]], str], what: str) -> str:
+    named_key, rows_key, share_key = keys
+    named = facts.get(named_key) or []
     if not named:
         return ""
-    rows = facts["devices"]
-    share = f"{sum(rows[name]['share_of_added_wait'] for name in named) * 100:.0f}%"
-    typical = (f"typical LCP {rows[named[0]]['typical_lcp_change'] * 100:+.0f}%, "
-               if len(named) == 1 else "")
-    return f"; on {' + '.join(named)} ({typical}{share} of the added wait)"
+    rows = facts[rows_key]
+    share = f"{sum(rows[name][share_key] for name in named) * 100:.0f}%"
+    first = f"{one(rows[named[0]])}, " if len(named) == 1 else ""
+    return f"; on {' + '.join(named)} ({first}{share} {what})"
 
 
 def _typical(facts: dict[str, Any]) -> str:

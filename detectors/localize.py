@@ -1,4 +1,4 @@
-"""Where pages got slower: which devices carry a slowdown, and how sure we are.
+"""Where it happened: which devices carry a slowdown or a conversion drop, and how sure we are.
 
 An on-call engineer paged for slow pages first asks where: a heavy script that only hurts
 phones is a different fix from a slow database. The campaign model already keeps what this
@@ -20,10 +20,20 @@ device, or unclear, and nothing is named. A slowdown by the same factor everywhe
 equal log-shifts, so Q does not reject it, whatever the device mix; a common drift of the
 baseline (time of day) cancels in Q too.
 
+A conversion drop (a payment button broken in one browser) is placed the same way, on
+conversions (:func:`device_conversions`): per device, the orders of the recent sessions
+against those expected from the device's learned conversion rate and the order lag; a
+device is clearly short when the one-sided Poisson probability of so few is below
+``Phi(-3)`` and clearly not when above ``Phi(-2)``, and the devices differ when Pearson's
+chi-squared test of the orders' split across devices, given their total, against the split
+of the expected, rejects at ``alpha``. The named devices need only two thirds of the
+missing orders (the others' few orders make their share noisy), and the devices not named
+must expect at least a fifth of the orders.
+
 Notes:
     ``tests/unit/test_localize.py`` checks Q against ``scipy.stats.chi2``, and in seeded
-    simulations how often a slowdown of every device is wrongly placed (below 1% at the
-    default level) and how often a phone-only one is found.
+    simulations how often a slowdown (or a drop) of every device is wrongly placed (below
+    1% at the default level) and how often a phone-only one is found.
 """
 
 from __future__ import annotations
@@ -33,11 +43,11 @@ from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import chi2
+from scipy.stats import chi2, norm, poisson
 
 from detectors.elasticity import BIN_CENTERS_S
 from detectors.strata import DEVICE_STRATA, by_stratum
-from detectors.verdicts import DeviceRow
+from detectors.verdicts import ConversionRow, DeviceRow
 
 FloatArray = npt.NDArray[np.float64]
 _LOG_CENTERS = np.log(BIN_CENTERS_S)
@@ -122,5 +132,78 @@ def slow_devices(rows: Mapping[str, DeviceRow], *, alpha: float = 0.001, share: 
         return ()
     shares = delay_shares(rows)
     if sum(shares[name] for name in named) < share or heterogeneity_p(rows) >= alpha:
+        return ()
+    return tuple(sorted(named, key=lambda name: -shares[name]))
+
+
+_CLEARLY = float(norm.sf(3.0))  # one-sided, as z above 3
+_CLEARLY_NOT = float(norm.sf(2.0))
+
+
+def device_conversions(base_sessions: npt.ArrayLike, base_conversions: npt.ArrayLike,
+                       exposure: npt.ArrayLike, observed: npt.ArrayLike, *,
+                       min_expected: float = 5.0) -> dict[str, ConversionRow]:
+    """Per device (stratum order), the expected and observed conversions of recent sessions.
+
+    Args:
+        base_sessions, base_conversions: the learned sessions and conversions per stratum
+            (may be fractional); the device's rate is their ratio.
+        exposure: per stratum, recent sessions weighted by their completeness ``F(age)``.
+        observed: per stratum, the conversions of those sessions seen so far.
+        min_expected: devices expecting fewer are left out.
+    """
+    rows: dict[str, ConversionRow] = {}
+    arrays = [np.asarray(a, dtype=np.float64) for a in
+              (base_sessions, base_conversions, exposure, observed)]
+    if len({a.shape for a in arrays}) != 1:
+        msg = f"per-stratum arrays differ in shape: {[a.shape for a in arrays]}"
+        raise ValueError(msg)
+    for stratum, (n_b, c_b, e_r, o_r) in enumerate(zip(*arrays, strict=True)):
+        expected = float(e_r * c_b / n_b) if n_b > 0 else 0.0
+        if expected >= min_expected:
+            rows[device_name(stratum)] = (expected, float(o_r))
+    return rows
+
+
+def conversions_differ_p(rows: Mapping[str, ConversionRow]) -> float:
+    """Pearson's chi-squared test that the observed conversions split across the devices as
+    the expected do (one ratio for all); 1.0 below two devices or with no conversion."""
+    if len(rows) < 2:
+        return 1.0
+    expected = np.array([e for e, _ in rows.values()])
+    observed = np.array([o for _, o in rows.values()])
+    total = float(observed.sum())
+    if total <= 0:
+        return 1.0
+    fitted = total * expected / float(expected.sum())
+    return float(chi2.sf(float(((observed - fitted) ** 2 / fitted).sum()), len(rows) - 1))
+
+
+def missing_shares(rows: Mapping[str, ConversionRow]) -> dict[str, float]:
+    """Each device's share of the conversions missing (expected less observed, at least 0)."""
+    missing = {name: max(e - o, 0.0) for name, (e, o) in rows.items()}
+    total = sum(missing.values())
+    return {name: (value / total if total > 0 else 0.0) for name, value in missing.items()}
+
+
+def drop_devices(rows: Mapping[str, ConversionRow], *, alpha: float = 0.001,
+                 share: float = 2 / 3, min_others: float = 0.2) -> tuple[str, ...]:
+    """The devices a conversion drop is on, most of the missing first; empty when it is on
+    every device or the data cannot tell (the rule of :func:`slow_devices`, on the one-sided
+    Poisson probability of so few conversions; the share is lower, as the few orders of
+    the other devices make their share of the missing noisy). The devices not named must
+    expect at least ``min_others`` of the conversions: a drop on nearly all of them is no
+    place."""
+    p_short = {name: float(poisson.cdf(o, e)) for name, (e, o) in rows.items()}
+    named = [name for name in rows if p_short[name] < _CLEARLY]
+    if not named or len(named) == len(rows):
+        return ()
+    if any(p_short[name] <= _CLEARLY_NOT for name in rows if name not in named):
+        return ()
+    shares = missing_shares(rows)
+    expected = sum(e for e, _ in rows.values())
+    if (sum(rows[name][0] for name in named) > (1 - min_others) * expected
+            or sum(shares[name] for name in named) < share
+            or conversions_differ_p(rows) >= alpha):
         return ()
     return tuple(sorted(named, key=lambda name: -shares[name]))

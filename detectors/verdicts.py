@@ -9,6 +9,8 @@ from typing import Any
 # per device: recent sessions, log-shift, its standard error, seconds of waiting added
 # (``detectors.localize``)
 DeviceRow = tuple[float, float, float, float]
+# per device: conversions expected of the recent sessions, and observed
+ConversionRow = tuple[float, float]
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -72,6 +74,8 @@ class CampaignVerdict:
     conversion_recent_p_value: float = 1.0
     # the slowdown by device while slow pages are priced (``detectors.localize``), else None
     devices: dict[str, DeviceRow] | None = None
+    # the conversions by device while a shortfall is priced (``detectors.localize``), else None
+    conversion_devices: dict[str, ConversionRow] | None = None
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
@@ -84,6 +88,7 @@ class CampaignVerdict:
         average_order_value: float, slow_page_loss_per_hour: Estimate,
         conversion_loss_per_hour: Estimate, conversion_recent_p_value: float = 1.0,
         devices: dict[str, DeviceRow] | None = None,
+        conversion_devices: dict[str, ConversionRow] | None = None,
     ) -> None:
         object.__setattr__(self, "campaign", campaign)
         object.__setattr__(self, "tick_ms", int(tick_ms))
@@ -109,6 +114,7 @@ class CampaignVerdict:
         object.__setattr__(self, "conversion_loss_per_hour", conversion_loss_per_hour)
         object.__setattr__(self, "conversion_recent_p_value", float(conversion_recent_p_value))
         object.__setattr__(self, "devices", devices)
+        object.__setattr__(self, "conversion_devices", conversion_devices)
 
     @property
     def explained_fraction(self) -> float:
@@ -140,6 +146,10 @@ class CampaignVerdict:
         devices = data.get("devices")
         if devices is not None:
             data["devices"] = {str(name): _device_row(row) for name, row in devices.items()}
+        rows = data.get("conversion_devices")
+        if rows is not None:
+            data["conversion_devices"] = {str(name): (float(e), float(o))
+                                          for name, (e, o) in rows.items()}
         return cls(**data)
 
 

@@ -133,18 +133,24 @@ def _description(alert: Alert, currency: str) -> str:
     sessions = _pick(evidence, "sessions_in_window", "sessions")
     if sessions is not None:
         parts.append(f"{sessions:,.0f} sessions in the window.")
-    parts.extend(_slow_devices(evidence))
+    parts.extend(_device_notes(evidence))
     if alert.get("scope") == "site":
         parts.append(f"Part of site-wide incident {alert['incident_id']}.")
     return " ".join(parts)
 
 
-def _slow_devices(evidence: dict[str, Any]) -> list[str]:
-    """``Slower on mobile: typical LCP +85% (94% of the added wait).`` per named device."""
+def _device_notes(evidence: dict[str, Any]) -> list[str]:
+    """``Slower on mobile: typical LCP +85% (94% of the added wait).`` per device a slowdown
+    is on, ``Conversion down on mobile: 10% of the expected orders (96% of the missing).``
+    per device a conversion drop is on."""
     devices = evidence.get("devices") or {}
+    rows = evidence.get("conversion_devices") or {}
     return [f"Slower on {name}: typical LCP {devices[name]['typical_lcp_change']:+.0%} "
             f"({devices[name]['share_of_added_wait']:.0%} of the added wait)."
-            for name in evidence.get("slow_devices") or [] if name in devices]
+            for name in evidence.get("slow_devices") or [] if name in devices] + [
+            f"Conversion down on {name}: {rows[name]['ratio']:.0%} of the expected orders "
+            f"({rows[name]['share_of_missing']:.0%} of the missing)."
+            for name in evidence.get("drop_devices") or [] if name in rows]
 
 
 def _pick(evidence: dict[str, Any], *names: str) -> float | None:

@@ -35,6 +35,7 @@ from streams.simulate_model import (
     USER_AGENTS,
     CampaignSpec,
     FloatArray,
+    IncidentSpec,
     IntArray,
     Scenario,
     affected_campaigns,
@@ -194,10 +195,22 @@ class Run:
             undo = inc.lcp_factor if inc.slows(spec.landing_group) else 1.0
             lcp = c.lcp_normal[active] * c.lcp_factor[active] / undo
             p_without = conversion_probability(spec, lcp, c.device[active], slope)
-            p_without *= c.conv_factor[active] / inc.conversion_factor
+            p_without *= self._conversion_without(spec, c, inc, active)
             lost = float((p_without - p[active]).sum())
             self.truth.add_incident_loss(inc.id, spec.name, int(active.sum()), lost)
         return p
+
+    def _conversion_without(self, spec: CampaignSpec, c: _Cohort, inc: IncidentSpec,
+                            active: Any) -> FloatArray:
+        """For the sessions ``active`` in ``inc``: the product of the other incidents'
+        conversion factors (a checkout broken outright, factor 0, cannot be divided out)."""
+        factor = np.ones(int(active.sum()))
+        start, device = c.start[active], c.device[active]
+        for other in self._incidents[spec.name]:
+            if other is not inc:
+                hit = (start >= other.start_ms) & (start < other.end_ms) & other.on_devices(device)
+                factor[hit] *= other.conversion_factor
+        return factor
 
     def _bots(self, spec: CampaignSpec, start: IntArray, in_burst: int) -> None:
         """Crawler and headless sessions: fast, many pages, never an order."""

@@ -280,9 +280,12 @@ def _incidents(start_ms: int, commerce: tuple[str, ...]) -> tuple[IncidentSpec, 
     # case DESIGN.md says must be caught within the hour (evening peak of the biggest campaign)
     # perf-mobile-spring-sale: the pages slow down on phones only (a heavy script), last so
     # that the incidents before it replay as they did before it was added
+    # checkout-mobile-spring-sale: no phone can pay for an hour (a payment button broken in
+    # one browser), about half of the biggest campaign's orders
     span = [(12.0, 60), (16.0, 45), (20.0, 90), (30.0, 40), (38.0, 120), (44.0, 60), (56.0, 60),
-            (64.0, 60)]
-    (a, b, c, d, e, f, g, h) = [(_h(start_ms, t), _h(start_ms, t + m / 60.0)) for t, m in span]
+            (64.0, 60), (68.0, 60)]
+    (a, b, c, d, e, f, g, h, i) = [(_h(start_ms, t), _h(start_ms, t + m / 60.0))
+                                   for t, m in span]
     return (
         inc("perf-spring-sale", "performance_conversion_loss", ("spring_sale",), *a,
             lcp_factor=2.2),
@@ -300,6 +303,8 @@ def _incidents(start_ms: int, commerce: tuple[str, ...]) -> tuple[IncidentSpec, 
             lcp_factor=2.5),
         inc("perf-mobile-spring-sale", "performance_conversion_loss", ("spring_sale",), *h,
             lcp_factor=2.2, devices=("mobile",)),
+        inc("checkout-mobile-spring-sale", "conversion_drop", ("spring_sale",), *i,
+            conversion_factor=0.0, devices=("mobile",)),
     )
 
 
@@ -315,7 +320,7 @@ def _traps(start_ms: int) -> tuple[TrapSpec, ...]:
 
 def default_scenario(seed: int = 1, *, days: float = 3.0, scale: float = 1.0,
                      start_ms: int | None = None) -> Scenario:
-    """Eleven campaigns, eight incidents (first after 12 h) and three traps over 3 days.
+    """Eleven campaigns, nine incidents (first after 12 h) and three traps over 3 days.
 
     Incidents and traps that would start after ``days`` are left out. At scale 1 the three
     days hold about 2.5 million beacon records (360,000 human sessions, 1.1 million page

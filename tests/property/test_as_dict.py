@@ -43,6 +43,8 @@ VERDICT_FIELDS: dict[str, st.SearchStrategy[object]] = {
     "conversion_recent_p_value": floats,
     "devices": st.none() | st.dictionaries(texts, st.tuples(floats, floats, floats, floats),
                                            max_size=4),
+    "conversion_devices": st.none() | st.dictionaries(texts, st.tuples(floats, floats),
+                                                      max_size=4),
 }
 
 facts = st.builds(SessionFact, **{f.name: FACT_FIELDS[f.name] for f in fields(SessionFact)})

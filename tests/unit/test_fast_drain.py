@@ -116,10 +116,12 @@ def test_a_callback_that_waits_goes_on_under_wait_first(monkeypatch: pytest.Monk
         async def callback(message: Any) -> None:
             seen.append((message.offset, "start"))
             if message.offset == 1:
+                # set on the loop's next turn, so the await below always suspends (a timer
+                # set before the drain could fire first on a loaded machine: no suspension)
+                asyncio.get_running_loop().call_soon(gate.set_result, "gate")
                 seen.append((message.offset, await gate))
             seen.append((message.offset, "end"))
 
-        asyncio.get_running_loop().call_later(0.05, gate.set_result, "gate")
         return await drain(await consumer_here(monkeypatch), [0, 1, 2], callback)
 
     made = asyncio.run(run())

@@ -14,17 +14,27 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from scipy.stats import chi2, norm
+from scipy.stats import chi2, chisquare, norm
 
 from detectors.elasticity import N_BINS, lcp_bins
 from detectors.episodes import (
+    CONVERSION,
     LATENCY,
     PERFORMANCE,
+    conversion_device_evidence,
     device_evidence,
     evidence,
     firing_summary,
 )
-from detectors.localize import delay_shares, device_shifts, heterogeneity_p, slow_devices
+from detectors.localize import (
+    conversions_differ_p,
+    delay_shares,
+    device_conversions,
+    device_shifts,
+    drop_devices,
+    heterogeneity_p,
+    slow_devices,
+)
 from detectors.strata import N_STRATA, device_stratum
 from detectors.verdicts import CampaignVerdict, Estimate
 from streams.alertmanager import alertmanager_alert
@@ -187,3 +197,86 @@ def test_a_slowdown_everywhere_names_no_device() -> None:
 
 def _facts() -> dict[str, Any]:
     return evidence(verdict(latency_regressed=True, lcp_p75_ms=4100.0, latency_shift=0.4), False)
+
+
+# -- conversion drops ---------------------------------------------------------------------
+RATE = np.array([0.0, 0.030, 0.021, 0.025])  # unknown, desktop, mobile, tablet
+SHARE = np.array([0.0, 0.34, 0.60, 0.06])
+STRATA = {"desktop": 1, "mobile": 2, "tablet": 3}
+
+
+def conversion_rows(seed: int, sessions: int, factors: dict[str, float],
+                    completeness: float = 0.6) -> dict[str, tuple[float, float]]:
+    """Recent sessions over the mix, each converting at its device's rate x factor, seen
+    up to ``completeness``; the baseline learned from 50,000 sessions."""
+    rng = np.random.default_rng(seed)
+    factor = np.ones(4)
+    for name, value in factors.items():
+        factor[STRATA[name]] = value
+    n = rng.multinomial(sessions, SHARE)
+    base_sessions = SHARE * 50_000
+    base_conversions = rng.poisson(base_sessions * RATE)
+    observed = rng.binomial(n, RATE * factor * completeness)
+    return device_conversions(base_sessions, base_conversions, n * completeness, observed)
+
+
+def drops_over_seeds(factors: dict[str, float], sessions: int, seeds: int = 300
+                     ) -> dict[tuple[str, ...], int]:
+    counts: dict[tuple[str, ...], int] = {}
+    for seed in range(seeds):
+        named = drop_devices(conversion_rows(seed, sessions, factors))
+        counts[named] = counts.get(named, 0) + 1
+    return counts
+
+
+def test_conversions_differ_p_is_pearsons_chi_squared() -> None:
+    rows = {"desktop": (25.0, 17.0), "mobile": (30.0, 4.0), "tablet": (6.0, 5.0)}
+    observed = np.array([17.0, 4.0, 5.0])
+    expected = np.array([25.0, 30.0, 6.0])
+    reference = chisquare(observed, observed.sum() * expected / expected.sum()).pvalue
+    assert conversions_differ_p(rows) == pytest.approx(reference, rel=1e-9)
+    assert conversions_differ_p({"desktop": (25.0, 0.0), "mobile": (30.0, 0.0)}) == 1.0
+    assert conversions_differ_p({"mobile": (30.0, 1.0)}) == 1.0
+
+
+@pytest.mark.parametrize(("factors", "sessions"), [
+    ({}, 1_500), ({"desktop": 0.5, "mobile": 0.5, "tablet": 0.5}, 1_500),
+    ({"desktop": 0.5, "mobile": 0.5, "tablet": 0.5}, 10_000),
+    ({"desktop": 0.0, "mobile": 0.0, "tablet": 0.0}, 1_500)])
+def test_a_drop_on_every_device_is_placed_nowhere(factors: dict[str, float],
+                                                  sessions: int) -> None:
+    counts = drops_over_seeds(factors, sessions)
+    assert counts.get((), 0) >= 0.99 * sum(counts.values()), counts
+
+
+def test_a_checkout_broken_on_phones_is_put_on_mobile() -> None:
+    """Orders of mobile sessions stop (about 30 expected in the window): named in at least
+    95% of the seeds, never another device; with half the sessions less often, not wrong."""
+    counts = drops_over_seeds({"mobile": 0.0}, 4_000)
+    assert counts.get(("mobile",), 0) >= 0.95 * sum(counts.values()), counts
+    assert set(drops_over_seeds({"mobile": 0.0}, 1_500)) <= {("mobile",), ()}
+
+
+def test_device_conversions_leave_out_devices_expecting_few() -> None:
+    rows = device_conversions([0, 100, 100, 100], [0, 10, 10, 1], [0, 100, 40, 100],
+                              [0, 9, 1, 0])
+    assert rows == {"desktop": (10.0, 9.0)}  # mobile expects 4, tablet 1
+    with pytest.raises(ValueError, match="shape"):
+        device_conversions([1, 2], [1, 2], [1, 2], [1])
+
+
+def test_the_alert_says_where_conversion_fell() -> None:
+    rows = conversion_rows(2, 4_000, {"mobile": 0.0})
+    facts = {**evidence(verdict(), True), **conversion_device_evidence(rows)}
+    assert facts["drop_devices"] == ["mobile"]
+    mobile = facts["conversion_devices"]["mobile"]
+    assert mobile["ratio"] == 0.0
+    line = firing_summary("spring_sale", CONVERSION, Estimate(2300, 1800, 2900), facts, "USD")
+    assert line.endswith(f"; on mobile (orders 0% of expected, "
+                         f"{mobile['share_of_missing'] * 100:.0f}% of the missing)")
+    alert = {"alert_id": "a", "incident_id": "i", "scope": "campaign", "ts": 0,
+             "campaign": "spring_sale", "kind": CONVERSION, "state": "firing",
+             "started_at": 0, "revenue_at_risk_per_hour": 2300.0, "evidence": facts}
+    description = alertmanager_alert(alert, now_ms=0)["annotations"]["description"]
+    assert "Conversion down on mobile: 0% of the expected orders" in description
+    assert conversion_device_evidence(None) == {}

@@ -22,6 +22,7 @@ from streams.simulate_model import (
     DEFAULT_START_MS,
     HOUR_MS,
     MINUTE_MS,
+    USER_AGENTS,
     CampaignSpec,
     IncidentSpec,
     Scenario,
@@ -204,7 +205,10 @@ def _monte_carlo_loss_per_hour(s: Scenario, inc: IncidentSpec) -> float:
         curve = np.exp(s.curve_slope_per_s * (lcp_ms - spec.lcp_median_ms) / 1000.0)
         return np.minimum(base * (curve if spec.commerce else 1.0), 0.95)
 
-    loss = p(lcp) - p(lcp * inc.lcp_factor) * inc.conversion_factor
+    desktop = ~mobile & ~tablet
+    on = {"desktop": desktop, "mobile": mobile, "tablet": tablet}
+    hit = np.logical_or.reduce([on[d] for d in inc.devices]) if inc.devices else desktop | ~desktop
+    loss = np.where(hit, p(lcp) - p(lcp * inc.lcp_factor) * inc.conversion_factor, 0.0)
     minutes = range((inc.start_ms - s.start_ms) // MINUTE_MS,
                     (inc.end_ms - s.start_ms) // MINUTE_MS)
     sessions = sum(human_rate(s, spec, s.start_ms + m * MINUTE_MS) for m in minutes)
@@ -212,16 +216,22 @@ def _monte_carlo_loss_per_hour(s: Scenario, inc: IncidentSpec) -> float:
     return float(loss.mean()) * sessions * spec.aov * 1.03 / hours
 
 
-@pytest.mark.parametrize(("kind", "lcp_factor", "conversion_factor", "path"), [
-    pytest.param("performance_conversion_loss", 2.0, 1.0, "/product/x", id="slowdown"),
-    pytest.param("conversion_drop", 1.0, 0.4, "/product/x", id="checkout-bug"),
-    pytest.param("latency_regression", 2.5, 1.0, "/blog/y", id="blog-slowdown-costs-nothing"),
+@pytest.mark.parametrize(("kind", "lcp_factor", "conversion_factor", "path", "devices"), [
+    pytest.param("performance_conversion_loss", 2.0, 1.0, "/product/x", (), id="slowdown"),
+    pytest.param("conversion_drop", 1.0, 0.4, "/product/x", (), id="checkout-bug"),
+    pytest.param("conversion_drop", 1.0, 0.0, "/product/x", (), id="checkout-broken"),
+    pytest.param("conversion_drop", 1.0, 0.0, "/product/x", ("mobile",),
+                 id="checkout-broken-on-phones"),
+    pytest.param("performance_conversion_loss", 2.0, 1.0, "/product/x", ("mobile", "tablet"),
+                 id="slowdown-on-phones-and-tablets"),
+    pytest.param("latency_regression", 2.5, 1.0, "/blog/y", (), id="blog-slowdown-costs-nothing"),
 ])
 def test_truth_revenue_lost_matches_a_monte_carlo_recomputation(
-        kind: Any, lcp_factor: float, conversion_factor: float, path: str) -> None:
+        kind: Any, lcp_factor: float, conversion_factor: float, path: str,
+        devices: tuple[str, ...]) -> None:
     start = EVENING + 30 * MINUTE_MS
     inc = IncidentSpec("i1", kind, ("shop",), start, start + HOUR_MS, lcp_factor=lcp_factor,
-                       conversion_factor=conversion_factor)
+                       conversion_factor=conversion_factor, devices=devices)
     s = _scenario(_spec(rate=60.0, cr=0.05, mobile=0.5, path=path), incidents=(inc,),
                   split_metrics_fraction=0.0, boomerang_fraction=0.0)
     facts = truth(s)["incidents"][0]
@@ -231,7 +241,7 @@ def test_truth_revenue_lost_matches_a_monte_carlo_recomputation(
     else:
         assert facts["revenue_lost_per_hour_total"] == pytest.approx(expected, rel=0.1)
         assert facts["revenue_lost_per_hour"]["shop"] == facts["revenue_lost_per_hour_total"]
-    assert facts["sessions"]["shop"] > 2000
+    assert facts["sessions"]["shop"] > (700 if devices else 2000)  # only those it affects
 
 
 def test_a_slowdown_really_lowers_conversion() -> None:
@@ -320,7 +330,7 @@ def test_default_scenario_shape() -> None:
     assert rates[-1] > 4 * rates[-2]
     assert rates[0] < 0.1
     starts = sorted(i.start_ms for i in s.incidents)
-    assert 6 <= len(starts) <= 8
+    assert 6 <= len(starts) <= 9
     assert starts[0] - s.start_ms >= 12 * HOUR_MS
     assert all(b - a >= 3 * HOUR_MS for a, b in itertools.pairwise(starts))
     assert all(30 <= (i.end_ms - i.start_ms) / MINUTE_MS <= 120 for i in s.incidents)
@@ -354,3 +364,22 @@ def test_main_writes_the_files_and_a_summary(tmp_path: Path,
     assert facts["scenario"]["seed"] == 3
     assert f"{len(lines)} beacons" in capsys.readouterr().err
     assert main(["--scale", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_an_incident_on_phones_leaves_the_other_devices_alone() -> None:
+    """A checkout broken on phones only: no mobile session of the hour orders, desktop
+    sessions order as before; the truth file names the device."""
+    start = EVENING + 30 * MINUTE_MS
+    inc = IncidentSpec("i1", "conversion_drop", ("shop",), start, start + HOUR_MS,
+                       conversion_factor=0.0, devices=("mobile",))
+    s = _scenario(_spec(rate=60.0, cr=0.3, mobile=0.5), incidents=(inc,))
+    rows = [r for r in _sessions(list(generate(s))).values() if start <= r["ts"] < inc.end_ms]
+    phones = [bool(r["orders"]) for r in rows if r["ua"] in USER_AGENTS[1]]
+    others = [bool(r["orders"]) for r in rows if r["ua"] not in USER_AGENTS[1]]
+    assert len(phones) > 500
+    assert not any(phones)
+    assert np.mean(others) > 0.15
+    assert truth(s)["incidents"][0]["devices"] == ["mobile"]
+    with pytest.raises(ValueError, match="unknown devices"):
+        IncidentSpec("i2", "conversion_drop", ("shop",), start, start + HOUR_MS,
+                     devices=("fridge",))

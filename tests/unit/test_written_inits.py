@@ -55,6 +55,7 @@ def _sample(cls: type, field: dataclasses.Field[Any], index: int) -> Any:
         "list[str]": [f"id{index}"], "list[PendingOrder]": [("o", index, 1.0, None)],
         "list[SentOrder]": [("o", index, 2.0)],
         "dict[str, DeviceRow] | None": {f"d{index}": (40.0, 0.5, 0.1, 3.0)},
+        "dict[str, ConversionRow] | None": {f"c{index}": (12.0, 3.0)},
     }
     return samples[annotation]
 
