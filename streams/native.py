@@ -40,7 +40,7 @@ MODULES = ("streams/records.py", "streams/session_state.py", "streams/sessions.p
                "baseline", "buckets", "campaign", "campaign_state", "conversion", "elasticity",
                "episodes", "ewcounts", "ewstats", "incidents", "lag", "latency", "latency_track",
                "localize", "monitor", "pricing", "revenue", "site", "sketch", "stakes", "strata",
-               "verdicts", "window")))
+               "verdicts", "where", "window")))
 GROUP = "revwatch_native"  # mypyc's shared library: revwatch_native__mypyc
 MANIFEST = "manifest.json"
 

@@ -278,10 +278,8 @@ def _incidents(start_ms: int, commerce: tuple[str, ...]) -> tuple[IncidentSpec, 
     inc = IncidentSpec
     # checkout-spring-sale: a sustained 50% drop at about two orders a minute for an hour, the
     # case DESIGN.md says must be caught within the hour (evening peak of the biggest campaign)
-    # perf-mobile-spring-sale: the pages slow down on phones only (a heavy script), last so
-    # that the incidents before it replay as they did before it was added
-    # checkout-mobile-spring-sale: no phone can pay for an hour (a payment button broken in
-    # one browser), about half of the biggest campaign's orders
+    # the last two are on phones only (a heavy script; a payment button broken in one
+    # browser), added last so that the incidents before them replay as they did
     span = [(12.0, 60), (16.0, 45), (20.0, 90), (30.0, 40), (38.0, 120), (44.0, 60), (56.0, 60),
             (64.0, 60), (68.0, 60)]
     (a, b, c, d, e, f, g, h, i) = [(_h(start_ms, t), _h(start_ms, t + m / 60.0))

@@ -1,4 +1,5 @@
-"""Where pages got slower (detectors/localize.py): per-device shifts, Q, and what is named.
+"""Where it happened (detectors/localize.py, where.py): per-device shifts and conversions,
+the tests that the devices differ, and what the alert names.
 
 Known answers: Cochran's Q for two devices is the two-sided z test of their difference
 (scipy's normal), the shifts and standard errors are checked for bias and coverage on
@@ -17,15 +18,7 @@ import pytest
 from scipy.stats import chi2, chisquare, norm
 
 from detectors.elasticity import N_BINS, lcp_bins
-from detectors.episodes import (
-    CONVERSION,
-    LATENCY,
-    PERFORMANCE,
-    conversion_device_evidence,
-    device_evidence,
-    evidence,
-    firing_summary,
-)
+from detectors.episodes import CONVERSION, LATENCY, PERFORMANCE, evidence, firing_summary
 from detectors.localize import (
     conversions_differ_p,
     delay_shares,
@@ -37,6 +30,7 @@ from detectors.localize import (
 )
 from detectors.strata import N_STRATA, device_stratum
 from detectors.verdicts import CampaignVerdict, Estimate
+from detectors.where import conversion_device_evidence, device_evidence
 from streams.alertmanager import alertmanager_alert
 from tests.unit.test_incidents import slow, verdict
 
