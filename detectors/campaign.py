@@ -32,6 +32,9 @@ from detectors.verdicts import CampaignVerdict, ConversionRow, DeviceRow, Estima
 from detectors.window import TickWindow, recent_p75, recent_rate, window_rows
 
 PRICE_CONVERSION_P = 0.5  # price a conversion shortfall only when the scan sees one
+# say which devices it is on only when it is clear enough to matter: an open drop is held
+# while its last hour's p is at most 0.05 (``IncidentParams.conversion_hold_p``)
+PLACE_CONVERSION_P = 0.05
 _NO_SCAN = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
 
 
@@ -275,9 +278,10 @@ class CampaignModel:
         if self.latency.last.statistic > 0 and (priced_shortfall or self._alarmed_lately(tick_ms)):
             slow, devices = self._slow_page_loss(tick_ms, site_fit, aov, aov_se)
         conversion_devices: dict[str, ConversionRow] | None = None
-        if priced_shortfall:
+        if priced_shortfall and conv.p_value <= PLACE_CONVERSION_P:
             conversion_devices = self._conversions_by_device(
                 tick_ms, window_rows(window, conv.window_start_ms or tick_ms))
+        if priced_shortfall:
             base_conv, base_sessions = self.conv_base.values
             priced = self._pricing_window(tick_ms, conv, window)
             start = priced.window_start_ms or tick_ms

@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
-from detectors.campaign import PRICE_CONVERSION_P, CampaignParams
+from detectors.campaign import PLACE_CONVERSION_P, PRICE_CONVERSION_P, CampaignParams
 from detectors.campaign_state import model_from_state, model_to_state
 from detectors.episodes import IncidentParams
 from detectors.monitor import Monitor
@@ -333,3 +333,18 @@ def test_the_last_alarm_is_stored_and_an_older_row_keeps_pricing() -> None:
     assert older.last_alarm_ms == model.latency.last_minute + 3 * MIN
     state["lat"][0] = 0.0  # ... and a CUSUM at 0 has nothing to price
     assert model_from_state(state).last_alarm_ms is None
+
+
+def test_shortfalls_are_priced_and_placed_by_device_only_when_clear() -> None:
+    """A conversion shortfall is priced from p < PRICE_CONVERSION_P on; the conversions by
+    device are worked out only from p <= PLACE_CONVERSION_P (the pricing does not wait
+    for it: a first gate put it around both, and shortfalls at 0.05 < p < 0.5 lost their
+    price and the alerts their ``explained_fraction``)."""
+    monitor, traffic, warmup = warm(1)
+    verdicts = warmup + drive(monitor, traffic, WARM, WARM + 60, conversion_factor=0.5)
+    shortfalls = [v for v in verdicts if _shortfall_priced(v)]
+    assert all((v.conversion_devices is not None) == (v.conversion_p_value <= PLACE_CONVERSION_P)
+               for v in verdicts)
+    faint = [v for v in shortfalls if v.conversion_p_value > PLACE_CONVERSION_P]
+    assert any(v.conversion_loss_per_hour.value > 0 for v in faint)
+    assert any(v.conversion_devices for v in shortfalls)
