@@ -200,3 +200,26 @@ def test_streaming_alerts_match_the_offline_replay(outcome: Outcome) -> None:
         assert offline[alert_id][0] == campaign
         assert abs(offline[alert_id][1] - ts) <= 3 * MINUTE, (alert_id, ts, offline[alert_id])
         assert offline[alert_id][2] == started_at, alert_id
+
+
+def test_the_device_breakdown_crosses_the_broker(outcome: Outcome) -> None:
+    """The slowdown's per-device figures go campaign stage -> ``revwatch-verdicts`` ->
+    incident stage -> ``alerts`` and arrive as the offline replay has them (to within the
+    sessions a batch boundary moves: the streamed minutes are not cut where the replay's
+    are, so counts may differ by a session or two); the incident is on every device, so
+    none is named (docs/STATISTICS.md, "Where")."""
+    campaign = outcome.incident.campaigns[0]
+    offline = {(a["alert_id"], a["ts"]): a for a in outcome.offline}
+    firing = [a for a in outcome.alerts if (a["campaign"], a["kind"], a["state"])
+              == (campaign, KIND, "firing") and a["evidence"].get("devices")]
+    assert firing, f"no firing update carries evidence.devices:\n{outcome.brief()}"
+    for alert in firing:
+        assert alert["evidence"]["slow_devices"] == [], alert["summary"]
+        twin = offline.get((alert["alert_id"], alert["ts"]))
+        if twin is not None:
+            live, replayed = alert["evidence"]["devices"], twin["evidence"].get("devices") or {}
+            assert live.keys() == replayed.keys(), (live.keys(), replayed.keys())
+            for name, row in live.items():
+                assert row["sessions"] == pytest.approx(replayed[name]["sessions"], rel=0.1)
+                assert row["typical_lcp_change"] == pytest.approx(
+                    replayed[name]["typical_lcp_change"], abs=0.1)
