@@ -15,6 +15,7 @@ from typing import Any
 
 from detectors.elasticity import N_BINS, lcp_bin
 from detectors.sketch import LogHistogram
+from detectors.strata import N_STRATA
 
 MINUTE_MS = 60_000
 
@@ -37,6 +38,9 @@ class MinuteBucket:
     commerce_sessions: dict[int, int] = field(default_factory=dict)
     commerce_conversions: dict[int, int] = field(default_factory=dict)
     flagged: bool = False
+    # derived from the two dicts (never serialised): commerce landings with an LCP per
+    # device stratum, then their conversions, for the per-device conversion scan
+    device_counts: list[int] = field(init=False, repr=False, compare=False)
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     # ``None`` for the sketch or a dict: a new empty one (the fields' ``default_factory``).
@@ -55,6 +59,7 @@ class MinuteBucket:
         self.commerce_sessions = {} if commerce_sessions is None else commerce_sessions
         self.commerce_conversions = {} if commerce_conversions is None else commerce_conversions
         self.flagged = flagged
+        self.device_counts = _device_counts(self.commerce_sessions, self.commerce_conversions)
 
     def add_session(self, lcp_ms: float | None, commerce: bool, stratum: int = 0) -> None:
         """One session; a commerce landing with an LCP counts in the curve data under the
@@ -70,12 +75,14 @@ class MinuteBucket:
         if commerce:
             b = lcp_bin(lcp_ms) + N_BINS * stratum
             self.commerce_sessions[b] = self.commerce_sessions.get(b, 0) + 1
+            self.device_counts[stratum] += 1
 
     def add_conversion(self, lcp_ms: float | None, commerce: bool, stratum: int = 0) -> None:
         self.conversions += 1
         if commerce and lcp_ms is not None and lcp_ms > 0:
             b = lcp_bin(lcp_ms) + N_BINS * stratum
             self.commerce_conversions[b] = self.commerce_conversions.get(b, 0) + 1
+            self.device_counts[N_STRATA + stratum] += 1
 
     def remove_session(self, lcp_ms: float | None, commerce: bool, stratum: int = 0, *,
                        keep_log_sums: bool = False) -> None:
@@ -88,8 +95,8 @@ class MinuteBucket:
         self.sessions = max(self.sessions - 1, 0)
         if lcp_ms is None or lcp_ms <= 0 or not self.sketch.discard(lcp_ms):
             return
-        if commerce:
-            _decrement(self.commerce_sessions, lcp_bin(lcp_ms) + N_BINS * stratum)
+        if commerce and _decrement(self.commerce_sessions, lcp_bin(lcp_ms) + N_BINS * stratum):
+            self.device_counts[stratum] -= 1
         if keep_log_sums:
             return
         log_lcp = math.log(lcp_ms)
@@ -103,8 +110,9 @@ class MinuteBucket:
     def remove_conversion(self, lcp_ms: float | None, commerce: bool, stratum: int = 0) -> None:
         """Undo :meth:`add_conversion` (a retracted first order); no count goes below zero."""
         self.conversions = max(self.conversions - 1, 0)
-        if commerce and lcp_ms is not None and lcp_ms > 0:
-            _decrement(self.commerce_conversions, lcp_bin(lcp_ms) + N_BINS * stratum)
+        if commerce and lcp_ms is not None and lcp_ms > 0 and _decrement(
+                self.commerce_conversions, lcp_bin(lcp_ms) + N_BINS * stratum):
+            self.device_counts[N_STRATA + stratum] -= 1
 
     @property
     def mean_log(self) -> float:
@@ -137,12 +145,24 @@ class MinuteBucket:
                    _unpairs(state[10] if by_stratum else state[7]), bool(state[8]))
 
 
-def _decrement(counts: dict[int, int], key: int) -> None:
+def _decrement(counts: dict[int, int], key: int) -> bool:
+    """Take one from ``counts[key]`` (dropping it at 0); False when there was none."""
     left = counts.get(key, 0) - 1
     if left > 0:
         counts[key] = left
     else:
-        counts.pop(key, None)
+        return counts.pop(key, None) is not None
+    return True
+
+
+def _device_counts(sessions: dict[int, int], conversions: dict[int, int]) -> list[int]:
+    """Counts keyed ``bin + N_BINS * stratum`` summed per stratum: sessions, then
+    conversions (``MinuteBucket.device_counts``)."""
+    counts = [0] * (2 * N_STRATA)
+    for offset, by_key in ((0, sessions), (N_STRATA, conversions)):
+        for key, count in by_key.items():
+            counts[offset + key // N_BINS] += count
+    return counts
 
 
 def _folded(counts: dict[int, int]) -> dict[int, int]:

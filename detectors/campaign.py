@@ -19,15 +19,16 @@ from typing import Any
 import numpy as np
 
 from detectors.buckets import MINUTE_MS, MinuteBucket, MinuteRing, minute_of
-from detectors.conversion import ConversionVerdict, conversion_scan
-from detectors.elasticity import N_BINS, CurveFit
+from detectors.conversion import ConversionVerdict
+from detectors.device_scan import DeviceDrop, price_device_drop, scan_campaign
+from detectors.elasticity import CurveFit
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
 from detectors.localize import device_conversions, device_shifts
 from detectors.pricing import price_conversion_loss, price_slow_pages
 from detectors.revenue import average_order_value
-from detectors.strata import CURVE_SIZE, N_STRATA, by_stratum, device_stratum, shrunk_strata_fit
+from detectors.strata import CURVE_SIZE, by_stratum, device_stratum, shrunk_strata_fit
 from detectors.verdicts import CampaignVerdict, ConversionRow, DeviceRow, Estimate
 from detectors.window import TickWindow, recent_p75, recent_rate, window_rows
 
@@ -59,6 +60,9 @@ class CampaignParams:
     min_latency_weight: float = 60.0
     default_sd_log: float = 0.5
     conversion_tolerance: float = 0.1
+    # the share of the campaign's conversion level its own test gets; the rest is shared
+    # by its devices' tests (``detectors.device_scan``; 1 tests the campaign alone)
+    campaign_test_weight: float = 0.8
     conversion_windows: tuple[int, ...] = (10, 20, 30, 60, 120)
     conversion_hold_minutes: int = 60  # the scan's windows up to this say if a drop goes on
     conversion_half_life_minutes: float = 720.0
@@ -73,6 +77,9 @@ class CampaignParams:
             raise ValueError(msg)
         if self.latency_threshold <= 0 or self.min_baseline_conversions <= 0:
             msg = "thresholds must be positive"
+            raise ValueError(msg)
+        if not 0.0 < self.campaign_test_weight <= 1.0:
+            msg = f"campaign_test_weight must be in (0, 1], got {self.campaign_test_weight!r}"
             raise ValueError(msg)
 
     @property
@@ -191,11 +198,12 @@ class CampaignModel:
             self.last_alarm_ms = tick_ms
         self._mature(tick_ms)
         window = TickWindow(self.ring, self.lag, tick_ms, self.params.horizon_minutes)
-        conversion = self._scan_conversion(window)
-        recent = self._scan_conversion(window, self.params.hold_windows)
+        conversion, drop, recent = self._scan_conversion(window)
         if conversion.p_value < self.params.flag_conversion_p and conversion.window_start_ms:
-            self._flag(conversion.window_start_ms, tick_ms)  # flags only: the window holds
-        return self._verdict(campaign, window, conversion, site_fit, recent.p_value)
+            # flags only: the window holds; a device's window may start before the campaign's
+            self._flag(min(conversion.window_start_ms, drop.start_ms if drop else tick_ms),
+                       tick_ms)
+        return self._verdict(campaign, window, conversion, site_fit, recent.p_value, drop)
 
     def _flag(self, start_ms: int, end_ms: int) -> None:
         for minute, bucket in self.ring.span(minute_of(start_ms), end_ms):
@@ -219,21 +227,25 @@ class CampaignModel:
         self.curve_sessions.add_counts(minute, bucket.commerce_sessions)
         self.curve_conversions.add_counts(minute, bucket.commerce_conversions)
 
-    def _scan_conversion(self, window: TickWindow,
-                         windows_minutes: tuple[int, ...] | None = None) -> ConversionVerdict:
+    def _scan_conversion(self, window: TickWindow
+                         ) -> tuple[ConversionVerdict, DeviceDrop | None, ConversionVerdict]:
+        """The campaign's scan combined with its devices' (``detectors.device_scan``), the
+        drop on devices when a device's test says most, and the last hour's scan (which
+        holds an open drop), combined the same way."""
         p = self.params
         base_conv, base_sessions = self.conv_base.values
         if base_conv < p.min_baseline_conversions or not len(window):
-            return _NO_SCAN
-        return conversion_scan(
-            window.minute_array, window.sessions, window.conversions(), window.completeness,
-            float(base_conv), float(base_sessions),
-            windows_minutes=windows_minutes or p.conversion_windows,
-            tolerance=p.conversion_tolerance)
+            return _NO_SCAN, None, _NO_SCAN
+        return scan_campaign(
+            window, (float(base_conv), float(base_sessions)), self._device_baseline(),
+            windows_minutes=p.conversion_windows, hold_minutes=p.hold_windows,
+            tolerance=p.conversion_tolerance, min_baseline_conversions=p.min_baseline_conversions,
+            campaign_weight=p.campaign_test_weight)
 
     # -- reporting ------------------------------------------------------------------------
-    def _verdict(self, campaign: str, window: TickWindow, conv: ConversionVerdict,
-                 site_fit: CurveFit | None, recent_p: float) -> CampaignVerdict:
+    def _verdict(self, campaign: str, window: TickWindow, conv: ConversionVerdict,  # noqa: PLR0917
+                 site_fit: CurveFit | None, recent_p: float, drop: DeviceDrop | None
+                 ) -> CampaignVerdict:
         p = self.params
         tick_ms, buckets = window.tick_ms, window.buckets
         first_recent = window.first_from(tick_ms - p.recent_minutes * MINUTE_MS)
@@ -258,18 +270,19 @@ class CampaignModel:
             conversion_p_value=conv.p_value, conversion_observed=conv.observed,
             conversion_expected=conv.expected, conversion_ratio=conv.ratio,
             conversion_window_start_ms=conv.window_start_ms, conversion_recent_p_value=recent_p,
-            **self._money(tick_ms, conv, site_fit, window),
+            **self._money(tick_ms, conv, site_fit, window, drop),
         )
 
     def _money(self, tick_ms: int, conv: ConversionVerdict, site_fit: CurveFit | None,
-               window: TickWindow) -> dict[str, Any]:
+               window: TickWindow, drop: DeviceDrop | None) -> dict[str, Any]:
         """Price what the tests see; a figure with no evidence behind it is zero (and not
         computed: most ticks of most campaigns need neither).
 
         Slow pages are priced while the latency CUSUM is above 0 and either it alarmed
         within ``price_hold_minutes`` (all a latency episode reads, from its first hot tick
         until it resolves) or a conversion shortfall is priced (which the slow pages may
-        explain: the alert's ``explained_fraction``).
+        explain: the alert's ``explained_fraction``). A shortfall a device's own test found
+        (``drop``) is priced on the dropped devices, and put on devices, from its window.
         """
         aov, aov_se = self.average_order_value()
         slow = lost = Estimate.zero()
@@ -280,8 +293,11 @@ class CampaignModel:
         conversion_devices: dict[str, ConversionRow] | None = None
         if priced_shortfall and conv.p_value <= PLACE_CONVERSION_P:
             conversion_devices = self._conversions_by_device(
-                tick_ms, window_rows(window, conv.window_start_ms or tick_ms))
-        if priced_shortfall:
+                window, drop.start_ms if drop else conv.window_start_ms or tick_ms)
+        if priced_shortfall and drop is not None:
+            lost = price_device_drop(window, drop, self._device_baseline(), tick_ms=tick_ms,
+                                     aov=aov, aov_se=aov_se)
+        elif priced_shortfall:
             base_conv, base_sessions = self.conv_base.values
             priced = self._pricing_window(tick_ms, conv, window)
             start = priced.window_start_ms or tick_ms
@@ -294,23 +310,21 @@ class CampaignModel:
                 "conversion_loss_per_hour": lost, "devices": devices,
                 "conversion_devices": conversion_devices}
 
-    def _conversions_by_device(self, tick_ms: int, rows: list[tuple[int, MinuteBucket]]
+    def _conversions_by_device(self, window: TickWindow, start_ms: int
                                ) -> dict[str, ConversionRow]:
         """The shortfall's window by device (``detectors.localize``): commerce landings
         weighted by their completeness, and their conversions, against each device's
         learned rate."""
-        exposure, observed = np.zeros(N_STRATA), np.zeros(N_STRATA)
-        ages = np.array([(tick_ms - minute) / MINUTE_MS - 0.5 for minute, _ in rows])
-        for (_, bucket), done in zip(rows, self.lag.cdf_array(ages).tolist(), strict=True):
-            sessions = np.zeros(N_STRATA)  # whole counts first: the same sums in any order
-            for key, count in bucket.commerce_sessions.items():
-                sessions[key // N_BINS] += count
-            exposure += sessions * done
-            for key, count in bucket.commerce_conversions.items():
-                observed[key // N_BINS] += count
-        return device_conversions(by_stratum(self.curve_sessions.values).sum(axis=1),
-                                  by_stratum(self.curve_conversions.values).sum(axis=1),
-                                  exposure, observed)
+        first = window.first_from(start_ms)
+        sessions, conversions = window.device_series()
+        return device_conversions(*self._device_baseline(),
+                                  sessions[:, first:] @ window.completeness[first:],
+                                  conversions[:, first:].sum(axis=1))
+
+    def _device_baseline(self) -> tuple[np.ndarray, np.ndarray]:
+        """The learned commerce landings and their conversions per device stratum."""
+        return (by_stratum(self.curve_sessions.values).sum(axis=1),
+                by_stratum(self.curve_conversions.values).sum(axis=1))
 
     def last_tick_ms(self) -> int | None:
         """The tick that scored the latest closed minute (``None`` before the first)."""

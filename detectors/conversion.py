@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import betainc, xlogy
 
-__all__ = ["MINUTE_MS", "ConversionVerdict", "conversion_scan"]
+__all__ = ["MINUTE_MS", "ConversionVerdict", "conversion_scan", "conversion_scan_rows"]
 
 MINUTE_MS = 60_000
 
@@ -169,12 +169,35 @@ def _best_window(
     r0: float,
 ) -> ConversionVerdict:
     """Conditional binomial p-value of every window; the smallest one, adjusted."""
+    expected, p0, p_values = _window_p_values(exposure, observed, baseline_conversions,
+                                              baseline_sessions, r0)
+    return _verdict_of(minute, starts, expected, observed, p0, p_values,
+                       baseline_conversions, r0)
+
+
+def _window_p_values(
+    exposure: npt.NDArray[np.float64], observed: npt.NDArray[np.float64],
+    baseline_conversions: float | npt.NDArray[np.float64],
+    baseline_sessions: float | npt.NDArray[np.float64], r0: float,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Expected conversions, null proportion ``p0`` and p-value of each window (element
+    by element; the baselines broadcast against the windows)."""
     expected = exposure * (baseline_conversions / baseline_sessions)
     null_exposure = r0 * exposure
     p0 = null_exposure / (null_exposure + baseline_sessions)
     # P(Binomial(k, p0) <= O) = I_{1 - p0}(k - O, O + 1), k - O = baseline conversions
     p_values = betainc(baseline_conversions, observed + 1.0, 1.0 - p0)
     p_values[observed >= r0 * expected] = 1.0
+    return expected, p0, p_values
+
+
+def _verdict_of(  # noqa: PLR0917 (one row of the windows' arrays)
+    minute: npt.NDArray[np.int64], starts: npt.NDArray[np.intp],
+    expected: npt.NDArray[np.float64], observed: npt.NDArray[np.float64],
+    p0: npt.NDArray[np.float64], p_values: npt.NDArray[np.float64],
+    baseline_conversions: float, r0: float,
+) -> ConversionVerdict:
+    """The verdict of the window with the smallest p-value, Bonferroni-adjusted."""
     best = int(p_values.argmin())
     obs, exp_, p_best = float(observed[best]), float(expected[best]), float(p_values[best])
     statistic = _signed_root_deviance(obs, obs + baseline_conversions, float(p0[best]))
@@ -186,6 +209,74 @@ def _best_window(
         window_start_ms=int(minute[starts[best]]),
         statistic=statistic if obs < r0 * exp_ else 0.0,
     )
+
+
+def conversion_scan_rows(  # noqa: PLR0917 (conversion_scan's, a row each)
+    minute_ms: npt.NDArray[np.int64],
+    sessions: npt.NDArray[np.float64],
+    conversions: npt.NDArray[np.float64],
+    completeness: npt.NDArray[np.float64],
+    baseline_conversions: npt.NDArray[np.float64],
+    baseline_sessions: npt.NDArray[np.float64],
+    *,
+    windows_minutes: Sequence[int],
+    tolerance: float,
+    min_baseline_conversions: float,
+    hold_minutes: Sequence[int] = (),
+) -> tuple[list[ConversionVerdict], list[ConversionVerdict]]:
+    """:func:`conversion_scan` of each row of ``sessions`` and ``conversions`` (2-d, a row
+    per series over the same minutes and completeness) against its own baseline, in one
+    pass; a row whose baseline holds fewer than ``min_baseline_conversions`` (or no
+    session) gets p-value 1. The figures are those of :func:`conversion_scan` on the row,
+    over ``windows_minutes`` and then over ``hold_minutes`` (some of those windows: the
+    same p-values, fewer of them to choose from; empty when not given).
+    """
+    if not 0.0 <= tolerance < 1.0:
+        msg = f"tolerance must be in [0, 1), got {tolerance!r}"
+        raise ValueError(msg)
+    one_per_row = (sessions.shape[0],)
+    if sessions.ndim != 2 or sessions.shape != conversions.shape or \
+            sessions.shape[1] != minute_ms.shape[0] or \
+            baseline_conversions.shape != one_per_row or baseline_sessions.shape != one_per_row:
+        msg = "sessions and conversions must be (rows, minutes), the baselines one per row"
+        raise ValueError(msg)
+    rows = sessions.shape[0]
+    warm = (baseline_conversions >= min_baseline_conversions) & (baseline_sessions > 0)
+    if not set(hold_minutes) <= set(windows_minutes):
+        msg = f"hold_minutes {hold_minutes!r} must be some of {windows_minutes!r}"
+        raise ValueError(msg)
+    if minute_ms.shape[0] == 0 or not warm.any():
+        return [_NO_DATA] * rows, [_NO_DATA] * rows if hold_minutes else []
+    starts = _window_starts(minute_ms, windows_minutes)
+    lengths = minute_ms.shape[0] - 1 - starts
+    exposure = (sessions * completeness)[:, ::-1].cumsum(axis=1)[:, lengths]
+    observed = conversions[:, ::-1].cumsum(axis=1)[:, lengths]
+    base_c, base_s = baseline_conversions[:, None], baseline_sessions[:, None]
+    r0 = 1.0 - tolerance
+    expected, p0, p_values = _window_p_values(
+        exposure, observed, np.where(warm[:, None], base_c, 1.0),
+        np.where(warm[:, None], base_s, 1.0), r0)
+    every = np.ones(starts.size, dtype=np.bool_)
+    kept = set(_window_starts(minute_ms, hold_minutes).tolist()) if hold_minutes else set()
+    held = np.array([start in kept for start in starts.tolist()]) if hold_minutes else None
+    by_row = [(expected[i], observed[i], p0[i], p_values[i]) for i in range(rows)]
+    return [_row_verdict(minute_ms, starts, every, by_row[i],
+                         baseline_conversions=float(base_c[i, 0]), r0=r0)
+            if warm[i] else _NO_DATA for i in range(rows)], \
+        [] if held is None else [
+            _row_verdict(minute_ms, starts, held, by_row[i],
+                         baseline_conversions=float(base_c[i, 0]), r0=r0)
+            if warm[i] else _NO_DATA for i in range(rows)]
+
+
+def _row_verdict(
+    minute: npt.NDArray[np.int64], starts: npt.NDArray[np.intp], cols: npt.NDArray[np.bool_],
+    row: tuple[npt.NDArray[np.float64], ...], *, baseline_conversions: float, r0: float,
+) -> ConversionVerdict:
+    """:func:`_verdict_of` of one row's (expected, observed, p0, p) windows ``cols``."""
+    expected, observed, p0, p_values = (a[cols] for a in row)
+    return _verdict_of(minute, starts[cols], expected, observed, p0, p_values,
+                       baseline_conversions, r0)
 
 
 def _signed_root_deviance(observed: float, total: float, p0: float) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from itertools import chain
 from operator import attrgetter
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy.typing as npt
 from detectors.buckets import MINUTE_MS, MinuteBucket, MinuteRing
 from detectors.lag import LagModel
 from detectors.sketch import LogHistogram
+from detectors.strata import N_STRATA
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -37,7 +39,8 @@ class TickWindow:
     - 0.5``), from the lag model as it is at this tick.
     """
 
-    __slots__ = ("buckets", "completeness", "minute_array", "minutes", "sessions", "tick_ms")
+    __slots__ = ("_devices", "buckets", "completeness", "minute_array", "minutes", "sessions",
+                 "tick_ms")
 
     def __init__(self, ring: MinuteRing, lag: LagModel, tick_ms: int,
                  horizon_minutes: int) -> None:
@@ -48,6 +51,7 @@ class TickWindow:
         self.minute_array: IntArray = np.array(self.minutes, dtype=np.int64)
         self.sessions: FloatArray = np.fromiter(map(SESSIONS, self.buckets), np.float64, count)
         self.completeness = lag.cdf_array((tick_ms - self.minute_array) / MINUTE_MS - 0.5)
+        self._devices: tuple[FloatArray, FloatArray] | None = None
 
     def __len__(self) -> int:
         return len(self.minutes)
@@ -59,9 +63,24 @@ class TickWindow:
     def conversions(self) -> FloatArray:
         return np.fromiter(map(CONVERSIONS, self.buckets), np.float64, len(self.buckets))
 
+    def device_series(self) -> tuple[FloatArray, FloatArray]:
+        """Commerce landings and their conversions per device stratum and minute (built
+        once a tick: ``detectors.device_scan.device_series``)."""
+        if self._devices is None:
+            self._devices = device_series([b.device_counts for b in self.buckets])
+        return self._devices
+
     def exposure(self, first: int) -> float:
         """Lag-adjusted sessions of the minutes from index ``first`` on."""
         return float(self.sessions[first:].copy() @ self.completeness[first:].copy())
+
+
+def device_series(counts: list[list[int]]) -> tuple[FloatArray, FloatArray]:
+    """Per-minute ``MinuteBucket.device_counts`` (oldest first) as (sessions, conversions),
+    each ``(N_STRATA, minutes)``."""
+    whole = np.fromiter(chain.from_iterable(counts), np.int64, len(counts) * 2 * N_STRATA)
+    table: FloatArray = whole.astype(np.float64).reshape(-1, 2 * N_STRATA).T
+    return table[:N_STRATA], table[N_STRATA:]
 
 
 def recent_rate(window: TickWindow, start_ms: int) -> float:

@@ -88,14 +88,16 @@ def checkout_broken_on_phones(seed: int) -> tuple[list[Alert], int]:
     return alerts, broken.start_ms
 
 
-def test_a_checkout_broken_on_phones_is_put_on_mobile() -> None:
-    """About half the campaign's orders stop (mobile converts x0.7 of desktop): seed 1 is
-    caught 43 minutes in (the conversion test's power at 1.5 orders a minute; seeds 2, 3,
-    5 and 6 of this short scenario are not caught within the hour), then put on mobile."""
-    alerts, start = checkout_broken_on_phones(1)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_checkout_broken_on_phones_is_caught_and_put_on_mobile(seed: int) -> None:
+    """About 40% of the campaign's orders stop (mobile converts x0.7 of desktop): the
+    phones' own conversion scan (``detectors.device_scan``) sees them stop, 29-31 minutes
+    in on seeds 1-6. Tested on the campaign's orders alone, seed 1 was caught at 43 minutes
+    and seeds 2, 3, 5 and 6 not within the hour. Then the drop is put on mobile."""
+    alerts, start = checkout_broken_on_phones(seed)
     firing = [a for a in alerts if a.state == "firing"]
     assert {(a.campaign, a.kind) for a in firing} == {("spring_sale", "conversion_drop")}
-    assert firing[0].ts - start <= 50 * MIN
+    assert firing[0].ts - start <= 35 * MIN
     named = [a.evidence["drop_devices"] for a in firing if a.evidence.get("conversion_devices")]
     assert named.count(["mobile"]) >= len(named) / 2, named
     assert all(n in ([], ["mobile"]) for n in named), named
