@@ -4,8 +4,8 @@ A campaign with three devices (desktop 27, mobile 30, tablet 3 sessions a minute
 converting at 3.5%, 2% and 3%: 1.5 orders a minute, phones 38% of them), order lag
 log-normal (median 6 min, sigma 0.9), baselines of three days. At minute 0 the
 conversion of some devices changes; each tick (120 minutes of data) runs the campaign's
-``conversion_scan`` and the devices' (``detectors.device_scan.scan_devices``) and combines
-them with each weight ``w`` (``combine``: ``w`` of the level to the campaign's own test,
+``conversion_scan`` and the devices' (``conversion_scan_rows``, a row a device) and
+combines them with each weight ``w`` (``combine``: ``w`` of the level to the campaign's own test,
 the rest shared by the warm devices). A drop is detected at the first tick whose p-value
 is below the per-tick level of the default budget, 0.02 / 16 (docs/CONVERSION-POWER.md);
 ``w`` = 1 is the campaign's test alone. The size: under no drop, the share of draws whose
@@ -28,8 +28,8 @@ import numpy.typing as npt
 
 import streams  # noqa: F401  (first, so the compiled build is used)
 from bench.common import print_table, write_results
-from detectors.conversion import MINUTE_MS, conversion_scan
-from detectors.device_scan import combine, scan_devices
+from detectors.conversion import MINUTE_MS, conversion_scan, conversion_scan_rows
+from detectors.device_scan import combine
 from detectors.lag import LagModel
 
 LEVEL = 0.02 / 16
@@ -92,9 +92,10 @@ def _tick(minutes: npt.NDArray[np.int64], sessions: npt.NDArray[np.int64],  # no
     whole = conversion_scan(window, sessions.sum(axis=0), seen.sum(axis=0), completeness,
                             float(base_conv.sum()), float(base_sess.sum()),
                             tolerance=tolerance)
-    devices, _ = scan_devices(window, (sessions.astype(float), seen.astype(float)), completeness,
-                           (base_sess, base_conv), windows_minutes=(10, 20, 30, 60, 120),
-                           tolerance=tolerance, min_baseline_conversions=20.0)
+    devices, _ = conversion_scan_rows(
+        window, sessions.astype(float), seen.astype(float), completeness, base_conv, base_sess,
+        windows_minutes=(10, 20, 30, 60, 120), tolerance=tolerance,
+        min_baseline_conversions=20.0)
     return Tick(whole.p_value, tuple(combine(whole, devices, w)[0].p_value for w in weights),
                 min(whole.p_value, *(d.p_value for d in devices)))
 

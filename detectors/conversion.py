@@ -256,27 +256,31 @@ def conversion_scan_rows(  # noqa: PLR0917 (conversion_scan's, a row each)
     expected, p0, p_values = _window_p_values(
         exposure, observed, np.where(warm[:, None], base_c, 1.0),
         np.where(warm[:, None], base_s, 1.0), r0)
-    every = np.ones(starts.size, dtype=np.bool_)
-    kept = set(_window_starts(minute_ms, hold_minutes).tolist()) if hold_minutes else set()
-    held = np.array([start in kept for start in starts.tolist()]) if hold_minutes else None
-    by_row = [(expected[i], observed[i], p0[i], p_values[i]) for i in range(rows)]
-    return [_row_verdict(minute_ms, starts, every, by_row[i],
-                         baseline_conversions=float(base_c[i, 0]), r0=r0)
-            if warm[i] else _NO_DATA for i in range(rows)], \
-        [] if held is None else [
-            _row_verdict(minute_ms, starts, held, by_row[i],
-                         baseline_conversions=float(base_c[i, 0]), r0=r0)
-            if warm[i] else _NO_DATA for i in range(rows)]
+    by_row = (expected, observed, p0, p_values)
+    main = _row_verdicts(minute_ms, starts, slice(None), by_row, base_c[:, 0], warm, r0)
+    if not hold_minutes:
+        return main, []
+    kept = set(_window_starts(minute_ms, hold_minutes).tolist())
+    held = np.array([start in kept for start in starts.tolist()])
+    return main, _row_verdicts(minute_ms, starts, held, by_row, base_c[:, 0], warm, r0)
 
 
-def _row_verdict(
-    minute: npt.NDArray[np.int64], starts: npt.NDArray[np.intp], cols: npt.NDArray[np.bool_],
-    row: tuple[npt.NDArray[np.float64], ...], *, baseline_conversions: float, r0: float,
-) -> ConversionVerdict:
-    """:func:`_verdict_of` of one row's (expected, observed, p0, p) windows ``cols``."""
-    expected, observed, p0, p_values = (a[cols] for a in row)
-    return _verdict_of(minute, starts[cols], expected, observed, p0, p_values,
-                       baseline_conversions, r0)
+def _row_verdicts(  # noqa: PLR0917 (the rows' arrays)
+    minute: npt.NDArray[np.int64], starts: npt.NDArray[np.intp],
+    cols: slice | npt.NDArray[np.bool_], by_row: tuple[npt.NDArray[np.float64], ...],
+    baseline_conversions: npt.NDArray[np.float64], warm: npt.NDArray[np.bool_], r0: float,
+) -> list[ConversionVerdict]:
+    """:func:`_verdict_of` of each warm row of ``by_row`` (expected, observed, p0 and p,
+    a row a series) over the windows ``cols`` (``_NO_DATA`` for a cold row)."""
+    out = []
+    for i in range(warm.shape[0]):
+        if not warm[i]:
+            out.append(_NO_DATA)
+            continue
+        expected, observed, p0, p_values = (a[i][cols] for a in by_row)
+        out.append(_verdict_of(minute, starts[cols], expected, observed, p0, p_values,
+                               float(baseline_conversions[i]), r0))
+    return out
 
 
 def _signed_root_deviance(observed: float, total: float, p0: float) -> float:

@@ -100,22 +100,6 @@ def price_device_drop(window: TickWindow, drop: DeviceDrop,
         aov=aov, aov_se=aov_se)
 
 
-def scan_devices(
-    minute_ms: npt.NDArray[np.int64], series: tuple[FloatArray, FloatArray],
-    completeness: FloatArray, baseline: tuple[FloatArray, FloatArray], *,
-    windows_minutes: Sequence[int], tolerance: float, min_baseline_conversions: float,
-    hold_minutes: Sequence[int] = (),
-) -> tuple[list[ConversionVerdict], list[ConversionVerdict]]:
-    """``conversion_scan`` of each device stratum (``baseline``: learned sessions and
-    conversions per stratum) over ``windows_minutes``, and over ``hold_minutes``."""
-    sessions, conversions = series
-    base_sessions, base_conversions = baseline
-    return conversion_scan_rows(
-        minute_ms, sessions, conversions, completeness, base_conversions, base_sessions,
-        windows_minutes=windows_minutes, tolerance=tolerance,
-        min_baseline_conversions=min_baseline_conversions, hold_minutes=hold_minutes)
-
-
 def scan_campaign(
     window: TickWindow, baseline: tuple[float, float],
     device_baseline: tuple[FloatArray, FloatArray], *, windows_minutes: Sequence[int],

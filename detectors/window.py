@@ -65,7 +65,7 @@ class TickWindow:
 
     def device_series(self) -> tuple[FloatArray, FloatArray]:
         """Commerce landings and their conversions per device stratum and minute (built
-        once a tick: ``detectors.device_scan.device_series``)."""
+        once a tick: :func:`device_series`)."""
         if self._devices is None:
             self._devices = device_series([b.device_counts for b in self.buckets])
         return self._devices

@@ -23,11 +23,15 @@ from typing import Any
 import pytest
 
 from streams.feed import feed
-from streams.pipeline import Pipeline
-from streams.settings import Settings
-from streams.simulate import Record, demo_scenario, generate
+from streams.simulate import demo_scenario, generate
 from streams.simulate_model import IncidentSpec, Scenario
-from tests.integration.worker_harness import Consumed, TopicReader, Worker, worker_fixture
+from tests.integration.worker_harness import (
+    Consumed,
+    TopicReader,
+    Worker,
+    offline_alerts,
+    worker_fixture,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 
@@ -57,11 +61,6 @@ def the_incident(s: Scenario) -> IncidentSpec:
     assert (incident.kind, incident.lcp_factor) == (KIND, 2.5)
     assert incident.end_ms - incident.start_ms == 20 * MINUTE
     return incident
-
-
-def offline_alerts(records: Sequence[Record]) -> list[dict[str, Any]]:
-    """What ``revwatch replay`` alerts on the same records (flushing every 1000, like it)."""
-    return [a.to_dict() for a in Pipeline.from_settings(Settings()).play(records)]
 
 
 def resolved_target(campaign: str, after_ms: int) -> Any:

@@ -23,8 +23,13 @@ import pytest
 from streams.feed import feed
 from streams.simulate import demo_scenario, generate
 from streams.simulate_model import IncidentSpec, Scenario
-from tests.integration.test_worker_alerts import offline_alerts
-from tests.integration.worker_harness import Consumed, TopicReader, Worker, worker_fixture
+from tests.integration.worker_harness import (
+    Consumed,
+    TopicReader,
+    Worker,
+    offline_alerts,
+    worker_fixture,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 

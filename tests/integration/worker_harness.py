@@ -50,7 +50,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.pipeline import Pipeline
 from streams.settings import Settings
+from streams.simulate import Record
 from streams.topics import ensure_topics, revwatch_topics
 from tests.integration.kafka_io import Consumed, Message, Predicate, TopicReader, produce
 
@@ -229,6 +231,12 @@ class Worker:
 def _signal_group(pid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signum)
+
+
+def offline_alerts(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """What ``revwatch replay`` alerts on the same records (flushing every 1000, like it):
+    the reference a worker's streamed alerts are held to."""
+    return [a.to_dict() for a in Pipeline.from_settings(Settings()).play(records)]
 
 
 def worker_fixture(request: pytest.FixtureRequest, bootstrap: str,
