@@ -5,14 +5,16 @@ What arrives (RUM-BEACONS.md, observed with Chromium, web-vitals 6.2.3, boomeran
 * **web-vitals** defines no wire format; the page sends each metric as JSON with
   ``sendBeacon`` (``text/plain``; ``application/json`` for a Blob), one object or an array.
   The revwatch snippet (``streams/static/revwatch-rum.js``) adds ``session_id``,
-  ``page_view_id``, ``page_ts`` and ``page_url``. One record carries one metric.
+  ``page_view_id``, ``page_ts``, ``page_url`` and, when there is one, ``referrer``. One
+  record carries one metric.
 * **boomerang** posts ``application/x-www-form-urlencoded`` (``sendBeacon``) or sends a
   ``GET`` image beacon: a page-load beacon and an unload beacon (``rt.quit``, with INP).
 * **canonical** beacons (CONTRACT.md) may be posted by any producer as JSON.
 
 Every beacon is validated by :func:`streams.records.beacon_from_dict` (ranges, lengths), its
-``page_url`` keeps only ``utm_*`` and the allowed query parameters, and it carries the
-collector's ``received_at`` and the request's user agent.
+``page_url`` keeps only ``utm_*`` and the allowed query parameters, its ``referrer`` only the
+origin (web-vitals' ``referrer``, boomerang's ``r``; none when the page had none), and it
+carries the collector's ``received_at`` and the request's user agent.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from urllib.parse import parse_qsl
 import orjson
 
 from streams.errors import InvalidRecord
-from streams.records import Beacon, beacon_from_dict
+from streams.records import MAX_URL_LEN, Beacon, beacon_from_dict
 from streams.scrub import MAX_EXTRA_DEPTH, MAX_RAW_BYTES, raw_form, raw_json, redact_raw, stamped
+from streams.urls import origin_of
 
 __all__ = ["MAX_ARRAY_LEN", "MAX_EXTRA_DEPTH", "MAX_RAW_BYTES", "ParseResult", "Source",
            "body_source", "parse_boomerang", "parse_canonical", "parse_collector_body",
@@ -119,6 +122,9 @@ def _web_vitals_fields(record: Mapping[str, Any], received_at_ms: int,
               "user_agent": user_agent[:MAX_USER_AGENT_LEN] if user_agent else None}
     if not _PASS_THROUGH_SET.isdisjoint(record):
         fields.update({key: record[key] for key in _PASS_THROUGH if key in record})
+    referrer = _referrer_origin(record.get("referrer"))
+    if referrer is not None:
+        fields["referrer"] = referrer
     return fields
 
 
@@ -145,7 +151,7 @@ def _boomerang_fields(params: Sequence[tuple[str, str]], received_at_ms: int,
     if not fields.get("pid"):
         msg = "boomerang beacon has no 'pid' (page view id)"
         raise InvalidRecord(msg, field="pid")
-    return {
+    canonical = {
         "beacon_id": f"{fields['rt.si']}:{fields['pid']}",
         "session_id": fields["rt.si"],
         "ts": _boomerang_ts(fields, received_at_ms),
@@ -156,6 +162,10 @@ def _boomerang_fields(params: Sequence[tuple[str, str]], received_at_ms: int,
         "user_agent": _clip_user_agent(user_agent),
         **{key: fields[key] for key in _PASS_THROUGH if fields.get(key)},
     }
+    referrer = _referrer_origin(fields.get("r"))
+    if referrer is not None:
+        canonical["referrer"] = referrer
+    return canonical
 
 
 def parse_canonical(obj: Mapping[str, Any]) -> Beacon:
@@ -262,18 +272,22 @@ def _json_item(item: Any, request: _Request) -> Beacon:
 
 
 def _canonical_beacon(item: dict[str, Any], request: _Request) -> Beacon:
-    """A canonical beacon stamped with ``received_at`` and, if it has none, the user agent."""
+    """A canonical beacon stamped with ``received_at`` and, if it has none, the user agent;
+    a string ``referrer`` is cut to its origin (dropped when it has none)."""
     agent = item.get("user_agent")
     if agent is None or agent == "":
         agent = _clip_user_agent(request.user_agent)
+    fields = {**item, "received_at": request.received_at_ms, "user_agent": agent}
+    referrer = item.get("referrer")
+    if isinstance(referrer, str):  # anything else is refused by the record reader
+        fields["referrer"] = _referrer_origin(referrer)
     try:
-        return stamped({**item, "received_at": request.received_at_ms, "user_agent": agent},
-                       request.allowed_params)
+        return stamped(fields, request.allowed_params)
     except InvalidRecord as exc:
         if exc.field != "received_at":
             raise
     # an implausible clock (tests): stamp what it says, as the collector always did
-    beacon = stamped({**item, "received_at": None}, request.allowed_params)
+    beacon = stamped({**fields, "received_at": None}, request.allowed_params)
     return dataclasses.replace(
         beacon, received_at=request.received_at_ms,
         user_agent=beacon.user_agent or _clip_user_agent(request.user_agent))
@@ -387,3 +401,15 @@ def _boomerang_ttfb(fields: Mapping[str, str]) -> float | None:
 
 def _clip_user_agent(user_agent: str | None) -> str | None:
     return user_agent[:MAX_USER_AGENT_LEN] if user_agent else None
+
+
+def _referrer_origin(referrer: object) -> str | None:
+    """The origin of a page's referrer (never its path or query); ``None`` when it has none.
+
+    A referrer that is absent, empty, not a string, without an origin or too long is left
+    out rather than refused: bad optional metadata must not cost the beacon its timings.
+    """
+    if not isinstance(referrer, str) or not referrer:
+        return None
+    origin = origin_of(referrer)
+    return origin if 0 < len(origin) <= MAX_URL_LEN else None

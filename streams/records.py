@@ -44,6 +44,9 @@ class Beacon:
     page_group: str | None = None
     device: str | None = None
     user_agent: str | None = None
+    # the page's ``document.referrer`` (the collector keeps its origin only): a referrer of
+    # the page's own origin says the page is not the session's landing
+    referrer: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> bytes:
@@ -229,7 +232,8 @@ def read_metric(data: dict[str, Any], name: str) -> float | None:
 
 
 _KNOWN_BEACON_KEYS = frozenset({"beacon_id", "session_id", "ts", "page_url", "received_at",
-                                "campaign", "page_group", "device", "user_agent", *METRICS})
+                                "campaign", "page_group", "device", "user_agent", "referrer",
+                                *METRICS})
 _MIN_TS, _MAX_TS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 .. 2100-01-01
 _INF = math.inf
 
@@ -237,7 +241,7 @@ _INF = math.inf
 # The fields of a :class:`Beacon` but ``extra``, in field order: what the sessionizer reads.
 BeaconRow = tuple[str, str, int, str, float | None, float | None, float | None, float | None,
                   float | None, float | None, int | None, str | None, str | None, str | None,
-                  str | None]
+                  str | None, str | None]
 
 
 def beacon_from_dict(data: dict[str, Any]) -> Beacon:
@@ -260,7 +264,7 @@ def beacon_row(data: dict[str, Any]) -> BeaconRow:
     device, campaign, group, agent = get("device"), get("campaign"), get("page_group"), \
         get("user_agent")
     bid, sid, ts, url = get("beacon_id"), get("session_id"), get("ts"), get("page_url")
-    received = get("received_at")
+    received, referrer = get("received_at"), get("referrer")
     if not ((device is None or (type(device) is str and device in DEVICES))
             and type(bid) is str and 0 < len(bid) <= MAX_ID_LEN
             and type(sid) is str and 0 < len(sid) <= MAX_ID_LEN
@@ -270,7 +274,8 @@ def beacon_row(data: dict[str, Any]) -> BeaconRow:
                                       and _MIN_TS <= received <= _MAX_TS))
             and (campaign is None or (type(campaign) is str and len(campaign) <= MAX_ID_LEN))
             and (group is None or (type(group) is str and len(group) <= MAX_ID_LEN))
-            and (agent is None or (type(agent) is str and len(agent) <= 1000))):
+            and (agent is None or (type(agent) is str and len(agent) <= 1000))
+            and (referrer is None or (type(referrer) is str and len(referrer) <= MAX_URL_LEN))):
         return row_of_beacon(_beacon_checked(data))
     lcp, fcp, ttfb, inp, load, cls = (
         get("lcp_ms"), get("fcp_ms"), get("ttfb_ms"), get("inp_ms"), get("load_ms"), get("cls"))
@@ -282,7 +287,7 @@ def beacon_row(data: dict[str, Any]) -> BeaconRow:
             and (cls is None or (type(cls) is float and 0.0 <= cls < _INF))):
         return _row_of_odd_metrics(data)
     return (bid, sid, ts, url, lcp, fcp, ttfb, inp, load, cls, received,
-            campaign or None, group or None, device, agent or None)
+            campaign or None, group or None, device, agent or None, referrer or None)
 
 
 def _row_of_odd_metrics(data: dict[str, Any]) -> BeaconRow:
@@ -296,7 +301,8 @@ def _row_of_odd_metrics(data: dict[str, Any]) -> BeaconRow:
     get = data.get
     return (data["beacon_id"], data["session_id"], data["ts"], data["page_url"], lcp, fcp,
             ttfb, inp, load, cls, get("received_at"), get("campaign") or None,
-            get("page_group") or None, get("device"), get("user_agent") or None)
+            get("page_group") or None, get("device"), get("user_agent") or None,
+            get("referrer") or None)
 
 
 def _metric_ok(value: Any, limit: float) -> bool:
@@ -310,7 +316,7 @@ def row_of_beacon(beacon: Beacon) -> BeaconRow:
     return (beacon.beacon_id, beacon.session_id, beacon.ts, beacon.page_url, beacon.lcp_ms,
             beacon.fcp_ms, beacon.ttfb_ms, beacon.inp_ms, beacon.load_ms, beacon.cls,
             beacon.received_at, beacon.campaign, beacon.page_group, beacon.device,
-            beacon.user_agent)
+            beacon.user_agent, beacon.referrer)
 
 
 def _beacon_checked(data: dict[str, Any]) -> Beacon:
@@ -335,6 +341,7 @@ def _beacon_checked(data: dict[str, Any]) -> Beacon:
         page_group=_opt_str(data, "page_group"),
         device=device,
         user_agent=_opt_str(data, "user_agent", 1000),
+        referrer=_opt_str(data, "referrer", MAX_URL_LEN),
         extra={k: v for k, v in data.items() if k not in _KNOWN_BEACON_KEYS},
     )
 

@@ -26,7 +26,8 @@ SCRUB_CACHE_SIZE = 2_048  # page URLs whose scrubbed form is kept (pages send se
 MAX_CACHED_URL_LEN = 1_024  # longer URLs are scrubbed each time (bounds the cache's memory)
 MAX_EXTRA_DEPTH = 32  # unknown fields nested deeper cannot be serialised safely (orjson: 254)
 _URL_KEYS = frozenset({"page_url", "navigationURL", "referrer", "u", "r", "pgu", "nu"})
-_EXTRA_URL_KEYS = _URL_KEYS - {"page_url"}  # never canonical fields: they stay in ``extra``
+# never canonical fields: they stay in ``extra`` (``referrer`` is canonical, cut to its origin)
+_EXTRA_URL_KEYS = _URL_KEYS - {"page_url", "referrer"}
 _BULKY_KEYS = frozenset({"attribution", "entries", "restiming"})
 _QUERY_IN_RAW = re.compile(rb"\?[^\s\"'#]*|%3[Ff][^\s\"'&#]*")
 

@@ -130,6 +130,9 @@ class SessionState:
     lcp_count: int = 0
     log_lcp_sum: float = 0.0
     relanded_ms: int | None = None  # watermark when a late landing re-landed it
+    # the landing page was reached from the page's own origin (its referrer): the page where
+    # the visitor really landed was not seen, so the session has no landing LCP
+    landing_inner: bool = False
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     # ``None`` for a list or dict: a new empty one (the fields' ``default_factory``).
@@ -140,7 +143,7 @@ class SessionState:
         order_ids: list[str] | None = None, pending: list[PendingOrder] | None = None,
         sent: list[SentOrder] | None = None, converted: bool = False, revenue: float = 0.0,
         last_activity_ms: int = NO_WATERMARK, emitted: bool = False, lcp_count: int = 0,
-        log_lcp_sum: float = 0.0, relanded_ms: int | None = None,
+        log_lcp_sum: float = 0.0, relanded_ms: int | None = None, landing_inner: bool = False,
     ) -> None:
         self.campaign = campaign
         self.campaign_ts = campaign_ts
@@ -161,6 +164,7 @@ class SessionState:
         self.lcp_count = lcp_count
         self.log_lcp_sum = log_lcp_sum
         self.relanded_ms = relanded_ms
+        self.landing_inner = landing_inner
 
     def to_state(self) -> dict[str, Any]:
         """Plain JSON-able data: one table row per live session.
@@ -179,12 +183,13 @@ class SessionState:
                 "so": [x for order in self.sent for x in order],
                 "cv": self.converted, "r": self.revenue, "a": self.last_activity_ms,
                 "e": self.emitted, "n": self.lcp_count, "ll": self.log_lcp_sum,
-                "rl": self.relanded_ms}
+                "rl": self.relanded_ms, "li": self.landing_inner}
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> SessionState:
         """Rebuild the state :meth:`to_state` wrote (a row without ``"so"``, written by a version
-        without retract facts, has no sent orders on record)."""
+        without retract facts, has no sent orders on record; one without ``"li"``, written
+        before referrers were read, a landing from elsewhere)."""
         flat, held, out = data["p"], data["po"], data.get("so", [])
         pages = {flat[i]: flat[i + 1:i + PAGE_STRIDE] for i in range(0, len(flat), PAGE_STRIDE)}
         pending = [(str(held[i]), int(held[i + 1]), float(held[i + 2]), held[i + 3])
@@ -195,12 +200,13 @@ class SessionState:
                    device=data["d"], is_bot=data["bot"], pages=pages,
                    order_ids=list(data["o"]), pending=pending, sent=sent, converted=data["cv"],
                    revenue=data["r"], last_activity_ms=data["a"], emitted=data["e"],
-                   lcp_count=data["n"], log_lcp_sum=data["ll"], relanded_ms=data.get("rl"))
+                   lcp_count=data["n"], log_lcp_sum=data["ll"], relanded_ms=data.get("rl"),
+                   landing_inner=data.get("li", False))
 
 
 def merge_metrics(page: list[Any], st: SessionState, row: BeaconRow) -> bool:
     """Latest value of each metric wins; False when the record brings nothing new."""
-    _, _, _, _, lcp, fcp, ttfb, inp, load, cls, _, _, _, _, _ = row
+    _, _, _, _, lcp, fcp, ttfb, inp, load, cls, _, _, _, _, _, _ = row
     changed = False
     if lcp is not None and lcp != page[LCP]:
         if page[COMMERCE]:
@@ -217,6 +223,12 @@ def merge_metrics(page: list[Any], st: SessionState, row: BeaconRow) -> bool:
     if cls is not None and cls != page[CLS]:
         page[CLS], changed = cls, True
     return changed
+
+
+def landing_lcp(st: SessionState) -> float | None:
+    """The landing page's LCP, the session's; None when that page was reached from its own
+    origin (``landing_inner``): the page where the visitor landed was not seen."""
+    return None if st.landing_inner else st.pages[st.landing][LCP]
 
 
 def add_lcp(st: SessionState, old_ms: float | None, new_ms: float) -> None:

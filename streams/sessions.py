@@ -4,7 +4,9 @@ One :class:`Sessionizer` owns the sessions of the partitions it is given. Per se
 keeps a :class:`SessionState` and emits (ARCHITECTURE.md, "Sessions"):
 
 * one ``session`` fact per human session, when the landing page view (earliest ``ts``) has
-  its LCP, or ``lcp_wait_ms`` after the landing with ``lcp_ms=None``;
+  its LCP, or ``lcp_wait_ms`` after the landing with ``lcp_ms=None``; a landing whose
+  referrer is the page's own origin was reached from within the site, so the real landing
+  was not seen (late or lost): its fact goes out as any other, with ``lcp_ms=None``;
 * one ``order`` fact per distinct order; ``first_order`` marks the conversion. Orders seen
   before the session fact wait and follow it; orders whose session never shows a beacon are
   emitted on expiry with ``known_session=False`` under the order's own campaign;
@@ -44,12 +46,13 @@ from streams.session_state import (
     SessionState,
     SessionStats,
     add_lcp,
+    landing_lcp,
     merge_metrics,
     note_campaign,
     pending_by_ts,
     too_fast,
 )
-from streams.urls import campaign_named, clean_campaign
+from streams.urls import campaign_named, clean_campaign, same_origin
 
 if TYPE_CHECKING:
     from streams.settings import Settings
@@ -104,7 +107,7 @@ class Sessionizer:
 
         The per-record path of the replay and the agents: one tuple unpacked into locals.
         """
-        bid, sid, ts, url, _, _, _, _, _, _, received, campaign, _, _, agent = row
+        bid, sid, ts, url, _, _, _, _, _, _, received, campaign, _, _, agent, ref = row
         st = self._arrive(sid, ts, received)
         if st is None or st.is_bot:
             return []
@@ -122,13 +125,15 @@ class Sessionizer:
             self._flag_bot(st)
         if st.is_bot:
             return []
-        return self._after_page(sid, st, campaign, url, ts)
+        return self._after_page(sid, st, campaign, (url, ts, ref))
 
-    def _after_page(self, sid: str, st: SessionState, campaign: str | None, url: str, ts: int
-                    ) -> list[SessionFact]:
-        """The session fact if the page made it due, or a late landing's re-sent facts."""
+    def _after_page(self, sid: str, st: SessionState, campaign: str | None,
+                    page: tuple[str, int, str | None]) -> list[SessionFact]:
+        """The session fact if the page (``url``, ``ts``, referrer) made it due, or a late
+        landing's re-sent facts."""
+        url, ts, _ = page
         if st.emitted:  # only a late landing naming another campaign changes what was sent
-            return self._late_landing(sid, st, campaign, url, ts) if ts < st.start_ms else []
+            return self._late_landing(sid, st, campaign, page) if ts < st.start_ms else []
         if st.campaign_ts is None or ts < st.campaign_ts:
             note_campaign(st, campaign_named(campaign, url), ts)
         if st.pages[st.landing][LCP] is not None:
@@ -263,7 +268,7 @@ class Sessionizer:
         return st
 
     def _add_page(self, row: BeaconRow, st: SessionState) -> list[Any]:
-        bid, sid, ts, url, lcp, fcp, ttfb, inp, load, cls, _, _, group, device, _ = row
+        bid, sid, ts, url, lcp, fcp, ttfb, inp, load, cls, _, _, group, device, _, ref = row
         if group:  # what ``is_commerce`` gives, without a call or a look at the URL
             commerce = group.lower() not in self.params.non_commerce_groups
         else:
@@ -277,6 +282,7 @@ class Sessionizer:
             st.device = device
         if not st.emitted and (not st.landing or (ts, bid) < (st.start_ms, st.landing)):
             st.start_ms, st.landing, st.commerce = ts, bid, commerce
+            st.landing_inner = ref is not None and same_origin(ref, url)
             heapq.heappush(self._due, (ts + self.params.lcp_wait_ms, sid))
         if commerce and lcp is not None:
             add_lcp(st, None, lcp)
@@ -295,7 +301,7 @@ class Sessionizer:
 
     def _emit_session(self, sid: str, st: SessionState) -> list[SessionFact]:
         st.emitted = True
-        st.lcp_ms = st.pages[st.landing][LCP]
+        st.lcp_ms = landing_lcp(st)
         facts = [SessionFact(kind="session", campaign=st.campaign or NONE_CAMPAIGN,
                              watermark_ms=self._wm, session_id=sid, start_ms=st.start_ms,
                              lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device)]
@@ -317,11 +323,13 @@ class Sessionizer:
                            order_id=order_id, order_ts_ms=ts, revenue=revenue,
                            first_order=first)
 
-    def _late_landing(self, sid: str, st: SessionState, campaign: str | None, url: str,
-                      ts: int) -> list[SessionFact]:
-        """A page earlier than the emitted landing names another campaign: retract what was
-        sent, re-land the session on its earliest page and send it again (now if that page
-        has its LCP, else ``lcp_wait_ms`` after it arrived), its orders following."""
+    def _late_landing(self, sid: str, st: SessionState, campaign: str | None,
+                      page: tuple[str, int, str | None]) -> list[SessionFact]:
+        """A page (``url``, ``ts``, referrer) earlier than the emitted landing names another
+        campaign: retract what was sent, re-land the session on its earliest page and send it
+        again (now if that page has its LCP, else ``lcp_wait_ms`` after it arrived), its
+        orders following."""
+        url, ts, ref = page
         name = campaign_named(campaign, url)
         if not name or (st.campaign_ts is not None and ts >= st.campaign_ts):
             return []  # names nothing, or an earlier page already named the campaign
@@ -332,6 +340,8 @@ class Sessionizer:
             return []  # a converted row from before retracts: its orders are unknown
         facts = retractions(sid, st, self._wm)
         reland(st, name, ts, self._wm)
+        # the earliest page is this one, unless an earlier one that named nothing came first
+        st.landing_inner = st.start_ms == ts and ref is not None and same_origin(ref, url)
         self.stats.retracted_sessions += 1
         if st.pages[st.landing][LCP] is not None:
             return facts + self._emit_session(sid, st)

@@ -28,9 +28,11 @@ from streams.simulate_model import (
     FURTHER_LCP_FACTOR,
     FURTHER_URLS,
     FURTHER_WEIGHTS,
+    LANDING_REFERRERS,
     LCP_SD_LOG,
     MINUTE_MS,
     SECOND_ORDER_FRACTION,
+    SHOP_ORIGIN,
     TABLET_SHARE,
     USER_AGENTS,
     CampaignSpec,
@@ -168,7 +170,7 @@ class Run:
         uas = [USER_AGENTS[d][k % len(USER_AGENTS[d])] for d, k in
                zip(device.tolist(), rng.integers(0, 12, n).tolist(), strict=True)]
         pages = self._human_pages(spec, start, device, lcp_normal * cohort.lcp_factor)
-        self._emit_pages(spec.name, ids, device.tolist(), uas, pages)
+        self._emit_pages(spec, ids, device.tolist(), uas, pages)
         self._orders(spec, [ids[i] for i in np.flatnonzero(converted)], start[converted])
 
     def _landing_effects(self, spec: CampaignSpec, start: IntArray, device: IntArray
@@ -223,7 +225,7 @@ class Run:
         lcp = 350.0 * np.exp(0.3 * rng.standard_normal(int(counts.sum())))
         pages = self._layout(spec, start, counts, gaps, lcp, content=False)
         self.truth.add_bots(spec.name, n, in_burst)
-        self._emit_pages(spec.name, ids, [0] * n, uas, pages)
+        self._emit_pages(spec, ids, [0] * n, uas, pages)
 
     # page views --------------------------------------------------------------------------
     def _human_pages(self, spec: CampaignSpec, start: IntArray, device: IntArray,
@@ -298,9 +300,12 @@ class Run:
         return result
 
     # records ------------------------------------------------------------------------------
-    def _emit_pages(self, campaign: str, ids: list[str], device: list[int], uas: list[str],
-                    pages: _Pages) -> None:
-        rng = self.rng
+    def _emit_pages(self, spec: CampaignSpec, ids: list[str], device: list[int],
+                    uas: list[str], pages: _Pages) -> None:
+        """Each page view's records; a landing's referrer names where its visitor came from
+        (:data:`LANDING_REFERRERS`, none if unknown), a later page's the shop itself."""
+        campaign, rng = spec.name, self.rng
+        referrers = (LANDING_REFERRERS.get(spec.utm_source), SHOP_ORIGIN)
         n = len(pages.ts)
         style = np.searchsorted(np.cumsum([self.s.split_metrics_fraction,
                                            self.s.boomerang_fraction]), rng.random(n),
@@ -318,6 +323,9 @@ class Run:
                     "ts": pages.ts[i], "page_url": pages.url[i], "page_group": pages.group[i],
                     "device": DEVICES[device[pages.session[i]]],
                     "user_agent": uas[pages.session[i]]}
+            referrer = referrers[pages.number[i] > 0]
+            if referrer is not None:
+                base["referrer"] = referrer
             for k, (offset, metrics) in enumerate(_split(style[i], pages.metrics[i])):
                 record = {**base, "received_at": pages.ts[i] + int(offset) + delays[i][k],
                           **metrics}

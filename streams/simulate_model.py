@@ -392,7 +392,12 @@ _FURTHER = (
     ("/blog/how-to-choose-trail-shoes", 0.8, 0.03, 0.25),
     ("/blog/packing-list", 0.8, 0.03, 0.23),
 )
-FURTHER_URLS = tuple(f"https://shop.example{p[0]}" for p in _FURTHER)
+SHOP_ORIGIN = "https://shop.example"
+FURTHER_URLS = tuple(f"{SHOP_ORIGIN}{p[0]}" for p in _FURTHER)
+# A landing's referrer by utm_source (none: typed, e-mail, QR code); later pages: the shop.
+LANDING_REFERRERS = {s: f"https://{h}" for s, h in (
+    ("google", "www.google.com"), ("facebook", "www.facebook.com"), ("tiktok", "www.tiktok.com"),
+    ("affiliate", "deals.example"), ("partner", "partner.example"))}
 FURTHER_GROUPS = tuple(page_group(p[0]) for p in _FURTHER)
 FURTHER_LCP_FACTOR = np.array([p[1] for p in _FURTHER])
 FURTHER_WEIGHTS = (np.array([p[2] for p in _FURTHER]), np.array([p[3] for p in _FURTHER]))

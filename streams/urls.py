@@ -1,4 +1,5 @@
-"""Page-URL helpers: the campaign a URL names, and the query scrubbing the collector applies.
+"""Page-URL helpers: the campaign a URL names, a URL's origin, and the query scrubbing the
+collector applies.
 
 Both work on the raw query text (split on ``&``), so the parameters that are kept stay
 byte-for-byte as the browser sent them (no re-encoding).
@@ -6,6 +7,7 @@ byte-for-byte as the browser sent them (no re-encoding).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from functools import lru_cache
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
@@ -51,6 +53,54 @@ def clean_campaign(campaign: str | None) -> str | None:
     if campaign is None:
         return None
     return campaign.strip()[:MAX_CAMPAIGN_LEN].strip() or None
+
+
+_DEFAULT_PORTS = {"https": ":443", "http": ":80"}
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower-cased, without user info or a default
+    port; empty when ``url`` has no scheme and host.
+
+    >>> origin_of("HTTPS://u:pw@Shop.Example:443/p?q=1")
+    'https://shop.example'
+    >>> origin_of("/relative/path") or origin_of("x?a=://b/c")
+    ''
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):
+        return ""
+    end = len(rest)
+    for stop in "/?#":
+        found = rest.find(stop, 0, end)
+        if found >= 0:
+            end = found
+    host = rest[:end].rpartition("@")[2].lower()
+    scheme = scheme.lower()
+    default = _DEFAULT_PORTS.get(scheme)
+    if default and host.endswith(default):
+        host = host[:-len(default)]
+    return f"{scheme}://{host}" if host else ""
+
+
+# Referrers and landing URLs repeat across sessions: parse each once.
+_origin_of = lru_cache(maxsize=4096)(origin_of)
+
+
+def same_origin(referrer: str | None, url: str) -> bool:
+    """Whether a page's referrer is the page's own origin: it was reached from the same
+    site, so it is not where the visitor landed.
+
+    >>> same_origin("https://shop.example", "https://shop.example/cart")
+    True
+    >>> same_origin("https://www.google.com/", "https://shop.example/p") or same_origin(None, "x")
+    False
+    """
+    if not referrer:
+        return False
+    origin = _origin_of(referrer)
+    return bool(origin) and origin == _origin_of(url)
 
 
 def scrub_url(url: str, allowed_params: Collection[str] = ()) -> str:

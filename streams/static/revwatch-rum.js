@@ -9,7 +9,9 @@
  * Each metric (LCP, INP, CLS, TTFB, FCP) is sent once, as JSON text/plain via
  * navigator.sendBeacon (no CORS preflight), else fetch(keepalive). The record:
  *   {name, value, id, navigationId?, rating, session_id, page_view_id, page_ts, page_url,
- *    sent_at, page_group?, campaign?}
+ *    sent_at, page_group?, campaign?, referrer?}
+ * referrer is the origin of document.referrer (never its path or query), absent when the
+ * page has none: a referrer of the page's own origin says it was reached from the site.
  * session_id lives in localStorage (else sessionStorage, else memory) and expires after
  * 30 minutes without a page view or metric; page_view_id is new on every page load.
  */
@@ -65,11 +67,21 @@
     return id;
   }
 
+  function originOf(url) {
+    try {
+      const origin = new URL(url).origin;
+      return origin === "null" ? undefined : origin;  // "null": file:, data:, ...
+    } catch (e) {
+      return undefined;  // no referrer ("") or not a URL
+    }
+  }
+
   const sessionId = startSession(Date.now());
   const pageViewId = randomHex(8);
   const pageTs = Math.round(performance.timeOrigin || Date.now() - performance.now());
   const pageGroup = config.pageGroup || attr("data-page-group");
   const campaign = config.campaign || attr("data-campaign");
+  const referrer = originOf(document.referrer);
 
   function send(body) {
     try {
@@ -90,6 +102,7 @@
     if (metric.navigationId !== undefined) record.navigationId = metric.navigationId;
     if (pageGroup) record.page_group = pageGroup;
     if (campaign) record.campaign = campaign;
+    if (referrer) record.referrer = referrer;
     send(JSON.stringify(record));
   }
 

@@ -7,9 +7,11 @@ another (as in production); the product page loads ``revwatch-rum.js`` from the 
 routes and a KafkaSink producing to a unique topic on the test broker; the test reads that
 topic back. Scenario per page: load, click (for INP), wait 2 s (web-vitals processes
 interactions in an idle callback with a 1 s timeout: RUM-BEACONS.md gotcha 1), navigate
-away (the only way to go hidden in headless Chromium: gotcha 2). Beacons sent during unload
-are only visible on the collector side (gotcha 3), so every assertion is on what Kafka
-holds. Every wait is bounded.
+away (the only way to go hidden in headless Chromium: gotcha 2). The product page leaves
+from within the page (``location.assign``, as a link does) to a cart page that runs the
+snippet too, so the cart's records carry the site's origin as ``referrer`` and the product
+page's (opened directly) none. Beacons sent during unload are only visible on the collector
+side (gotcha 3), so every assertion is on what Kafka holds. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -48,6 +50,16 @@ LANDING_QUERY = "?utm_campaign=spring_sale&utm_source=newsletter&sku=1"
 HERO_DELAY_S = 0.3
 INP_SETTLE_S = 2.0
 KAFKA_WAIT_S = 25.0
+NEXT_PAGE_SETTLE_S = 1.0  # the cart page's TTFB and FCP are sent after its load
+# Where the product page leads (kept here, not in pages/, as only this test serves it): the
+# snippet again, with its own page group.
+CART_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Cart</title>
+<script src="/js/web-vitals.iife.js"></script>
+<script src="__COLLECTOR__/revwatch-rum.js" data-endpoint="__COLLECTOR__/beacon"
+        data-page-group="cart"></script>
+</head><body><h1>Cart</h1><p>1 item</p></body></html>
+"""
 
 Records = list[tuple[bytes, Beacon]]
 
@@ -78,6 +90,7 @@ def _page_app(collector: dict[str, str], boomerang: Path) -> web.Application:
     hero = _png(600, 300, (200, 60, 40))
 
     pages = {path.name: path.read_text() for path in PAGES.glob("*.html")}
+    pages["cart.html"] = CART_HTML
 
     async def page(request: web.Request) -> web.Response:
         html = pages[request.match_info["name"]]
@@ -115,9 +128,13 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://{host}:{port}"
 
 
-async def _visit(browser: Browser, url: str, next_url: str,
-                 before_leaving: str | None = None) -> dict[str, Any]:
-    """Load, click, settle, optionally evaluate ``before_leaving``, navigate away."""
+async def _visit(browser: Browser, url: str, next_url: str, before_leaving: str | None = None,
+                 *, in_page: bool = False) -> dict[str, Any]:
+    """Load, click, settle, optionally evaluate ``before_leaving``, navigate away.
+
+    ``in_page``: the page itself goes to ``next_url`` (so that page's ``document.referrer``
+    is this one, as after a link), and the next page is given time to send its first records.
+    """
     context = await browser.new_context()
     page = await context.new_page()
     console: list[str] = []
@@ -128,8 +145,13 @@ async def _visit(browser: Browser, url: str, next_url: str,
         await page.click("#add-to-cart", timeout=5_000)
         await page.wait_for_timeout(INP_SETTLE_S * 1000)
         info = await page.evaluate(before_leaving) if before_leaving else {}
-        await page.goto(next_url, wait_until="load", timeout=15_000)
-        await page.wait_for_timeout(500)
+        if in_page:
+            async with page.expect_navigation(wait_until="load", timeout=15_000):
+                await page.evaluate("url => { location.assign(url); }", next_url)
+            await page.wait_for_timeout(NEXT_PAGE_SETTLE_S * 1000)
+        else:
+            await page.goto(next_url, wait_until="load", timeout=15_000)
+            await page.wait_for_timeout(500)
     finally:
         await context.close()
     return {"info": info, "console": console}
@@ -152,8 +174,8 @@ async def _run_browser(site: str) -> tuple[dict[str, Any], dict[str, Any]]:
                                                    timeout=30_000)
         try:
             return await asyncio.gather(
-                _visit(browser, f"{site}/product.html{LANDING_QUERY}", f"{site}/next.html",
-                       SEND_JSON_BLOB),
+                _visit(browser, f"{site}/product.html{LANDING_QUERY}", f"{site}/cart.html",
+                       SEND_JSON_BLOB, in_page=True),
                 _visit(browser, f"{site}/boomerang.html{LANDING_QUERY}", f"{site}/next.html"))
         finally:
             await browser.close()
@@ -191,7 +213,8 @@ def _complete(records: Records) -> bool:
                   and not v["records"][0].beacon_id.startswith("blob:")]
     boomerang = [v for v in views if "boomerang.html" in v["records"][0].page_url]
     blob = [v for v in views if v["records"][0].beacon_id.startswith("blob:")]
-    return bool(web_vitals and boomerang and blob) \
+    cart = [v for v in views if v["records"][0].page_url.endswith("/cart.html")]
+    return bool(web_vitals and boomerang and blob and cart) \
         and all(m in web_vitals[0] for m in ("lcp_ms", "fcp_ms", "ttfb_ms", "cls", "inp_ms")) \
         and all(m in boomerang[0] for m in ("lcp_ms", "ttfb_ms", "load_ms", "inp_ms"))
 
@@ -236,6 +259,7 @@ async def test_real_browser_beacons_reach_kafka(
     assert browser_s < 30, context
     _check_keys(records)
     _check_web_vitals(records, web_vitals_run["info"], context)
+    _check_referrers(records, web_vitals_run["info"], site, context)
     _check_boomerang(records, context)
     assert counts.get(("web-vitals", "invalid"), 0) == 0, context
     assert counts.get(("boomerang", "invalid"), 0) == 0, context
@@ -253,9 +277,10 @@ def _check_keys(records: Records) -> None:
 
 def _check_web_vitals(records: Records, info: dict[str, Any], context: str) -> None:
     session_id = info["session_id"]
-    views = {k: v for k, v in _merged(records).items() if k.startswith(f"{session_id}:")}
+    views = [v for k, v in _merged(records).items()
+             if k.startswith(f"{session_id}:") and v["records"][0].page_group == "product"]
     assert len(views) == 1, context  # one page view: every metric record shares its beacon_id
-    view = next(iter(views.values()))
+    view = views[0]
     for beacon in view["records"]:
         assert beacon.page_url.endswith(
             "/product.html?utm_campaign=spring_sale&utm_source=newsletter"), beacon.page_url
@@ -270,6 +295,19 @@ def _check_web_vitals(records: Records, info: dict[str, Any], context: str) -> N
     blob = _merged(records)[f"blob:{session_id}"]  # application/json Blob: CORS preflight
     assert info["sent"] is True
     assert blob["lcp_ms"] == 1234, context
+
+
+def _check_referrers(records: Records, info: dict[str, Any], site: str, context: str) -> None:
+    """The product page was opened directly: no referrer. The cart page was reached from it:
+    the site's origin, and never the product page's path or query."""
+    views = {v["records"][0].page_group: v["records"] for k, v in _merged(records).items()
+             if k.startswith(f"{info['session_id']}:")}
+    assert sorted(views) == ["cart", "product"], context  # the same session on both pages
+    assert [b.referrer for b in views["product"]] == [None] * len(views["product"]), context
+    assert [b.referrer for b in views["cart"]] == [site] * len(views["cart"]), context
+    assert views["cart"][0].page_url == f"{site}/cart.html", context
+    boomerang = [b for _, b in records if "boomerang.html" in b.page_url]
+    assert [b.referrer for b in boomerang] == [None] * len(boomerang), context
 
 
 def _check_boomerang(records: Records, context: str) -> None:

@@ -209,6 +209,34 @@ def test_long_user_agent_is_clipped() -> None:
     assert beacon.user_agent == "x" * 1000
 
 
+REFERRER_ORIGINS = [
+    pytest.param("https://shop.example/cart?x=1", "https://shop.example", id="internal"),
+    pytest.param("https://www.google.com/", "https://www.google.com", id="external"),
+    pytest.param("HTTPS://u:pw@Shop.Example:443/p#f", "https://shop.example", id="normalised"),
+    pytest.param("http://127.0.0.1:8720/product.html?sku=1", "http://127.0.0.1:8720",
+                 id="port-kept"),
+    pytest.param(None, None, id="missing"),
+    pytest.param("", None, id="empty"),
+    pytest.param("/cart?x=1", None, id="no-origin"),
+    pytest.param("https://" + "a" * 5000 + "/p", None, id="origin-too-long"),
+]
+
+
+@pytest.mark.parametrize(("referrer", "origin"), [
+    *REFERRER_ORIGINS,
+    pytest.param(42, None, id="number"),
+    pytest.param(True, None, id="bool"),
+    pytest.param(["https://a.example/"], None, id="list"),
+    pytest.param({"url": "https://a.example/"}, None, id="object"),
+])
+def test_web_vitals_referrer_keeps_its_origin_only(referrer: Any, origin: str | None) -> None:
+    beacon = parse_web_vitals(web_vitals_record(referrer=referrer), received_at_ms=NOW,
+                              user_agent=UA)
+    assert beacon.referrer == origin
+    assert beacon.lcp_ms == 508  # a bad referrer never costs the beacon its timing
+    assert beacon.extra == {}
+
+
 # --- boomerang ----------------------------------------------------------------------------
 
 
@@ -244,6 +272,15 @@ def test_boomerang_cls_and_first_of_repeated_keys() -> None:
     beacon = parse_boomerang(params, received_at_ms=NOW, user_agent=UA)
     assert beacon.cls == pytest.approx(0.078)
     assert beacon.lcp_ms == 460
+
+
+@pytest.mark.parametrize(("referrer", "origin"), REFERRER_ORIGINS)
+def test_boomerang_referrer_keeps_its_origin_only(referrer: str | None,
+                                                  origin: str | None) -> None:
+    for params in (boomerang_load(r=referrer), boomerang_unload(r=referrer)):
+        beacon = parse_boomerang(params, received_at_ms=NOW, user_agent=UA)
+        assert beacon.referrer == origin
+        assert beacon.load_ms == 359
 
 
 @pytest.mark.parametrize(("changes", "match"), [
@@ -315,6 +352,38 @@ def test_single_invalid_object_is_an_error_not_a_raise() -> None:
     result = read(orjson.dumps(web_vitals_record(session_id=None)))
     assert result.beacons == ()
     assert "session" in result.errors[0].reason
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(orjson.dumps(snippet_record(referrer="https://shop.example/cart?x=1")),
+                 id="web-vitals"),
+    pytest.param(urlencode(boomerang_load(r="https://shop.example/cart?x=1")).encode(),
+                 id="boomerang"),
+    pytest.param(orjson.dumps({"beacon_id": "pv", "session_id": "s", "ts": NOW,
+                               "page_url": "https://shop.example/p",
+                               "referrer": "https://shop.example/cart?x=1"}), id="canonical"),
+])
+def test_collector_body_keeps_the_referrer_origin_only(body: bytes) -> None:
+    (beacon,) = read(body, None).beacons
+    assert beacon.referrer == "https://shop.example"
+    stored = beacon.to_json()
+    assert orjson.loads(stored)["referrer"] == "https://shop.example"
+    assert b"/cart" not in stored
+    assert b"x=1" not in stored
+    assert parse_canonical(orjson.loads(stored)) == beacon
+
+
+@pytest.mark.parametrize(("referrer", "stored"), [
+    pytest.param("/cart", None, id="no-origin"),
+    pytest.param("", None, id="empty"),
+    pytest.param("https://www.google.com/search?q=shoes", "https://www.google.com",
+                 id="external"),
+])
+def test_canonical_referrer_is_cut_to_its_origin(referrer: str, stored: str | None) -> None:
+    canonical = {"beacon_id": "pv", "session_id": "s", "ts": NOW,
+                 "page_url": "https://shop.example/p", "referrer": referrer}
+    (beacon,) = read(orjson.dumps(canonical)).beacons
+    assert beacon.referrer == stored
 
 
 def test_canonical_beacons_in_json() -> None:

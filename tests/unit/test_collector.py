@@ -102,6 +102,49 @@ async def test_web_vitals_text_plain_beacon(make_client: MakeClient) -> None:
     assert recorder.counts == {("web-vitals", "accepted"): 1}
 
 
+@pytest.mark.parametrize("referrer", [
+    pytest.param("https://shop.example/cart?x=1", id="full-url"),
+    pytest.param("https://shop.example", id="origin"),  # what revwatch-rum.js sends
+])
+async def test_referrer_reaches_the_sink_as_its_origin_only(make_client: MakeClient,
+                                                            referrer: str) -> None:
+    sink, recorder = ListSink(), Recorder()
+    client = await make_client(sink, recorder)
+    bodies = [(orjson.dumps(web_vitals_record(referrer=referrer)), "text/plain"),
+              (urlencode(boomerang_load(r=referrer)).encode(),
+               "application/x-www-form-urlencoded")]
+    for body, content_type in bodies:
+        response = await client.post("/beacon", data=body,
+                                     headers={"Content-Type": content_type})
+        assert response.status == 204
+    image = await client.get("/beacon?" + urlencode(boomerang_unload(r=referrer)))
+    assert image.status == 204
+    assert [b.referrer for b in sink.beacons] == [SITE] * 3
+    for beacon in sink.beacons:
+        assert b"cart" not in beacon.to_json()
+        assert b"x=1" not in beacon.to_json()
+
+
+@pytest.mark.parametrize("referrer", [
+    pytest.param("", id="empty"),
+    pytest.param(None, id="missing"),
+    pytest.param(17, id="number"),
+    pytest.param({"href": "https://shop.example/cart"}, id="object"),
+    pytest.param("not a url", id="no-origin"),
+])
+async def test_beacon_without_a_usable_referrer_is_accepted_without_one(
+        make_client: MakeClient, referrer: Any) -> None:
+    sink, recorder = ListSink(), Recorder()
+    client = await make_client(sink, recorder)
+    body = orjson.dumps(web_vitals_record(referrer=referrer))
+    response = await client.post("/beacon", data=body, headers={"Content-Type": "text/plain"})
+    assert response.status == 204
+    (beacon,) = sink.beacons
+    assert (beacon.referrer, beacon.lcp_ms) == (None, 508)
+    assert b"referrer" not in beacon.to_json()
+    assert recorder.counts == {("web-vitals", "accepted"): 1}
+
+
 async def test_json_array_beacon(make_client: MakeClient) -> None:
     sink = ListSink()
     client = await make_client(sink)

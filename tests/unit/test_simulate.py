@@ -124,6 +124,15 @@ def test_utm_is_on_the_landing_page_only(shop: tuple[Scenario, Records]) -> None
             assert ("utm_campaign=" in r["page_url"]) == (r["beacon_id"] in landing_ids)
 
 
+def test_a_landing_names_its_source_and_a_later_page_the_shop(
+        shop: tuple[Scenario, Records]) -> None:
+    """The default spec's source is google; its later pages were reached from the shop."""
+    landing_ids = {row["beacon"] for row in _sessions(shop[1]).values()}
+    seen = {(r["beacon_id"] in landing_ids, r.get("referrer"))
+            for kind, r in shop[1] if kind == "beacon"}
+    assert seen == {(True, "https://www.google.com"), (False, "https://shop.example")}
+
+
 def test_page_views_split_duplicated_and_late_as_configured(
         shop: tuple[Scenario, Records]) -> None:
     s, records = shop
