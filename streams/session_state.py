@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from streams.urls import origin_of
+
 if TYPE_CHECKING:
     from streams.records import BeaconRow
     from streams.settings import Settings
@@ -36,10 +38,17 @@ class SessionParams:
     lcp_wait_ms: int = MINUTE_MS
     non_commerce_groups: frozenset[str] = frozenset({"blog", "content", "help"})
     max_pages_per_minute: int = 60
+    # origins of one shop: a page reached from any of them is no landing (its own: always)
+    site_origins: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "non_commerce_groups",
                            frozenset(g.lower() for g in self.non_commerce_groups))
+        origins = frozenset(origin_of(o) for o in self.site_origins)
+        if "" in origins:
+            msg = f"site_origins must be origins like https://shop.example: {self.site_origins!r}"
+            raise ValueError(msg)
+        object.__setattr__(self, "site_origins", origins)
         checks = (("session_timeout_ms", self.session_timeout_ms > 0),
                   ("order_grace_ms", self.order_grace_ms >= 0),
                   ("allowed_lateness_ms", self.allowed_lateness_ms >= 0),
@@ -57,7 +66,8 @@ class SessionParams:
                    order_grace_ms=round(settings.order_grace_minutes * MINUTE_MS),
                    allowed_lateness_ms=round(settings.allowed_lateness_seconds * 1000),
                    lcp_wait_ms=round(settings.lcp_wait_seconds * 1000),
-                   non_commerce_groups=frozenset(settings.non_commerce_groups))
+                   non_commerce_groups=frozenset(settings.non_commerce_groups),
+                   site_origins=frozenset(settings.site_origins))
 
     @property
     def ttl_ms(self) -> int:

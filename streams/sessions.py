@@ -282,7 +282,7 @@ class Sessionizer:
             st.device = device
         if not st.emitted and (not st.landing or (ts, bid) < (st.start_ms, st.landing)):
             st.start_ms, st.landing, st.commerce = ts, bid, commerce
-            st.landing_inner = ref is not None and same_origin(ref, url)
+            st.landing_inner = ref is not None and same_origin(ref, url, self.params.site_origins)
             heapq.heappush(self._due, (ts + self.params.lcp_wait_ms, sid))
         if commerce and lcp is not None:
             add_lcp(st, None, lcp)
@@ -341,7 +341,8 @@ class Sessionizer:
         facts = retractions(sid, st, self._wm)
         reland(st, name, ts, self._wm)
         # the earliest page is this one, unless an earlier one that named nothing came first
-        st.landing_inner = st.start_ms == ts and ref is not None and same_origin(ref, url)
+        st.landing_inner = (st.start_ms == ts and ref is not None
+                            and same_origin(ref, url, self.params.site_origins))
         self.stats.retracted_sessions += 1
         if st.pages[st.landing][LCP] is not None:
             return facts + self._emit_session(sid, st)

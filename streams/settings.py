@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.errors import SettingsError
+from streams.urls import origin_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,9 @@ class Settings:
     rate_limit_per_minute: int = 600
     buffer_max_records: int = 100_000
     non_commerce_groups: tuple[str, ...] = ("blog", "content", "help")
+    # the shop's origins when it has several (www. and the apex, a checkout host): a page
+    # reached from one of them is no landing; a page's own origin always counts
+    site_origins: tuple[str, ...] = ()
     # detection and reporting
     currency: str = "USD"
     max_campaign_labels: int = 50
@@ -84,6 +88,8 @@ class Settings:
              "must be in [0, 2]"),
             ("currency", len(self.currency) == 3 and self.currency.isalpha(),
              "must be an ISO 4217 code"),
+            ("site_origins", all(origin_of(o) for o in self.site_origins),
+             "must be origins like https://shop.example, comma-separated"),
         ]
         for name, ok, message in checks:
             if not ok:

@@ -88,19 +88,26 @@ def origin_of(url: str) -> str:
 _origin_of = lru_cache(maxsize=4096)(origin_of)
 
 
-def same_origin(referrer: str | None, url: str) -> bool:
-    """Whether a page's referrer is the page's own origin: it was reached from the same
-    site, so it is not where the visitor landed.
+def same_origin(referrer: str | None, url: str, site: frozenset[str] = frozenset()) -> bool:
+    """Whether a page's referrer is the page's own origin, or both are origins of one shop
+    (``site``, from :func:`origin_of`): the page was reached from within the shop, so it is
+    not where the visitor landed.
 
     >>> same_origin("https://shop.example", "https://shop.example/cart")
     True
     >>> same_origin("https://www.google.com/", "https://shop.example/p") or same_origin(None, "x")
     False
+    >>> same_origin("https://www.shop.example", "https://shop.example/cart",
+    ...             frozenset({"https://shop.example", "https://www.shop.example"}))
+    True
     """
     if not referrer:
         return False
     origin = _origin_of(referrer)
-    return bool(origin) and origin == _origin_of(url)
+    if not origin:
+        return False
+    page = _origin_of(url)
+    return origin == page or (origin in site and page in site)
 
 
 def scrub_url(url: str, allowed_params: Collection[str] = ()) -> str:

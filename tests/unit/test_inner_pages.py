@@ -12,10 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.errors import InvalidRecord
+from streams.errors import InvalidRecord, SettingsError
 from streams.records import Beacon, beacon_from_dict, beacon_row
 from streams.session_state import SessionState
-from streams.sessions import Sessionizer
+from streams.sessions import Sessionizer, SessionParams
+from streams.settings import Settings
 from tests.unit.test_sessions import MIN, SHOP, T0, beacon, only, run
 
 GOOGLE = "https://www.google.com"
@@ -128,3 +129,30 @@ def test_a_referrer_that_is_not_a_url_string_is_refused_by_name(bad: object) -> 
 def test_beacon_keeps_referrer_last_before_extra() -> None:
     b = Beacon("b", "s", T0, f"{SHOP}/", referrer=SHOP)
     assert beacon_row(orjson.loads(b.to_json()))[-1] == SHOP
+
+
+SITE = ("https://shop.example", "https://WWW.shop.example:443/")
+
+
+@pytest.mark.parametrize(("site", "inner"), [((), False), (SITE, True)])
+def test_the_shop_other_origins_count_when_named(site: tuple[str, ...], inner: bool) -> None:
+    sz = Sessionizer(SessionParams.from_settings(Settings(site_origins=site)))
+    [session] = run(sz, beacon(url=f"{SHOP}/cart", lcp_ms=900.0,
+                               referrer="https://www.shop.example"))
+    assert (session.lcp_ms is None) == inner
+
+
+def test_a_named_origin_does_not_make_every_referrer_inner() -> None:
+    sz = Sessionizer(SessionParams(site_origins=frozenset(SITE)))
+    [session] = run(sz, beacon(url="https://other.example/p", lcp_ms=900.0, referrer=SHOP))
+    assert session.lcp_ms == 900.0  # the page is not on one of the shop's origins
+
+
+def test_site_origins_that_are_not_origins_are_refused_by_name() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"REVWATCH_SITE_ORIGINS": "https://shop.example,shop.example"})
+    assert "REVWATCH_SITE_ORIGINS" in str(caught.value)
+    assert Settings.from_env({"REVWATCH_SITE_ORIGINS": "https://a.example, https://b.example"}
+                             ).site_origins == ("https://a.example", "https://b.example")
+    with pytest.raises(ValueError, match="site_origins"):
+        SessionParams(site_origins=frozenset({"/path"}))
