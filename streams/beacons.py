@@ -278,9 +278,8 @@ def _canonical_beacon(item: dict[str, Any], request: _Request) -> Beacon:
     if agent is None or agent == "":
         agent = _clip_user_agent(request.user_agent)
     fields = {**item, "received_at": request.received_at_ms, "user_agent": agent}
-    referrer = item.get("referrer")
-    if isinstance(referrer, str):  # anything else is refused by the record reader
-        fields["referrer"] = _referrer_origin(referrer)
+    if "referrer" in item:  # cut to its origin; one that is not a URL string is ignored
+        fields["referrer"] = _referrer_origin(item["referrer"])
     try:
         return stamped(fields, request.allowed_params)
     except InvalidRecord as exc:

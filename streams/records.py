@@ -274,8 +274,7 @@ def beacon_row(data: dict[str, Any]) -> BeaconRow:
                                       and _MIN_TS <= received <= _MAX_TS))
             and (campaign is None or (type(campaign) is str and len(campaign) <= MAX_ID_LEN))
             and (group is None or (type(group) is str and len(group) <= MAX_ID_LEN))
-            and (agent is None or (type(agent) is str and len(agent) <= 1000))
-            and (referrer is None or (type(referrer) is str and len(referrer) <= MAX_URL_LEN))):
+            and (agent is None or (type(agent) is str and len(agent) <= 1000))):
         return row_of_beacon(_beacon_checked(data))
     lcp, fcp, ttfb, inp, load, cls = (
         get("lcp_ms"), get("fcp_ms"), get("ttfb_ms"), get("inp_ms"), get("load_ms"), get("cls"))
@@ -287,7 +286,7 @@ def beacon_row(data: dict[str, Any]) -> BeaconRow:
             and (cls is None or (type(cls) is float and 0.0 <= cls < _INF))):
         return _row_of_odd_metrics(data)
     return (bid, sid, ts, url, lcp, fcp, ttfb, inp, load, cls, received,
-            campaign or None, group or None, device, agent or None, referrer or None)
+            campaign or None, group or None, device, agent or None, referrer_of(referrer))
 
 
 def _row_of_odd_metrics(data: dict[str, Any]) -> BeaconRow:
@@ -302,7 +301,16 @@ def _row_of_odd_metrics(data: dict[str, Any]) -> BeaconRow:
     return (data["beacon_id"], data["session_id"], data["ts"], data["page_url"], lcp, fcp,
             ttfb, inp, load, cls, get("received_at"), get("campaign") or None,
             get("page_group") or None, get("device"), get("user_agent") or None,
-            get("referrer") or None)
+            referrer_of(get("referrer")))
+
+
+def referrer_of(value: Any) -> str | None:
+    """A beacon's ``referrer``: a non-empty string of at most ``MAX_URL_LEN``, else None.
+
+    Anything else is ignored, not refused: before revwatch read it, a ``referrer`` was an
+    unknown field, kept and ignored (CONTRACT.md), so no beacon is lost over it now.
+    """
+    return value if type(value) is str and 0 < len(value) <= MAX_URL_LEN else None
 
 
 def _metric_ok(value: Any, limit: float) -> bool:
@@ -341,7 +349,7 @@ def _beacon_checked(data: dict[str, Any]) -> Beacon:
         page_group=_opt_str(data, "page_group"),
         device=device,
         user_agent=_opt_str(data, "user_agent", 1000),
-        referrer=_opt_str(data, "referrer", MAX_URL_LEN),
+        referrer=referrer_of(data.get("referrer")),
         extra={k: v for k, v in data.items() if k not in _KNOWN_BEACON_KEYS},
     )
 

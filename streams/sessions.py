@@ -125,15 +125,15 @@ class Sessionizer:
             self._flag_bot(st)
         if st.is_bot:
             return []
-        return self._after_page(sid, st, campaign, (url, ts, ref))
+        return self._after_page(sid, st, campaign, url, ts, ref=ref)
 
-    def _after_page(self, sid: str, st: SessionState, campaign: str | None,
-                    page: tuple[str, int, str | None]) -> list[SessionFact]:
-        """The session fact if the page (``url``, ``ts``, referrer) made it due, or a late
-        landing's re-sent facts."""
-        url, ts, _ = page
+    def _after_page(self, sid: str, st: SessionState, campaign: str | None, url: str, ts: int,
+                    *, ref: str | None) -> list[SessionFact]:
+        """The session fact if the page made it due, or a late landing's re-sent facts."""
         if st.emitted:  # only a late landing naming another campaign changes what was sent
-            return self._late_landing(sid, st, campaign, page) if ts < st.start_ms else []
+            if ts < st.start_ms:
+                return self._late_landing(sid, st, campaign, url, ts, ref=ref)
+            return []
         if st.campaign_ts is None or ts < st.campaign_ts:
             note_campaign(st, campaign_named(campaign, url), ts)
         if st.pages[st.landing][LCP] is not None:
@@ -323,13 +323,11 @@ class Sessionizer:
                            order_id=order_id, order_ts_ms=ts, revenue=revenue,
                            first_order=first)
 
-    def _late_landing(self, sid: str, st: SessionState, campaign: str | None,
-                      page: tuple[str, int, str | None]) -> list[SessionFact]:
-        """A page (``url``, ``ts``, referrer) earlier than the emitted landing names another
-        campaign: retract what was sent, re-land the session on its earliest page and send it
-        again (now if that page has its LCP, else ``lcp_wait_ms`` after it arrived), its
-        orders following."""
-        url, ts, ref = page
+    def _late_landing(self, sid: str, st: SessionState, campaign: str | None, url: str,
+                      ts: int, *, ref: str | None) -> list[SessionFact]:
+        """A page earlier than the emitted landing names another campaign: retract what was
+        sent, re-land the session on its earliest page and send it again (now if that page
+        has its LCP, else ``lcp_wait_ms`` after it arrived), its orders following."""
         name = campaign_named(campaign, url)
         if not name or (st.campaign_ts is not None and ts >= st.campaign_ts):
             return []  # names nothing, or an earlier page already named the campaign

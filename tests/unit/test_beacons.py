@@ -376,10 +376,11 @@ def test_collector_body_keeps_the_referrer_origin_only(body: bytes) -> None:
 @pytest.mark.parametrize(("referrer", "stored"), [
     pytest.param("/cart", None, id="no-origin"),
     pytest.param("", None, id="empty"),
+    pytest.param(42, None, id="not-a-string"),
     pytest.param("https://www.google.com/search?q=shoes", "https://www.google.com",
                  id="external"),
 ])
-def test_canonical_referrer_is_cut_to_its_origin(referrer: str, stored: str | None) -> None:
+def test_canonical_referrer_is_cut_to_its_origin(referrer: Any, stored: str | None) -> None:
     canonical = {"beacon_id": "pv", "session_id": "s", "ts": NOW,
                  "page_url": "https://shop.example/p", "referrer": referrer}
     (beacon,) = read(orjson.dumps(canonical)).beacons
