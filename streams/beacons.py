@@ -14,13 +14,13 @@ What arrives (RUM-BEACONS.md, observed with Chromium, web-vitals 6.2.3, boomeran
 Every beacon is validated by :func:`streams.records.beacon_from_dict` (ranges, lengths), its
 ``page_url`` keeps only ``utm_*`` and the allowed query parameters, its ``referrer`` only the
 origin (web-vitals' ``referrer``, boomerang's ``r``; none when the page had none), and it
-carries the collector's ``received_at`` and the request's user agent.
+carries the collector's ``received_at`` and the request's user agent. What each client's
+fields mean is read in :mod:`streams.client_fields`; this module reads the request.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,10 +28,15 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from streams.client_fields import (
+    boomerang_fields,
+    clip_user_agent,
+    referrer_origin,
+    web_vitals_fields,
+)
 from streams.errors import InvalidRecord
-from streams.records import MAX_URL_LEN, Beacon, beacon_from_dict
+from streams.records import Beacon, beacon_from_dict
 from streams.scrub import MAX_EXTRA_DEPTH, MAX_RAW_BYTES, raw_form, raw_json, redact_raw, stamped
-from streams.urls import origin_of
 
 __all__ = ["MAX_ARRAY_LEN", "MAX_EXTRA_DEPTH", "MAX_RAW_BYTES", "ParseResult", "Source",
            "body_source", "parse_boomerang", "parse_canonical", "parse_collector_body",
@@ -41,13 +46,6 @@ Source = Literal["web-vitals", "boomerang", "canonical"]
 
 MAX_ARRAY_LEN = 500
 MAX_FORM_FIELDS = 1_000
-MAX_USER_AGENT_LEN = 1_000
-WEB_VITALS_METRICS = {"LCP": "lcp_ms", "FCP": "fcp_ms", "TTFB": "ttfb_ms", "INP": "inp_ms",
-                      "CLS": "cls"}
-BOOMERANG_METRICS = (("lcp_ms", "pt.lcp"), ("fcp_ms", "pt.fcp"), ("load_ms", "t_done"),
-                     ("inp_ms", "et.inp"), ("cls", "c.cls"))
-_PASS_THROUGH = ("campaign", "page_group", "device")
-_PASS_THROUGH_SET = frozenset(_PASS_THROUGH)
 _JSON_TYPES = frozenset({"text/plain", "application/json"})
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _UNTYPED = "application/octet-stream"
@@ -98,34 +96,7 @@ def parse_web_vitals(
     Raises:
         InvalidRecord: no ``session_id``, unknown metric name, bad value, or no page view id.
     """
-    return beacon_from_dict(_web_vitals_fields(record, received_at_ms, user_agent))
-
-
-def _web_vitals_fields(record: Mapping[str, Any], received_at_ms: int,
-                       user_agent: str | None) -> dict[str, Any]:
-    """The canonical fields of a web-vitals record (what :func:`parse_web_vitals` reads)."""
-    session_id = record.get("session_id")
-    if session_id is None or session_id == "":
-        msg = ("web-vitals record has no 'session_id': web-vitals keeps no session of its "
-               "own, so the page must add one (revwatch-rum.js does)")
-        raise InvalidRecord(msg, field="session_id")
-    field, value = _web_vitals_metric(record)
-    beacon_id = f"{session_id}:{_page_view(record)}"
-    ts = record.get("page_ts")
-    if ts is None:
-        ts = record.get("sent_at")
-        if ts is None:
-            ts = received_at_ms
-    fields = {"beacon_id": beacon_id, "session_id": session_id, "ts": ts,
-              "page_url": record.get("page_url") or record.get("navigationURL"),
-              field: value, "received_at": received_at_ms,
-              "user_agent": user_agent[:MAX_USER_AGENT_LEN] if user_agent else None}
-    if not _PASS_THROUGH_SET.isdisjoint(record):
-        fields.update({key: record[key] for key in _PASS_THROUGH if key in record})
-    referrer = _referrer_origin(record.get("referrer"))
-    if referrer is not None:
-        fields["referrer"] = referrer
-    return fields
+    return beacon_from_dict(web_vitals_fields(record, received_at_ms, user_agent))
 
 
 def parse_boomerang(
@@ -139,33 +110,7 @@ def parse_boomerang(
     Raises:
         InvalidRecord: no ``rt.si`` or ``pid``, a non-numeric or out-of-range timer.
     """
-    return beacon_from_dict(_boomerang_fields(params, received_at_ms, user_agent))
-
-
-def _boomerang_fields(params: Sequence[tuple[str, str]], received_at_ms: int,
-                      user_agent: str | None) -> dict[str, Any]:
-    """The canonical fields of a boomerang beacon (what :func:`parse_boomerang` reads)."""
-    fields = _first_values(params)
-    if not fields.get("rt.si"):
-        raise InvalidRecord(_no_session_reason(fields), field="rt.si")
-    if not fields.get("pid"):
-        msg = "boomerang beacon has no 'pid' (page view id)"
-        raise InvalidRecord(msg, field="pid")
-    canonical = {
-        "beacon_id": f"{fields['rt.si']}:{fields['pid']}",
-        "session_id": fields["rt.si"],
-        "ts": _boomerang_ts(fields, received_at_ms),
-        "page_url": fields.get("u"),
-        "ttfb_ms": _boomerang_ttfb(fields),
-        **{field: _number(fields, key) for field, key in BOOMERANG_METRICS},
-        "received_at": received_at_ms,
-        "user_agent": _clip_user_agent(user_agent),
-        **{key: fields[key] for key in _PASS_THROUGH if fields.get(key)},
-    }
-    referrer = _referrer_origin(fields.get("r"))
-    if referrer is not None:
-        canonical["referrer"] = referrer
-    return canonical
+    return beacon_from_dict(boomerang_fields(params, received_at_ms, user_agent))
 
 
 def parse_canonical(obj: Mapping[str, Any]) -> Beacon:
@@ -229,7 +174,7 @@ def _sniff_type(body: bytes) -> str:
 
 def _boomerang_result(pairs: list[tuple[str, str]], request: _Request) -> ParseResult:
     try:
-        beacon = stamped(_boomerang_fields(pairs, request.received_at_ms,
+        beacon = stamped(boomerang_fields(pairs, request.received_at_ms,
                                            request.user_agent), request.allowed_params)
     except InvalidRecord as exc:
         return ParseResult((), (exc,), "boomerang", (raw_form(pairs),))
@@ -264,7 +209,7 @@ def _json_item(item: Any, request: _Request) -> Beacon:
     if "beacon_id" in item:
         return _canonical_beacon(item, request)
     if "name" in item and "value" in item:
-        fields = _web_vitals_fields(item, request.received_at_ms, request.user_agent)
+        fields = web_vitals_fields(item, request.received_at_ms, request.user_agent)
         return stamped(fields, request.allowed_params)
     msg = ("neither a web-vitals metric (needs 'name' and 'value') nor a canonical beacon "
            "(needs 'beacon_id')")
@@ -276,10 +221,10 @@ def _canonical_beacon(item: dict[str, Any], request: _Request) -> Beacon:
     a string ``referrer`` is cut to its origin (dropped when it has none)."""
     agent = item.get("user_agent")
     if agent is None or agent == "":
-        agent = _clip_user_agent(request.user_agent)
+        agent = clip_user_agent(request.user_agent)
     fields = {**item, "received_at": request.received_at_ms, "user_agent": agent}
     if "referrer" in item:  # cut to its origin; one that is not a URL string is ignored
-        fields["referrer"] = _referrer_origin(item["referrer"])
+        fields["referrer"] = referrer_origin(item["referrer"])
     try:
         return stamped(fields, request.allowed_params)
     except InvalidRecord as exc:
@@ -289,7 +234,7 @@ def _canonical_beacon(item: dict[str, Any], request: _Request) -> Beacon:
     beacon = stamped({**fields, "received_at": None}, request.allowed_params)
     return dataclasses.replace(
         beacon, received_at=request.received_at_ms,
-        user_agent=beacon.user_agent or _clip_user_agent(request.user_agent))
+        user_agent=beacon.user_agent or clip_user_agent(request.user_agent))
 
 
 def _json_items(body: bytes) -> list[Any]:
@@ -329,86 +274,3 @@ def _decode_pairs(raw: bytes, what: str) -> list[tuple[str, str]]:
         msg = f"empty {what}"
         raise InvalidRecord(msg)
     return pairs
-
-
-def _web_vitals_metric(record: Mapping[str, Any]) -> tuple[str, Any]:
-    name = record.get("name")
-    field = WEB_VITALS_METRICS.get(name) if isinstance(name, str) else None
-    if field is None:
-        msg = f"'name' must be one of {', '.join(sorted(WEB_VITALS_METRICS))}"
-        raise InvalidRecord(msg, field="name")
-    value = record.get("value")
-    if value is None:
-        msg = f"{name} record has no 'value'"
-        raise InvalidRecord(msg, field="value")
-    return field, value
-
-
-def _page_view(record: Mapping[str, Any]) -> str:
-    page_view = record.get("page_view_id") or record.get("navigationId")
-    if isinstance(page_view, bool) or not isinstance(page_view, str | int):
-        msg = ("web-vitals record needs a page view id: 'page_view_id' (revwatch-rum.js) "
-               "or 'navigationId' (web-vitals >= 6), a string or an integer")
-        raise InvalidRecord(msg, field="page_view_id")
-    return str(page_view)
-
-
-def _first_values(params: Sequence[tuple[str, str]]) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for key, value in params:
-        fields.setdefault(key, value)
-    return fields
-
-
-def _no_session_reason(fields: Mapping[str, str]) -> str:
-    reason = "boomerang beacon has no 'rt.si' (session id)"
-    if fields.get("nocookie") == "1":
-        return (f"{reason} and says nocookie=1: boomerang could not set its cookie; set "
-                "site_domain to the page's host name in BOOMR.init (the default cookie "
-                "domain fails on IP hosts such as 127.0.0.1)")
-    return f"{reason}: the RT plugin keeps it in a cookie; check site_domain in BOOMR.init"
-
-
-def _number(fields: Mapping[str, str], key: str) -> float | None:
-    text = fields.get(key)
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        msg = f"'{key}' must be a finite number"
-        raise InvalidRecord(msg, field=key)
-    return value
-
-
-def _boomerang_ts(fields: Mapping[str, str], default: int) -> float:
-    start = _number(fields, "rt.tstart")
-    if start is None:
-        start = _number(fields, "nt_nav_st")
-    return default if start is None else start
-
-
-def _boomerang_ttfb(fields: Mapping[str, str]) -> float | None:
-    ttfb = _number(fields, "t_resp")
-    if ttfb is not None:
-        return ttfb
-    response, navigation = _number(fields, "nt_res_st"), _number(fields, "nt_nav_st")
-    return None if response is None or navigation is None else response - navigation
-
-
-def _clip_user_agent(user_agent: str | None) -> str | None:
-    return user_agent[:MAX_USER_AGENT_LEN] if user_agent else None
-
-
-def _referrer_origin(referrer: object) -> str | None:
-    """The origin of a page's referrer (never its path or query); ``None`` when it has none.
-
-    A referrer that is absent, empty, not a string, without an origin or too long is left
-    out rather than refused: bad optional metadata must not cost the beacon its timings.
-    """
-    if not isinstance(referrer, str) or not referrer:
-        return None
-    origin = origin_of(referrer)
-    return origin if 0 < len(origin) <= MAX_URL_LEN else None

@@ -34,8 +34,8 @@ PACKAGES = ("streams", "detectors")
 # the per-record path (replay, worker), the collector's per-request path, and the detectors
 # (the minute ticks and the per-session buckets and sketches)
 MODULES = ("streams/records.py", "streams/session_state.py", "streams/sessions.py",
-           "streams/urls.py", "streams/replay.py", "streams/beacons.py", "streams/scrub.py",
-           "streams/collector.py",
+           "streams/urls.py", "streams/replay.py", "streams/beacons.py", "streams/client_fields.py",
+           "streams/scrub.py", "streams/collector.py",
            *(f"detectors/{name}.py" for name in (
                "baseline", "buckets", "campaign", "campaign_state", "conversion", "device_scan",
                "elasticity", "episodes", "ewcounts", "ewstats", "incidents", "lag", "latency",
