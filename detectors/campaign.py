@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from detectors.buckets import MINUTE_MS, MinuteBucket, MinuteRing, minute_of
+from detectors.conv_season import ConversionSeason, slots_of
 from detectors.conversion import ConversionVerdict
 from detectors.device_scan import DeviceDrop, price_device_drop, scan_campaign
 from detectors.elasticity import CurveFit
@@ -66,6 +67,9 @@ class CampaignParams:
     conversion_windows: tuple[int, ...] = (10, 20, 30, 60, 120)
     conversion_hold_minutes: int = 60  # the scan's windows up to this say if a drop goes on
     conversion_half_life_minutes: float = 720.0
+    # hour-of-day factors of the conversion rate (``detectors.conv_season``); False: none
+    conversion_seasonality: bool = True
+    conversion_season_half_life_days: float = 3.0
     curve_half_life_minutes: float = 4320.0
     min_baseline_conversions: float = 20.0
     flag_latency_fraction: float = 1.0
@@ -109,6 +113,8 @@ class CampaignModel:
             flag_fraction=p.flag_latency_fraction)
         self.lag = LagModel(horizon_minutes=p.horizon_minutes)
         self.conv_base = EwVector(2, half_life_minutes=p.conversion_half_life_minutes)
+        self.season = ConversionSeason(half_life_days=p.conversion_season_half_life_days,
+                                       base_half_life_minutes=p.conversion_half_life_minutes)
         self.curve_sessions = EwVector(CURVE_SIZE, half_life_minutes=p.curve_half_life_minutes)
         self.curve_conversions = EwVector(CURVE_SIZE, half_life_minutes=p.curve_half_life_minutes)
         self.orders = EwVector(3, half_life_minutes=p.curve_half_life_minutes)
@@ -197,7 +203,8 @@ class CampaignModel:
         if self.latency.last.is_regression:
             self.last_alarm_ms = tick_ms
         self._mature(tick_ms)
-        window = TickWindow(self.ring, self.lag, tick_ms, self.params.horizon_minutes)
+        window = TickWindow(self.ring, self.lag, tick_ms, self.params.horizon_minutes,
+                            self._factors())
         conversion, drop, recent = self._scan_conversion(window)
         if conversion.p_value < self.params.flag_conversion_p and conversion.window_start_ms:
             # flags only: the window holds; a device's window may start before the campaign's
@@ -218,12 +225,16 @@ class CampaignModel:
         for minute, bucket in zip(*self.ring.span_lists(start, last + 1), strict=True):
             if not bucket.flagged:
                 self._learn_matured(minute, bucket)
+            elif not self.season.whole_day():  # the first day's troughs, flagged as drops
+                self.season.learn(minute, bucket.conversions, bucket.sessions)
         if self.last_matured_minute is None or last > self.last_matured_minute:
             self.last_matured_minute = last
         self.dropped.extend(self.ring.drop_before(tick_ms - self.params.keep_minutes * MINUTE_MS))
 
     def _learn_matured(self, minute: int, bucket: MinuteBucket) -> None:
         self.conv_base.add_counts(minute, {0: bucket.conversions, 1: bucket.sessions})
+        self.season.learn(minute, bucket.conversions, bucket.sessions)
+        self.season.learn_base(minute, bucket.sessions)
         self.curve_sessions.add_counts(minute, bucket.commerce_sessions)
         self.curve_conversions.add_counts(minute, bucket.commerce_conversions)
 
@@ -233,7 +244,7 @@ class CampaignModel:
         drop on devices when a device's test says most, and the last hour's scan (which
         holds an open drop), combined the same way."""
         p = self.params
-        base_conv, base_sessions = self.conv_base.values
+        base_conv, base_sessions = self._baseline()
         if base_conv < p.min_baseline_conversions or not len(window):
             return _NO_SCAN, None, _NO_SCAN
         return scan_campaign(
@@ -250,7 +261,7 @@ class CampaignModel:
         tick_ms, buckets = window.tick_ms, window.buckets
         first_recent = window.first_from(tick_ms - p.recent_minutes * MINUTE_MS)
         recent = buckets[first_recent:]
-        base_conv, base_sessions = self.conv_base.values
+        base_conv, base_sessions = self._baseline()
         lat = self.latency.last
         expected = self.latency.expected(tick_ms)
         return CampaignVerdict(
@@ -259,7 +270,8 @@ class CampaignModel:
             sessions_per_minute=float(_SUM(window.sessions[first_recent:])) / p.recent_minutes,
             sessions_in_window=int(_SUM(window.sessions)),  # whole numbers: exact sums
             conversion_rate=recent_rate(window, tick_ms - 60 * MINUTE_MS),
-            conversion_rate_baseline=base_conv / base_sessions if base_sessions else math.nan,
+            conversion_rate_baseline=(base_conv / base_sessions * window.season_of(
+                window.first_from(tick_ms - 60 * MINUTE_MS)) if base_sessions else math.nan),
             lcp_p75_ms=recent_p75(window, (p.p75_minutes, p.recent_minutes, 60),
                                   p.min_p75_sessions),
             lcp_p75_baseline_ms=self.latency.baseline_p75(expected),
@@ -298,12 +310,12 @@ class CampaignModel:
             lost = price_device_drop(window, drop, self._device_baseline(), tick_ms=tick_ms,
                                      aov=aov, aov_se=aov_se)
         elif priced_shortfall:
-            base_conv, base_sessions = self.conv_base.values
+            base_conv, base_sessions = self._baseline()
             priced = self._pricing_window(tick_ms, conv, window)
-            start = priced.window_start_ms or tick_ms
+            first = window.first_from(priced.window_start_ms or tick_ms)
             lost = price_conversion_loss(
                 priced, tick_ms=tick_ms,
-                window_sessions=sum(b.sessions for _, b in window_rows(window, start)),
+                window_sessions=float(window.sessions[first:] @ window.season[first:]),
                 baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
                 aov=aov, aov_se=aov_se)
         return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
@@ -318,8 +330,22 @@ class CampaignModel:
         first = window.first_from(start_ms)
         sessions, conversions = window.device_series()
         return device_conversions(*self._device_baseline(),
-                                  sessions[:, first:] @ window.completeness[first:],
+                                  sessions[:, first:] @ window.weights[first:],
                                   conversions[:, first:].sum(axis=1))
+
+    def _baseline(self) -> tuple[float, float]:
+        """The learned conversions and their (seasonal) sessions."""
+        conversions, sessions = self.conv_base.values
+        if self._factors() is None:
+            return float(conversions), float(sessions)
+        return float(conversions), float(sessions) * self.season.base_factor()
+
+    def _factors(self) -> np.ndarray | None:
+        """The hour-of-day conversion factors (None before a whole day is learned, or
+        when the campaign is set to have none)."""
+        if self.params.conversion_seasonality and self.season.whole_day():
+            return self.season.factors()
+        return None
 
     def _device_baseline(self) -> tuple[np.ndarray, np.ndarray]:
         """The learned commerce landings and their conversions per device stratum."""
@@ -349,7 +375,10 @@ class CampaignModel:
             return conv
         ages = np.array([(tick_ms - m) / MINUTE_MS - 0.5 for m, _ in rows])
         sessions = np.array([b.sessions for _, b in rows], dtype=float)
-        base_conv, base_sessions = self.conv_base.values
+        factors = self._factors()
+        if factors is not None:
+            sessions *= factors[slots_of(np.array([m for m, _ in rows], dtype=np.int64))]
+        base_conv, base_sessions = self._baseline()
         expected = float(sessions @ self.lag.cdf_array(ages)) * float(base_conv / base_sessions)
         observed = float(sum(b.conversions for _, b in rows))
         ratio = observed / expected if expected > 0 else math.nan

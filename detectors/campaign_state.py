@@ -17,6 +17,7 @@ from typing import Any
 
 from detectors.baseline import EwStats, SeasonalBaseline
 from detectors.campaign import CampaignModel, CampaignParams
+from detectors.conv_season import ConversionSeason
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
 from detectors.latency import LatencyCusum, LatencyVerdict
@@ -30,6 +31,7 @@ def model_to_state(model: CampaignModel) -> dict[str, Any]:
         "lb": lat.baseline.to_state(), "lv": lat.variance.to_state(),
         "cusum": lat.cusum.to_state(), "lag": model.lag.to_state(),
         "cb": model.conv_base.to_state(), "orders": model.orders.to_state(),
+        "cz": model.season.to_state(),
         **_curve_to_state("cs", model.curve_sessions),
         **_curve_to_state("cc", model.curve_conversions),
         "llm": lat.last_minute, "lmm": model.last_matured_minute,
@@ -52,6 +54,8 @@ def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
     lat.cusum = LatencyCusum.from_state(state["cusum"])
     model.lag = LagModel.from_state(state["lag"])
     model.conv_base = EwVector.from_state(state["cb"])
+    if "cz" in state:  # absent in rows written before the hour-of-day factors: none learned
+        model.season = ConversionSeason.from_state(state["cz"])
     model.curve_sessions = _curve_from_state(state, "cs")
     model.curve_conversions = _curve_from_state(state, "cc")
     model.orders = EwVector.from_state(state["orders"])

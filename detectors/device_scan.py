@@ -90,12 +90,12 @@ def price_device_drop(window: TickWindow, drop: DeviceDrop,
     if first == len(window) or base_sessions <= 0:
         return Estimate.zero()
     sessions, conversions = (a[rows, first:].sum(axis=0) for a in window.device_series())
-    expected = float(sessions @ window.completeness[first:]) * base_conversions / base_sessions
+    expected = float(sessions @ window.weights[first:]) * base_conversions / base_sessions
     observed = float(conversions.sum())
     ratio = observed / expected if expected > 0 else math.nan
     return price_conversion_loss(
         ConversionVerdict(0.0, observed, expected, ratio, window.minutes[first], 0.0),
-        tick_ms=tick_ms, window_sessions=int(sessions.sum()),
+        tick_ms=tick_ms, window_sessions=float(sessions @ window.season[first:]),
         baseline_conversions=base_conversions, baseline_sessions=base_sessions,
         aov=aov, aov_se=aov_se)
 
@@ -126,7 +126,7 @@ def scan_campaign(
         campaign_c = np.concatenate((campaign_c, base_conversions))
         campaign_s = np.concatenate((campaign_s, base_sessions))
     scans, holds = conversion_scan_rows(
-        window.minute_array, sessions, conversions, window.completeness, campaign_c,
+        window.minute_array, sessions, conversions, window.weights, campaign_c,
         campaign_s, windows_minutes=windows_minutes, tolerance=tolerance,
         min_baseline_conversions=min_baseline_conversions, hold_minutes=hold_minutes)
     if not with_devices:

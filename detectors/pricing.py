@@ -29,7 +29,7 @@ def price_slow_pages(fit: StrataFit | None, baseline_mix: np.ndarray, current_mi
                                      average_order_value=aov, aov_se=aov_se)
 
 
-def price_conversion_loss(conv: ConversionVerdict, *, tick_ms: int, window_sessions: int,
+def price_conversion_loss(conv: ConversionVerdict, *, tick_ms: int, window_sessions: float,
                           baseline_conversions: float, baseline_sessions: float,
                           aov: float, aov_se: float) -> Estimate:
     """Revenue per hour missing from the scan's best window, scaled to eventual orders.
@@ -37,7 +37,8 @@ def price_conversion_loss(conv: ConversionVerdict, *, tick_ms: int, window_sessi
     The window's expected conversions are lag-adjusted (only the share of orders that should
     have arrived by now); the shortfall priced from the counts seen so far (so the Poisson
     noise is that of the real counts) is scaled by the inverse of that share to the
-    eventual shortfall of the window's sessions.
+    eventual shortfall of the window's sessions. ``window_sessions`` counts each session by
+    its hour-of-day factor (``detectors.conv_season``), as the expected conversions do.
     """
     start = conv.window_start_ms
     if start is None or conv.expected <= conv.observed or baseline_sessions <= 0:

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.buckets import MINUTE_MS, MinuteBucket, MinuteRing
+from detectors.conv_season import slots_of
 from detectors.lag import LagModel
 from detectors.sketch import LogHistogram
 from detectors.strata import N_STRATA
@@ -36,14 +37,17 @@ class TickWindow:
     """Buckets with ``tick_ms - horizon <= minute < tick_ms``, oldest first, and their arrays.
 
     ``completeness`` is ``F(age)`` at each minute's middle (``age = (tick - minute) / 1 min
-    - 0.5``), from the lag model as it is at this tick.
+    - 0.5``), from the lag model as it is at this tick. ``season`` is each minute's
+    hour-of-day conversion factor (``detectors.conv_season``; ones without ``factors``) and
+    ``weights`` is ``completeness x season``: a minute's sessions times its weight are its
+    exposure at the baseline's rate per seasonal session.
     """
 
-    __slots__ = ("_devices", "buckets", "completeness", "minute_array", "minutes", "sessions",
-                 "tick_ms")
+    __slots__ = ("_devices", "buckets", "completeness", "minute_array", "minutes", "season",
+                 "sessions", "tick_ms", "weights")
 
     def __init__(self, ring: MinuteRing, lag: LagModel, tick_ms: int,
-                 horizon_minutes: int) -> None:
+                 horizon_minutes: int, factors: FloatArray | None = None) -> None:
         self.tick_ms = tick_ms
         self.minutes, self.buckets = ring.span_lists(tick_ms - horizon_minutes * MINUTE_MS,
                                                      tick_ms)
@@ -51,6 +55,12 @@ class TickWindow:
         self.minute_array: IntArray = np.array(self.minutes, dtype=np.int64)
         self.sessions: FloatArray = np.fromiter(map(SESSIONS, self.buckets), np.float64, count)
         self.completeness = lag.cdf_array((tick_ms - self.minute_array) / MINUTE_MS - 0.5)
+        if factors is None:
+            self.season: FloatArray = np.ones(count)
+            self.weights: FloatArray = self.completeness
+        else:
+            self.season = factors[slots_of(self.minute_array)]
+            self.weights = self.completeness * self.season
         self._devices: tuple[FloatArray, FloatArray] | None = None
 
     def __len__(self) -> int:
@@ -73,6 +83,15 @@ class TickWindow:
     def exposure(self, first: int) -> float:
         """Lag-adjusted sessions of the minutes from index ``first`` on."""
         return float(self.sessions[first:].copy() @ self.completeness[first:].copy())
+
+    def season_of(self, first: int) -> float:
+        """The mean hour-of-day factor of the minutes from ``first`` on, weighted by their
+        lag-adjusted sessions (1 without any): the baseline rate times it is the normal
+        rate of those minutes."""
+        exposure = self.exposure(first)
+        if exposure <= 0 or self.weights is self.completeness:
+            return 1.0
+        return float(self.sessions[first:] @ self.weights[first:]) / exposure
 
 
 def device_series(counts: list[list[int]]) -> tuple[FloatArray, FloatArray]:
