@@ -13,13 +13,13 @@ learned into the baselines (the river habit of keeping anomalies out of the base
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from detectors.buckets import MINUTE_MS, MinuteBucket, MinuteRing, minute_of
-from detectors.conv_season import ConversionSeason, slots_of
+from detectors.campaign_params import CampaignParams
+from detectors.conv_season import ConversionSeason, mean_factor, slots_of
 from detectors.conversion import ConversionVerdict
 from detectors.device_scan import DeviceDrop, price_device_drop, scan_campaign
 from detectors.elasticity import CurveFit
@@ -33,69 +33,15 @@ from detectors.strata import CURVE_SIZE, by_stratum, device_stratum, shrunk_stra
 from detectors.verdicts import CampaignVerdict, ConversionRow, DeviceRow, Estimate
 from detectors.window import TickWindow, recent_p75, recent_rate, window_rows
 
+__all__ = ["PLACE_CONVERSION_P", "PRICE_CONVERSION_P", "CampaignModel", "CampaignParams",
+           "CampaignVerdict"]
+
 PRICE_CONVERSION_P = 0.5  # price a conversion shortfall only when the scan sees one
 # say which devices it is on only when it is clear enough to matter: an open drop is held
 # while its last hour's p is at most 0.05 (``IncidentParams.conversion_hold_p``)
 PLACE_CONVERSION_P = 0.05
 _NO_SCAN = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
 
-
-@dataclass(frozen=True, slots=True)
-class CampaignParams:
-    """Tunables of one campaign's model (all in event-time minutes unless named)."""
-
-    latency_delay_minutes: int = 2
-    latency_learn_delay_minutes: int = 15
-    horizon_minutes: int = 120
-    recent_minutes: int = 15
-    price_minutes: int = 10
-    # slow pages are priced up to this long after a latency alarm: at least the incidents'
-    # ``quiet_ticks_to_resolve``, so an open latency episode keeps its price until it resolves
-    price_hold_minutes: int = 10
-    price_conversion_minutes: int = 45
-    p75_minutes: int = 5
-    min_p75_sessions: int = 20
-    latency_shift: float = math.log(1.25)
-    latency_threshold: float = 10.0
-    latency_max_excursion_minutes: int = 60
-    min_latency_weight: float = 60.0
-    default_sd_log: float = 0.5
-    conversion_tolerance: float = 0.1
-    # the share of the campaign's conversion level its own test gets; the rest is shared
-    # by its devices' tests (``detectors.device_scan``; 1 tests the campaign alone)
-    campaign_test_weight: float = 0.8
-    conversion_windows: tuple[int, ...] = (10, 20, 30, 60, 120)
-    conversion_hold_minutes: int = 60  # the scan's windows up to this say if a drop goes on
-    conversion_half_life_minutes: float = 720.0
-    # hour-of-day factors of the conversion rate (``detectors.conv_season``); False: none
-    conversion_seasonality: bool = True
-    conversion_season_half_life_days: float = 3.0
-    curve_half_life_minutes: float = 4320.0
-    min_baseline_conversions: float = 20.0
-    flag_latency_fraction: float = 1.0
-    flag_conversion_p: float = 1e-3
-
-    def __post_init__(self) -> None:
-        if self.horizon_minutes < max(self.conversion_windows):
-            msg = "horizon_minutes must cover the longest conversion window"
-            raise ValueError(msg)
-        if self.latency_threshold <= 0 or self.min_baseline_conversions <= 0:
-            msg = "thresholds must be positive"
-            raise ValueError(msg)
-        if not 0.0 < self.campaign_test_weight <= 1.0:
-            msg = f"campaign_test_weight must be in (0, 1], got {self.campaign_test_weight!r}"
-            raise ValueError(msg)
-
-    @property
-    def hold_windows(self) -> tuple[int, ...]:
-        """The conversion windows of at most ``conversion_hold_minutes`` (the shortest one
-        if none is that short): the last hour's scan, which holds an open drop."""
-        short = tuple(w for w in self.conversion_windows if w <= self.conversion_hold_minutes)
-        return short or (min(self.conversion_windows),)
-
-    @property
-    def keep_minutes(self) -> int:
-        return self.horizon_minutes + self.latency_learn_delay_minutes + 5
 
 
 class CampaignModel:
@@ -399,9 +345,12 @@ class CampaignModel:
         devices = device_shifts(self.curve_sessions.values, current)
         fit = shrunk_strata_fit(self.curve_sessions.values, self.curve_conversions.values,
                                 site_fit)
-        return price_slow_pages(fit, self.curve_sessions.values, current,
-                                minutes=max(len(current_window), 1), aov=aov,
-                                aov_se=aov_se), devices
+        loss = price_slow_pages(fit, self.curve_sessions.values, current,
+                                minutes=max(len(current_window), 1), aov=aov, aov_se=aov_se)
+        factors = self._factors()  # the curve's level is the day's; these minutes' is theirs
+        if factors is None:
+            return loss, devices
+        return loss.scaled(mean_factor(factors, current_window)), devices
 
     def _current_window(self, tick_ms: int) -> list[tuple[int, MinuteBucket]]:
         """Minutes that show the latency now: the last ``price_minutes`` closed minutes, or

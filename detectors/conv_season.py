@@ -32,11 +32,13 @@ from the baseline.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from detectors.buckets import MinuteBucket
 from detectors.ewcounts import EwVector
 
 __all__ = ["HOUR_MS", "SLOTS", "ConversionSeason"]
@@ -147,6 +149,15 @@ def slot_of(minute_ms: int) -> int:
 def slots_of(minutes_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     slots: npt.NDArray[np.int64] = (minutes_ms % DAY_MS) // HOUR_MS
     return slots
+
+
+def mean_factor(factors: FloatArray, minutes: Sequence[tuple[int, MinuteBucket]]) -> float:
+    """The mean factor of the sessions of ``minutes`` (minute, bucket pairs; 1 without)."""
+    sessions = sum(bucket.sessions for _, bucket in minutes)
+    if sessions <= 0:
+        return 1.0
+    return sum(bucket.sessions * float(factors[slot_of(minute)])
+               for minute, bucket in minutes) / sessions
 
 
 def season_factors(conversions: FloatArray, sessions: FloatArray) -> FloatArray:

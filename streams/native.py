@@ -37,10 +37,11 @@ MODULES = ("streams/records.py", "streams/session_state.py", "streams/sessions.p
            "streams/urls.py", "streams/replay.py", "streams/beacons.py", "streams/client_fields.py",
            "streams/scrub.py", "streams/collector.py",
            *(f"detectors/{name}.py" for name in (
-               "baseline", "buckets", "campaign", "campaign_state", "conv_season", "conversion",
-               "device_scan", "elasticity", "episodes", "ewcounts", "ewstats", "incidents",
-               "lag", "latency", "latency_track", "localize", "monitor", "pricing", "revenue",
-               "site", "sketch", "stakes", "strata", "verdicts", "where", "window")))
+               "baseline", "buckets", "campaign", "campaign_params", "campaign_state",
+               "conv_season", "conversion", "device_scan", "elasticity", "episodes", "ewcounts",
+               "ewstats", "incidents", "lag", "latency", "latency_track", "localize", "monitor",
+               "pricing", "revenue", "site", "sketch", "stakes", "strata", "verdicts", "where",
+               "window")))
 GROUP = "revwatch_native"  # mypyc's shared library: revwatch_native__mypyc
 MANIFEST = "manifest.json"
 

@@ -196,3 +196,30 @@ def test_without_a_daily_pattern_nothing_changes(seed: int) -> None:
               for seasonal in (True, False)]
     assert caught[0] is not None
     assert abs(caught[0] - caught[1]) <= 1, caught
+
+
+def slow_page_estimate(seed: int, hour: int) -> float:
+    """The slow-page loss priced 10 minutes into an LCP x2 slowdown at ``hour`` (UTC) of
+    the third day, with the +-40% daily pattern."""
+    monitor, traffic = monitor_of(True), Traffic(seed)
+    onset = 2 * 24 * 60 + (hour - 12) * 60
+    drive(monitor, traffic, 0, onset, amp=0.4)
+    verdicts = []
+    for i in range(onset, onset + 10):
+        minute = T0 + i * MIN
+        traffic.minute(monitor, minute, lcp_factor=2.0,
+                       conversion_factor=float(daily(0.4, (minute % DAY_MS) / HOUR_MS)))
+        verdicts.extend(monitor.advance(minute + MIN))
+    return verdicts[-1].slow_page_loss_per_hour.value
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_slow_pages_are_priced_at_the_hours_conversion(seed: int) -> None:
+    """The curve is learned over whole days; the loss of slow pages at 08:00 is that of the
+    trough's buyers (x0.6), at 20:00 that of the peak's (x1.4). The truth, as in
+    ``test_campaign``: 40 sessions a minute x (p(LCP) - p(2 LCP)) x the hour's factor x 80."""
+    lcp = np.random.default_rng(0).lognormal(math.log(2_000.0), 0.5, 100_000) / 1000.0
+    drop = float(np.mean(0.08 * np.exp(-0.15 * lcp)) - np.mean(0.08 * np.exp(-0.3 * lcp)))
+    for hour in (8, 20):
+        truth = 40 * 60 * drop * 80.0 * float(daily(0.4, hour + 0.5))
+        assert slow_page_estimate(seed, hour) == pytest.approx(truth, rel=0.5), hour
