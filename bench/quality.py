@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +74,13 @@ class IncidentResult:
     devices_seen: tuple[str, ...] | None = None
 
 
-def run_seed(seed: int, days: float, scale: float, workers: int = 0, *, share: bool = False
-             ) -> tuple[list[Episode], dict[str, Any], float]:
+def run_seed(seed: int, days: float, scale: float, workers: int = 0, *, share: bool = False,
+             daily: float = 0.0) -> tuple[list[Episode], dict[str, Any], float]:
     """Replay one seed; ``workers`` > 0 splits the campaigns as that many workers would
     (``bench/split_monitor.py``: each fits the site curve on its own campaigns, or with
     ``share`` on its own campaigns and the others' slope shares)."""
-    scenario = default_scenario(seed, days=days, scale=scale)
+    scenario = replace(default_scenario(seed, days=days, scale=scale),
+                       conversion_daily_amplitude=daily)
     settings = Settings()
     pipeline = Pipeline.from_settings(settings)
     if workers:
@@ -251,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="split the campaigns as N workers would (each its own site fit)")
     parser.add_argument("--share", action="store_true",
                         help="with --workers: the workers share the site slope (as they do)")
+    parser.add_argument("--conversion-daily", type=float, default=0.0, metavar="A",
+                        help="conversion x (1 + A cos(2 pi (hour - 20) / 24)) (default 0)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="merge these per-seed outputs (one process per seed) into --out")
     args = parser.parse_args(argv)
@@ -261,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     lifetimes: list[dict[str, Any]] = []
     for seed in args.seeds:
         episodes, tru, elapsed = run_seed(seed, args.days, args.scale, args.workers,
-                                          share=args.share)
+                                          share=args.share, daily=args.conversion_daily)
         print(f"seed {seed}: replayed {tru['records']} in {elapsed:.0f} s; "
               f"{len(episodes)} episodes", file=sys.stderr)
         results.extend(judge(seed, inc, episodes) for inc in tru["incidents"])

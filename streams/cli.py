@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from streams.errors import RevwatchError
@@ -36,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--scale", type=float, default=1.0)
     simulate.add_argument("--incident-devices", nargs="+", choices=DEVICES, default=[],
                           metavar="DEVICE", help="with --scenario demo: slow only these devices")
+    simulate.add_argument("--conversion-daily-amplitude", type=float, default=0.0,
+                          metavar="A", help="conversion x (1 + A cos(2 pi (hour - 20) / 24)), "
+                          "UTC hours (default 0: the same at every hour)")
     target = simulate.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", type=Path, help="write beacons/orders JSONL and truth.json")
     target.add_argument("--to-kafka", action="store_true", help="produce to REVWATCH_BROKER")
@@ -97,6 +101,11 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     scenario = (demo_scenario(args.seed, devices=tuple(args.incident_devices))
                 if args.scenario == "demo"
                 else default_scenario(args.seed, days=args.days, scale=args.scale))
+    if not 0.0 <= args.conversion_daily_amplitude < 1.0:
+        print("revwatch simulate: --conversion-daily-amplitude must be in [0, 1)",
+              file=sys.stderr)
+        return 2
+    scenario = replace(scenario, conversion_daily_amplitude=args.conversion_daily_amplitude)
     if args.out:
         summary = write_files(scenario, args.out)
         print(f"revwatch simulate: {summary.line()}", file=sys.stderr)

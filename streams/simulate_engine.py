@@ -21,6 +21,7 @@ import numpy as np
 from streams.records import MAX_TIMING_MS, NONE_CAMPAIGN
 from streams.simulate_model import (
     BOT_USER_AGENTS,
+    DAY_MS,
     DEVICE_LCP_FACTOR,
     DEVICES,
     FURTHER_COUNT_P,
@@ -28,8 +29,10 @@ from streams.simulate_model import (
     FURTHER_LCP_FACTOR,
     FURTHER_URLS,
     FURTHER_WEIGHTS,
+    HOUR_MS,
     LANDING_REFERRERS,
     LCP_SD_LOG,
+    MAX_P,
     MINUTE_MS,
     SECOND_ORDER_FRACTION,
     SHOP_ORIGIN,
@@ -47,6 +50,15 @@ from streams.simulate_model import (
     trap_factor,
 )
 from streams.simulate_truth import Truth
+
+
+def daily_conversion(amplitude: float, start: IntArray) -> FloatArray:
+    """Conversion's hour-of-day factor, ``1 + amplitude cos(2 pi (hour - 20) / 24)`` (UTC;
+    best at 20:00): ``Scenario.conversion_daily_amplitude``, 0 by default (flat)."""
+    hours = (start % DAY_MS) / HOUR_MS
+    factor: FloatArray = 1.0 + amplitude * np.cos(2.0 * np.pi * (hours - 20.0) / 24.0)
+    return factor
+
 
 Kind = Literal["beacon", "order"]
 Record = tuple[Kind, dict[str, Any]]
@@ -188,7 +200,9 @@ class Run:
     def _account_incidents(self, spec: CampaignSpec, c: _Cohort) -> FloatArray:
         """Conversion probabilities; truth: the expected conversions each incident takes."""
         slope = self.s.curve_slope_per_s
-        p = conversion_probability(spec, c.lcp_normal * c.lcp_factor, c.device, slope)
+        day = daily_conversion(self.s.conversion_daily_amplitude, c.start)
+        p = np.minimum(day * conversion_probability(spec, c.lcp_normal * c.lcp_factor,
+                                                    c.device, slope), MAX_P)
         p *= c.conv_factor
         for inc in self._incidents[spec.name]:
             active = (c.start >= inc.start_ms) & (c.start < inc.end_ms) & inc.on_devices(c.device)
@@ -196,7 +210,8 @@ class Run:
                 continue
             undo = inc.lcp_factor if inc.slows(spec.landing_group) else 1.0
             lcp = c.lcp_normal[active] * c.lcp_factor[active] / undo
-            p_without = conversion_probability(spec, lcp, c.device[active], slope)
+            p_without = np.minimum(day[active] * conversion_probability(
+                spec, lcp, c.device[active], slope), MAX_P)
             p_without *= self._conversion_without(spec, c, inc, active)
             lost = float((p_without - p[active]).sum())
             self.truth.add_incident_loss(inc.id, spec.name, int(active.sum()), lost)

@@ -171,6 +171,7 @@ class Scenario:
     boomerang_fraction: float = 0.15  # page views sent as a load + an unload record
     background_bot_fraction: float = 0.01
     currency: str = "USD"
+    conversion_daily_amplitude: float = 0.0  # conversion x (1 + a cos(2 pi (h - 20) / 24))
 
     @property
     def minutes(self) -> int:

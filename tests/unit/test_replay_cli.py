@@ -108,6 +108,16 @@ def test_cli_argument_errors_exit_2_with_usage(argv: list[str],
     assert "usage: revwatch" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("amplitude", ["1.5", "-0.1"])
+def test_simulate_refuses_a_daily_amplitude_outside_0_1(
+        amplitude: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["simulate", "--days", "0.01", "--conversion-daily-amplitude", amplitude,
+                 "--out", str(tmp_path / "sim")])
+    assert code == 2
+    assert "--conversion-daily-amplitude must be in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "sim").exists()
+
+
 def test_cli_bad_setting_exits_1_naming_the_variable(
         inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

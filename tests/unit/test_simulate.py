@@ -392,3 +392,22 @@ def test_an_incident_on_phones_leaves_the_other_devices_alone() -> None:
     with pytest.raises(ValueError, match="unknown devices"):
         IncidentSpec("i2", "conversion_drop", ("shop",), start, start + HOUR_MS,
                      devices=("fridge",))
+
+
+def test_a_daily_conversion_pattern_when_asked_for() -> None:
+    """``conversion_daily_amplitude`` 0.4: sessions convert x1.4 at 20:00 UTC and x0.6 at
+    08:00; by default (0) they convert alike at every hour, byte for byte as before."""
+    base = _scenario(_spec(rate=30.0, cr=0.1), days=1.0, start_ms=DEFAULT_START_MS,
+                     split_metrics_fraction=0.0, boomerang_fraction=0.0)
+    rates = {}
+    for amplitude in (0.0, 0.4):
+        rows = _sessions(list(generate(replace(base, conversion_daily_amplitude=amplitude))))
+        by_hour: dict[int, list[bool]] = {}
+        for row in rows.values():
+            by_hour.setdefault((row["ts"] - base.start_ms) // HOUR_MS, []).append(
+                bool(row["orders"]))
+        rates[amplitude] = [np.mean([x for h in hours for x in by_hour[h]])
+                            for hours in ((18, 19, 20, 21), (6, 7, 8, 9))]
+    peak, trough = rates[0.4]
+    assert peak / trough == pytest.approx(1.383 / 0.617, rel=0.2)  # the slots' middles
+    assert rates[0.0][0] / rates[0.0][1] == pytest.approx(1.0, rel=0.15)
