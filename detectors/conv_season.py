@@ -32,6 +32,7 @@ from the baseline.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +47,11 @@ __all__ = ["HOUR_MS", "SLOTS", "ConversionSeason"]
 HOUR_MS = 3_600_000
 SLOTS = 24
 DAY_MS = SLOTS * HOUR_MS
-MIN_SLOTS = 12  # the factors' spread is estimated over at least this many hours
+MIN_SLOTS = 12  # the factors are fitted over at least this many hours visited
+MIN_CONVERSIONS = 200.0  # and this many conversions
+# a harmonic is kept when its squared amplitude is this many times its sampling variance:
+# with none there, chi-square(2) > 13.8, one time in a thousand
+KEEP_HARMONIC = 6.9
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -162,14 +167,21 @@ def mean_factor(factors: FloatArray, minutes: Sequence[tuple[int, MinuteBucket]]
 
 def season_factors(conversions: FloatArray, sessions: FloatArray) -> FloatArray:
     """Smooth, shrunk hour-of-day factors of ``conversions / sessions`` per slot, with a
-    session-weighted mean of 1; all 1 with fewer than ``MIN_SLOTS`` slots seen.
+    session-weighted mean of 1; all 1 with fewer than ``MIN_SLOTS`` slots visited or
+    ``MIN_CONVERSIONS`` conversions.
 
-    The log rate of each slot is fitted by weighted least squares (weights: the slot's
-    conversions, the inverse of its log's Poisson variance) with ``HARMONICS`` daily
-    harmonics at the slots' middles, so a slot borrows strength from its neighbours (a daily
-    pattern is smooth). Each harmonic is then shrunk by its reliability, positive-part
-    James-Stein: ``max(0, 1 - v / a^2)`` with ``a^2`` its squared amplitude and ``v`` its
-    sampling variance (over-dispersion of the slots around the fit included).
+    A Poisson regression of each slot's conversions on its sessions with ``HARMONICS``
+    daily harmonics at the slots' middles (iteratively reweighted least squares), so a slot
+    borrows strength from its neighbours (a daily pattern is smooth) and a slot with few or
+    no conversions counts for what it is (a log of small counts would not: leaving out the
+    empty night slots of a small campaign made its nights look good). A harmonic is kept
+    only when it is clear (``a^2 > KEEP_HARMONIC x v``, ``a^2`` its squared amplitude, ``v``
+    its sampling variance with the Pearson over-dispersion of the slots around the fit)
+    and then shrunk by its reliability, ``1 - v / a^2`` (James-Stein): with no pattern, one
+    harmonic in a thousand passes by chance, where ``a^2 > v`` alone let one in three pass
+    with a part of its noise (measured, 400 seeds, the simulator's traffic by hour and a
+    flat rate: the factors are all 1 on 99.8% of them from 300, 1,000 or 5,000 conversions;
+    a +-40% pattern is kept on 74% from 300 conversions and on all from 1,000).
 
     >>> hours = np.arange(24) + 0.5
     >>> s = np.full(24, 10_000.0); c = 300.0 * (1 + 0.4 * np.cos(2 * np.pi * (hours - 20) / 24))
@@ -177,28 +189,53 @@ def season_factors(conversions: FloatArray, sessions: FloatArray) -> FloatArray:
     >>> round(float(f[20] / f[8]), 1), round(float(f @ s / s.sum()), 9)  # truth 2.32
     (2.3, 1.0)
     """
-    seen = (conversions > 0) & (sessions > 0)
     ones = np.ones(SLOTS)
-    if int(seen.sum()) < MIN_SLOTS:
+    visited = sessions > 0
+    total_c, total_s = float(conversions[visited].sum()), float(sessions[visited].sum())
+    if int(visited.sum()) < MIN_SLOTS or total_c < MIN_CONVERSIONS:
         return ones
-    weights = conversions[seen]
-    log_rate = np.log(conversions[seen] / sessions[seen])
-    design = _HARMONIC_DESIGN[seen]
-    normal = design.T @ (design * weights[:, None])
-    beta = np.linalg.solve(normal, design.T @ (weights * log_rate))
-    residual = log_rate - design @ beta
-    dispersion = max(1.0, float(weights @ residual ** 2) / (len(log_rate) - design.shape[1]))
-    covariance = np.linalg.inv(normal) * dispersion
+    beta, covariance = _poisson_fit(_HARMONIC_DESIGN[visited], conversions[visited],
+                                    sessions[visited], math.log(total_c / total_s))
+    if beta is None:
+        return ones
     log_factors = np.zeros(SLOTS)
+    kept = False
     for k in range(HARMONICS):
         pair = slice(1 + 2 * k, 3 + 2 * k)
         amplitude2 = float(beta[pair] @ beta[pair])
         noise = float(np.trace(covariance[pair, pair]))
-        if amplitude2 > noise:
+        if amplitude2 > KEEP_HARMONIC * noise:
             log_factors += _HARMONIC_DESIGN[:, pair] @ beta[pair] * (1.0 - noise / amplitude2)
+            kept = True
+    if not kept:
+        return ones
     factors: FloatArray = np.exp(log_factors)
-    total = float(sessions.sum())
-    return factors / (float(factors @ sessions) / total) if total > 0 else factors
+    return factors / (float(factors @ sessions) / total_s)
+
+
+def _poisson_fit(design: FloatArray, counts: FloatArray, exposure: FloatArray,
+                 intercept: float) -> tuple[FloatArray | None, FloatArray]:
+    """``log E[counts] = log(exposure) + design @ beta`` by iteratively reweighted least
+    squares from the flat fit; beta (``None`` if it does not converge) and its covariance
+    times the Pearson dispersion (at least 1)."""
+    beta = np.zeros(design.shape[1])
+    beta[0] = intercept
+    information = np.eye(design.shape[1])
+    for _ in range(25):
+        mean = exposure * np.exp(design @ beta)
+        information = design.T @ (design * mean[:, None])
+        step = np.linalg.solve(information, design.T @ (counts - mean))
+        beta = beta + step
+        if not np.all(np.isfinite(beta)):
+            return None, information
+        if float(np.abs(step).max()) < 1e-8:
+            break
+    else:
+        return None, information
+    mean = exposure * np.exp(design @ beta)
+    information = design.T @ (design * mean[:, None])
+    pearson = float(((counts - mean) ** 2 / mean).sum()) / max(len(counts) - design.shape[1], 1)
+    return beta, np.linalg.inv(information) * max(1.0, pearson)
 
 
 def _harmonic_design() -> FloatArray:
