@@ -19,7 +19,7 @@ import numpy as np
 
 from detectors.buckets import MINUTE_MS, MinuteBucket, MinuteRing, minute_of
 from detectors.campaign_params import CampaignParams
-from detectors.conv_season import ConversionSeason, mean_factor, slots_of
+from detectors.conv_season import ConversionSeason, mean_factor
 from detectors.conversion import ConversionVerdict
 from detectors.device_scan import DeviceDrop, price_device_drop, scan_campaign
 from detectors.elasticity import CurveFit
@@ -31,7 +31,7 @@ from detectors.pricing import price_conversion_loss, price_slow_pages
 from detectors.revenue import average_order_value
 from detectors.strata import CURVE_SIZE, by_stratum, device_stratum, shrunk_strata_fit
 from detectors.verdicts import CampaignVerdict, ConversionRow, DeviceRow, Estimate
-from detectors.window import TickWindow, recent_p75, recent_rate, window_rows
+from detectors.window import TickWindow, recent_p75, recent_rate
 
 __all__ = ["PLACE_CONVERSION_P", "PRICE_CONVERSION_P", "CampaignModel", "CampaignParams",
            "CampaignVerdict"]
@@ -316,20 +316,18 @@ class CampaignModel:
         """
         start = min(conv.window_start_ms or tick_ms,
                     tick_ms - self.params.price_conversion_minutes * MINUTE_MS)
-        rows = window_rows(window, start)
-        if not rows:
+        first = window.first_from(start)
+        if first == len(window):
             return conv
-        ages = np.array([(tick_ms - m) / MINUTE_MS - 0.5 for m, _ in rows])
-        sessions = np.array([b.sessions for _, b in rows], dtype=float)
-        factors = self._factors()
-        if factors is not None:
-            sessions *= factors[slots_of(np.array([m for m, _ in rows], dtype=np.int64))]
         base_conv, base_sessions = self._baseline()
-        expected = float(sessions @ self.lag.cdf_array(ages)) * float(base_conv / base_sessions)
-        observed = float(sum(b.conversions for _, b in rows))
+        # the tick's own arrays: F(age) at each minute's middle, times its hour's factor
+        expected = float(window.sessions[first:] @ window.weights[first:]) * float(
+            base_conv / base_sessions)
+        observed = float(sum(b.conversions for b in window.buckets[first:]))
         ratio = observed / expected if expected > 0 else math.nan
-        return ConversionVerdict(conv.p_value, observed, expected, ratio, rows[0][0],
-                                 conv.statistic)
+        return ConversionVerdict(conv.p_value, observed, expected, ratio,
+                                 window.minutes[first], conv.statistic)
+
 
     def _slow_page_loss(self, tick_ms: int, site_fit: CurveFit | None, aov: float,
                         aov_se: float) -> tuple[Estimate, dict[str, DeviceRow]]:

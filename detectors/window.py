@@ -18,7 +18,7 @@ from operator import attrgetter
 import numpy as np
 import numpy.typing as npt
 
-from detectors.buckets import MINUTE_MS, MinuteBucket, MinuteRing
+from detectors.buckets import MINUTE_MS, MinuteRing
 from detectors.conv_season import slots_of
 from detectors.lag import LagModel
 from detectors.sketch import LogHistogram
@@ -134,9 +134,3 @@ def recent_p75(window: TickWindow, limits_minutes: tuple[int, ...], min_sessions
             return math.nan
         end = start
     return math.nan
-
-
-def window_rows(window: TickWindow, start_ms: int) -> list[tuple[int, MinuteBucket]]:
-    """The minutes and buckets from ``start_ms`` on."""
-    first = window.first_from(start_ms)
-    return list(zip(window.minutes[first:], window.buckets[first:], strict=True))
