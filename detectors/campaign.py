@@ -287,9 +287,9 @@ class CampaignModel:
         return float(conversions), float(sessions) * self.season.base_factor()
 
     def _factors(self) -> np.ndarray | None:
-        """The hour-of-day conversion factors (None before a whole day is learned, or
-        when the campaign is set to have none)."""
-        if self.params.conversion_seasonality and self.season.whole_day():
+        """The hour-of-day conversion factors (None before a whole day is learned and
+        without a site pattern, or when the campaign is set to have none)."""
+        if self.params.conversion_seasonality and self.season.in_use():
             return self.season.factors()
         return None
 

@@ -42,7 +42,8 @@ import numpy.typing as npt
 from detectors.buckets import MinuteBucket
 from detectors.ewcounts import EwVector
 
-__all__ = ["HOUR_MS", "SLOTS", "ConversionSeason"]
+__all__ = ["HARMONIC_DESIGN", "HOUR_MS", "SLOTS", "ConversionSeason", "kept_harmonics",
+           "season_factors"]
 
 HOUR_MS = 3_600_000
 SLOTS = 24
@@ -58,7 +59,8 @@ FloatArray = npt.NDArray[np.float64]
 class ConversionSeason:
     """Conversions and sessions per hour-of-day slot, and the factors they give."""
 
-    __slots__ = ("_factors", "_slot", "base", "conversions", "first_ms", "last_ms", "sessions")
+    __slots__ = ("_factors", "_slot", "base", "conversions", "first_ms", "last_ms", "prior",
+                 "sessions")
 
     def __init__(self, *, half_life_days: float = 3.0, base_half_life_minutes: float = 720.0
                  ) -> None:
@@ -71,6 +73,19 @@ class ConversionSeason:
         self._slot = -1  # the slot of the latest minute learned
         self.first_ms: int | None = None  # the first and the latest minute learned
         self.last_ms: int | None = None
+        # the site's harmonic coefficients (``detectors.site_season``), set by the monitor
+        self.prior: FloatArray | None = None
+
+    def set_prior(self, prior: FloatArray | None) -> None:
+        """The site's harmonic coefficients now (``None``: no site pattern); the factors
+        are worked out again when they changed."""
+        if not _same(prior, self.prior):
+            self.prior = prior
+            self._factors = None
+
+    def in_use(self) -> bool:
+        """Whether there are factors to use: a whole day learned, or the site's pattern."""
+        return self.whole_day() or self.prior is not None
 
     def learn(self, minute_ms: int, conversions: float, sessions: float) -> None:
         """A matured, unflagged minute's sessions and their conversions.
@@ -101,11 +116,12 @@ class ConversionSeason:
         return float(self.base.values @ self.factors()) / total if total > 0 else 1.0
 
     def factors(self) -> FloatArray:
-        """The 24 factors: all 1 until a whole day has been learned (each hour's rate is
-        then compared with the rest of the day's, not with the few hours seen so far)."""
+        """The 24 factors: the site's pattern, or all 1 without one, until a whole day has
+        been learned (each hour's rate is then compared with the rest of the day's, not
+        with the few hours seen so far); then the campaign's own where it is clear."""
         if self._factors is None:
-            self._factors = season_factors(self.conversions.values, self.sessions.values) \
-                if self.whole_day() else np.ones(SLOTS)
+            self._factors = season_factors(self.conversions.values, self.sessions.values,
+                                           self.prior, own=self.whole_day())
         return self._factors
 
     def whole_day(self) -> bool:
@@ -120,7 +136,8 @@ class ConversionSeason:
         factors = None if self._factors is None else self._factors.tolist()
         return {"c": self.conversions.to_state(), "s": self.sessions.to_state(),
                 "b": self.base.to_state(), "f": factors, "k": self._slot,
-                "t": [self.first_ms, self.last_ms]}
+                "t": [self.first_ms, self.last_ms],
+                "p": None if self.prior is None else self.prior.tolist()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ConversionSeason:
@@ -132,19 +149,24 @@ class ConversionSeason:
         season._factors = None if factors is None else np.asarray(factors, dtype=np.float64)
         season._slot = int(state.get("k", -1))
         season.first_ms, season.last_ms = state.get("t", [None, None])
+        prior = state.get("p")
+        season.prior = None if prior is None else np.asarray(prior, dtype=np.float64)
         return season
 
     def __eq__(self, other: object) -> bool:
-        mine, theirs = self._factors, other._factors if isinstance(other, ConversionSeason) \
-            else None
         return (isinstance(other, ConversionSeason) and self.conversions == other.conversions
                 and self.sessions == other.sessions and self.base == other.base
                 and self._slot == other._slot
-                and self.first_ms == other.first_ms and self.last_ms == other.last_ms
-                and (mine is None) == (theirs is None)
-                and (mine is None or theirs is None or bool(np.array_equal(mine, theirs))))
+                and _same(self.prior, other.prior) and _same(self._factors, other._factors)
+                and self.first_ms == other.first_ms and self.last_ms == other.last_ms)
 
     __hash__ = None  # type: ignore[assignment]  # mutable
+
+
+def _same(mine: FloatArray | None, theirs: FloatArray | None) -> bool:
+    if mine is None or theirs is None:
+        return mine is None and theirs is None
+    return bool(np.array_equal(mine, theirs))
 
 
 def slot_of(minute_ms: int) -> int:
@@ -165,23 +187,28 @@ def mean_factor(factors: FloatArray, minutes: Sequence[tuple[int, MinuteBucket]]
                for minute, bucket in minutes) / sessions
 
 
-def season_factors(conversions: FloatArray, sessions: FloatArray) -> FloatArray:
+def season_factors(conversions: FloatArray, sessions: FloatArray,
+                   prior: FloatArray | None = None, *, own: bool = True) -> FloatArray:
     """Smooth, shrunk hour-of-day factors of ``conversions / sessions`` per slot, with a
-    session-weighted mean of 1; all 1 with fewer than ``MIN_SLOTS`` slots visited or
-    ``MIN_CONVERSIONS`` conversions.
+    session-weighted mean of 1, starting from the site's harmonic coefficients ``prior``
+    (``detectors.site_season``; none: a flat day). The campaign's own fit counts only
+    with ``own`` (a whole day learned), ``MIN_SLOTS`` slots visited and
+    ``MIN_CONVERSIONS`` conversions; without it the factors are the prior's. All 1 when
+    neither says anything.
 
     A Poisson regression of each slot's conversions on its sessions with ``HARMONICS``
     daily harmonics at the slots' middles (iteratively reweighted least squares), so a slot
     borrows strength from its neighbours (a daily pattern is smooth) and a slot with few or
     no conversions counts for what it is (a log of small counts would not: leaving out the
-    empty night slots of a small campaign made its nights look good). A harmonic is kept
-    only when it is clear (``a^2 > KEEP_HARMONIC x v``, ``a^2`` its squared amplitude, ``v``
-    its sampling variance with the Pearson over-dispersion of the slots around the fit)
-    and then shrunk by its reliability, ``1 - v / a^2`` (James-Stein): with no pattern, one
-    harmonic in a thousand passes by chance, where ``a^2 > v`` alone let one in three pass
-    with a part of its noise (measured, 400 seeds, the simulator's traffic by hour and a
-    flat rate: the factors are all 1 on 99.8% of them from 300, 1,000 or 5,000 conversions;
-    a +-40% pattern is kept on 74% from 300 conversions and on all from 1,000).
+    empty night slots of a small campaign made its nights look good). A harmonic departs
+    from the prior's only when the departure is clear (``a^2 > KEEP_HARMONIC x v``, ``a^2``
+    its squared size, ``v`` its sampling variance with the Pearson over-dispersion of the
+    slots around the fit) and is then shrunk by its reliability, ``1 - v / a^2``
+    (James-Stein): with no pattern, one harmonic in a thousand passes by chance, where
+    ``a^2 > v`` alone let one in three pass with a part of its noise (measured, 400 seeds,
+    the simulator's traffic by hour and a flat rate: the factors are all 1 on 99.8% of them
+    from 300, 1,000 or 5,000 conversions; a +-40% pattern is kept on 74% from 300
+    conversions and on all from 1,000).
 
     >>> hours = np.arange(24) + 0.5
     >>> s = np.full(24, 10_000.0); c = 300.0 * (1 + 0.4 * np.cos(2 * np.pi * (hours - 20) / 24))
@@ -189,28 +216,34 @@ def season_factors(conversions: FloatArray, sessions: FloatArray) -> FloatArray:
     >>> round(float(f[20] / f[8]), 1), round(float(f @ s / s.sum()), 9)  # truth 2.32
     (2.3, 1.0)
     """
-    ones = np.ones(SLOTS)
+    coefficients = prior
     visited = sessions > 0
     total_c, total_s = float(conversions[visited].sum()), float(sessions[visited].sum())
-    if int(visited.sum()) < MIN_SLOTS or total_c < MIN_CONVERSIONS:
-        return ones
-    beta, covariance = _poisson_fit(_HARMONIC_DESIGN[visited], conversions[visited],
-                                    sessions[visited], math.log(total_c / total_s))
-    if beta is None:
-        return ones
-    log_factors = np.zeros(SLOTS)
-    kept = False
-    for k in range(HARMONICS):
-        pair = slice(1 + 2 * k, 3 + 2 * k)
-        amplitude2 = float(beta[pair] @ beta[pair])
+    if own and int(visited.sum()) >= MIN_SLOTS and total_c >= MIN_CONVERSIONS:
+        beta, covariance = _poisson_fit(HARMONIC_DESIGN[visited], conversions[visited],
+                                        sessions[visited], math.log(total_c / total_s))
+        if beta is not None:
+            coefficients = kept_harmonics(beta[1:], covariance[1:, 1:], prior)
+    if coefficients is None:
+        return np.ones(SLOTS)
+    factors: FloatArray = np.exp(HARMONIC_DESIGN[:, 1:] @ coefficients)
+    return factors / (float(factors @ sessions) / total_s) if total_s > 0 else factors
+
+
+def kept_harmonics(beta: FloatArray, covariance: FloatArray,
+                   centre: FloatArray | None = None) -> FloatArray | None:
+    """``centre`` plus each harmonic's departure from it (``beta - centre``; ``centre``
+    zero without one) where that departure is clear (``a^2 > KEEP_HARMONIC x v``), shrunk
+    by ``1 - v / a^2``; harmonic coefficients in, ``None`` when the result is all zero."""
+    kept = np.zeros(len(beta)) if centre is None else centre.copy()
+    for k in range(len(beta) // 2):
+        pair = slice(2 * k, 2 * k + 2)
+        departure = beta[pair] - kept[pair]
+        amplitude2 = float(departure @ departure)
         noise = float(np.trace(covariance[pair, pair]))
         if amplitude2 > KEEP_HARMONIC * noise:
-            log_factors += _HARMONIC_DESIGN[:, pair] @ beta[pair] * (1.0 - noise / amplitude2)
-            kept = True
-    if not kept:
-        return ones
-    factors: FloatArray = np.exp(log_factors)
-    return factors / (float(factors @ sessions) / total_s)
+            kept[pair] += departure * (1.0 - noise / amplitude2)
+    return kept if bool(np.any(kept != 0.0)) else None
 
 
 def _poisson_fit(design: FloatArray, counts: FloatArray, exposure: FloatArray,
@@ -249,4 +282,4 @@ def _harmonic_design() -> FloatArray:
 
 
 HARMONICS = 3
-_HARMONIC_DESIGN = _harmonic_design()
+HARMONIC_DESIGN = _harmonic_design()

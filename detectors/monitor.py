@@ -13,7 +13,7 @@ the bucket changed). ``drain_changes()`` returns exactly those keys.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,8 +22,10 @@ import numpy.typing as npt
 from detectors.buckets import MINUTE_MS, MinuteBucket, minute_of
 from detectors.campaign import CampaignModel, CampaignParams
 from detectors.campaign_state import model_from_state, model_to_state
+from detectors.conv_season import HOUR_MS, SLOTS
 from detectors.elasticity import CurveFit
 from detectors.site import SlopeShare, share_of, with_shares
+from detectors.site_season import fit_site_pattern, season_share_of
 from detectors.strata import fit_common_slope
 from detectors.verdicts import CampaignVerdict
 
@@ -73,6 +75,9 @@ class Monitor:
         self.last_tick_ms: int | None = None
         self.site_fit: CurveFit | None = None
         self._site_fit_tick: int | None = None
+        # the site's hour-of-day pattern (``detectors.site_season``), fitted once an hour
+        self.site_season: FloatArray | None = None
+        self._season_hour: int | None = None
         self._dirty_models: set[str] = set()
         self._evicted: dict[str, list[int]] = {}
 
@@ -92,6 +97,7 @@ class Monitor:
         found = self.models.get(name)
         if found is None:
             found = self.models[name] = CampaignModel(self.params.campaign)
+            found.season.set_prior(self.site_season)
         return found
 
     def observe_session(self, campaign: str, start_ms: int, lcp_ms: float | None,
@@ -170,6 +176,8 @@ class Monitor:
         remote = self._remote_shares(tick_ms, groups.keys()) if named else []
         self.site_sources = (len(groups), len(remote))
         self.site_fit = self._fit_site([m for _, m in named], remote) if named else None
+        if self.params.campaign.conversion_seasonality:
+            self._refit_season(tick_ms, [m for _, m in named], remote)
         if self.group_of is not None:
             slope = 0.0 if self.site_fit is None else self.site_fit.slope
             self._take_shares(tick_ms, groups, slope)
@@ -187,6 +195,16 @@ class Monitor:
             return CurveFit(0.0, mean, ((0.0, 0.0), (0.0, sd * sd)), 0.0, 0.0)
         return None
 
+    def _refit_season(self, tick_ms: int, models: list[CampaignModel],
+                      remote: list[SlopeShare]) -> None:
+        """The site's hour-of-day pattern, once an hour, given to every campaign."""
+        if tick_ms // HOUR_MS != self._season_hour:
+            self._season_hour = tick_ms // HOUR_MS
+            shares = [share.season for share in remote if share.season is not None]
+            self.site_season = fit_site_pattern(*_season_data(models), shares)
+        for model in models:
+            model.season.set_prior(self.site_season)
+
     def _remote_shares(self, tick_ms: int, local: Iterable[int]) -> list[SlopeShare]:
         """The other partitions' shares young enough to count (a partition held here counts
         by its own data, whatever another worker last said of it)."""
@@ -197,10 +215,14 @@ class Monitor:
 
     def _take_shares(self, tick_ms: int, groups: dict[int, list[CampaignModel]],
                      slope: float) -> None:
+        seasonal = self.params.campaign.conversion_seasonality
         for group, models in groups.items():
             share = share_of(*_curve_data(models), slope, tick_ms)
-            if share is not None:
-                self._new_shares[group] = share
+            if share is None:
+                continue
+            season = season_share_of(*_season_data(models), self.site_season) \
+                if seasonal else None
+            self._new_shares[group] = share if season is None else replace(share, season=season)
 
     def receive_share(self, group: int, share: SlopeShare) -> None:
         """Another worker's share of facts partition ``group`` (an older one is ignored)."""
@@ -240,7 +262,9 @@ class Monitor:
         if self._site_fit_tick is None:
             return None
         fit = None if self.site_fit is None else self.site_fit.to_state()
-        return {"fit": fit, "tick": self._site_fit_tick}
+        season = None if self.site_season is None else self.site_season.tolist()
+        return {"fit": fit, "tick": self._site_fit_tick, "season": season,
+                "season_hour": self._season_hour}
 
     def _restore_site(self, state: dict[str, Any] | None) -> None:
         if state is None or (self._site_fit_tick is not None
@@ -248,6 +272,9 @@ class Monitor:
             return
         self._site_fit_tick = int(state["tick"])
         self.site_fit = None if state["fit"] is None else CurveFit.from_state(state["fit"])
+        season = state.get("season")  # older rows: none, fitted again at the next tick
+        self.site_season = None if season is None else np.asarray(season, dtype=np.float64)
+        self._season_hour = state.get("season_hour")
 
     def restore(self, items: Iterable[tuple[str, Any]]) -> None:
         """Load table items written by :meth:`drain_changes` (any order)."""
@@ -278,6 +305,16 @@ def _curve_data(models: list[CampaignModel]) -> tuple[FloatArray, FloatArray]:
     """The models' curve vectors, one after the other: sessions, conversions."""
     return (np.concatenate([m.curve_sessions.values for m in models]),
             np.concatenate([m.curve_conversions.values for m in models]))
+
+
+def _season_data(models: list[CampaignModel]) -> tuple[FloatArray, FloatArray]:
+    """Conversions and sessions by hour slot (campaigns x 24) of the campaigns with a whole
+    day learned: the site pattern's strata."""
+    seasons = [m.season for m in models if m.season.whole_day()]
+    if not seasons:
+        return np.zeros((0, SLOTS)), np.zeros((0, SLOTS))
+    return (np.stack([s.conversions.values for s in seasons]),
+            np.stack([s.sessions.values for s in seasons]))
 
 
 def _key(campaign: str, part: str) -> str:

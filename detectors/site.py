@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy.typing as npt
 
+from detectors.site_season import SeasonShare
 from detectors.strata import profile_score
 
 
@@ -34,16 +35,23 @@ class SlopeShare:
         mean: the slope its strata alone point to (one Newton step from the site slope).
         information: the profile information of its strata in the slope (1 / variance).
         conversions: the conversions behind it.
+        season: its evidence on the site's hour-of-day pattern, if any
+            (``detectors.site_season``; older workers send none).
     """
 
     tick_ms: int
     mean: float
     information: float
     conversions: float
+    season: SeasonShare | None = None
 
     def to_state(self) -> dict[str, Any]:
-        return {"tick_ms": self.tick_ms, "mean": self.mean, "information": self.information,
-                "conversions": self.conversions}
+        state: dict[str, Any] = {"tick_ms": self.tick_ms, "mean": self.mean,
+                                 "information": self.information,
+                                 "conversions": self.conversions}
+        if self.season is not None:
+            state["season"] = self.season.to_state()
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> SlopeShare:
@@ -53,8 +61,10 @@ class SlopeShare:
             ValueError: for a missing field, a non-finite mean or a non-positive information.
         """
         try:
+            season = state.get("season")
             share = cls(int(state["tick_ms"]), float(state["mean"]),
-                        float(state["information"]), float(state["conversions"]))
+                        float(state["information"]), float(state["conversions"]),
+                        None if season is None else SeasonShare.from_state(season))
         except (KeyError, TypeError) as exc:
             msg = f"not a slope share: {exc!r}"
             raise ValueError(msg) from exc
