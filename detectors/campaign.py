@@ -6,8 +6,10 @@ distribution, the conversion rate of matured sessions, the latency-to-conversion
 the order value. At each tick it runs the latency CUSUM on newly closed minutes, the
 conversion window scan on the recent ones, and prices what it sees (``CampaignVerdict``).
 
-Learning is protected: a minute the latency test or the conversion test flags is never
-learned into the baselines (the river habit of keeping anomalies out of the baseline).
+Learning is protected: a minute the latency test or the conversion test flags is not
+learned into the baselines (the river habit of keeping anomalies out of the baseline),
+unless its run of flags lasts ``accept_change_minutes``: a lasting change of conversion is
+then learned as the new normal (``detectors.held``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from detectors.conversion import ConversionVerdict
 from detectors.device_scan import DeviceDrop, price_device_drop, scan_campaign
 from detectors.elasticity import CurveFit
 from detectors.ewcounts import EwVector
+from detectors.held import HeldMinutes
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
 from detectors.localize import device_conversions, device_shifts
@@ -64,6 +67,7 @@ class CampaignModel:
         self.curve_sessions = EwVector(CURVE_SIZE, half_life_minutes=p.curve_half_life_minutes)
         self.curve_conversions = EwVector(CURVE_SIZE, half_life_minutes=p.curve_half_life_minutes)
         self.orders = EwVector(3, half_life_minutes=p.curve_half_life_minutes)
+        self.held = HeldMinutes(p)  # flagged minutes, learned if their change lasts
         self.last_matured_minute: int | None = None
         self.last_alarm_ms: int | None = None  # the latest tick with a latency alarm
         self.last_seen_ms = 0
@@ -171,11 +175,34 @@ class CampaignModel:
         for minute, bucket in zip(*self.ring.span_lists(start, last + 1), strict=True):
             if not bucket.flagged:
                 self._learn_matured(minute, bucket)
-            elif not self.season.whole_day():  # the first day's troughs, flagged as drops
-                self.season.learn(minute, bucket.conversions, bucket.sessions)
+                if self.held.ended(minute):
+                    self.held = HeldMinutes(self.params)
+            else:
+                self._learn_flagged(minute, bucket)
         if self.last_matured_minute is None or last > self.last_matured_minute:
             self.last_matured_minute = last
         self.dropped.extend(self.ring.drop_before(tick_ms - self.params.keep_minutes * MINUTE_MS))
+
+    def _learn_flagged(self, minute: int, bucket: MinuteBucket) -> None:
+        """A flagged matured minute: held, or learned once its run of flags has lasted
+        (``detectors.held``)."""
+        if self.held.accepted:
+            self._learn_matured(minute, bucket)
+            self.held.last_flagged_ms = minute
+            return
+        first_day = not self.season.whole_day()
+        if first_day:  # the first day's troughs, flagged as drops
+            self.season.learn(minute, bucket.conversions, bucket.sessions)
+        self.held.hold(minute, bucket, season=not first_day)
+        if self.held.due(minute):
+            held = self.held
+            self.conv_base.merge(held.conv)
+            self.season.merge(held.season)
+            self.curve_sessions.merge(held.curve_sessions)
+            self.curve_conversions.merge(held.curve_conversions)
+            self.held = HeldMinutes(self.params)
+            self.held.first_ms, self.held.last_flagged_ms = held.first_ms, minute
+            self.held.accepted = True
 
     def _learn_matured(self, minute: int, bucket: MinuteBucket) -> None:
         self.conv_base.add_counts(minute, {0: bucket.conversions, 1: bucket.sessions})

@@ -38,6 +38,9 @@ class CampaignParams:
     # hour-of-day factors of the conversion rate (``detectors.conv_season``); False: none
     conversion_seasonality: bool = True
     conversion_season_half_life_days: float = 3.0
+    # flagged minutes are learned once their run of flags has lasted this long: a lasting
+    # change is a new normal, not an incident (``detectors.held``)
+    accept_change_minutes: int = 720
     curve_half_life_minutes: float = 4320.0
     min_baseline_conversions: float = 20.0
     flag_latency_fraction: float = 1.0

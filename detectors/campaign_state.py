@@ -19,6 +19,7 @@ from detectors.baseline import EwStats, SeasonalBaseline
 from detectors.campaign import CampaignModel, CampaignParams
 from detectors.conv_season import ConversionSeason
 from detectors.ewcounts import EwVector
+from detectors.held import HeldMinutes
 from detectors.lag import LagModel
 from detectors.latency import LatencyCusum, LatencyVerdict
 from detectors.strata import fold_strata, padded_curve
@@ -31,7 +32,7 @@ def model_to_state(model: CampaignModel) -> dict[str, Any]:
         "lb": lat.baseline.to_state(), "lv": lat.variance.to_state(),
         "cusum": lat.cusum.to_state(), "lag": model.lag.to_state(),
         "cb": model.conv_base.to_state(), "orders": model.orders.to_state(),
-        "cz": model.season.to_state(),
+        "cz": model.season.to_state(), "hd": model.held.to_state(),
         **_curve_to_state("cs", model.curve_sessions),
         **_curve_to_state("cc", model.curve_conversions),
         "llm": lat.last_minute, "lmm": model.last_matured_minute,
@@ -56,6 +57,8 @@ def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
     model.conv_base = EwVector.from_state(state["cb"])
     if "cz" in state:  # absent in rows written before the hour-of-day factors: none learned
         model.season = ConversionSeason.from_state(state["cz"])
+    if state.get("hd") is not None:  # none outside a run, or in rows written before
+        model.held = HeldMinutes.from_state(state["hd"], model.params)
     model.curve_sessions = _curve_from_state(state, "cs")
     model.curve_conversions = _curve_from_state(state, "cc")
     model.orders = EwVector.from_state(state["orders"])

@@ -109,6 +109,13 @@ class ConversionSeason:
         """A minute the conversion baseline learned: its sessions, by slot."""
         self.base.add_counts(minute_ms, {slot_of(minute_ms): sessions})
 
+    def merge(self, other: ConversionSeason) -> None:
+        """Add ``other``'s counts (minutes learned apart, of the same half-lives)."""
+        self.conversions.merge(other.conversions)
+        self.sessions.merge(other.sessions)
+        self.base.merge(other.base)
+        self._factors = None
+
     def base_factor(self) -> float:
         """The mean factor of the baseline's sessions: its sessions times this are its
         seasonal sessions, whatever factors were in use when it learned them."""

@@ -57,6 +57,20 @@ class EwVector:
         for index, count in counts.items():
             values[index] += count
 
+    def merge(self, other: EwVector) -> None:
+        """Add ``other``'s counts (of the same half-life), both forgotten to the later of
+        their last minutes."""
+        if other._last_ms is None:
+            return
+        if self._last_ms is None:
+            self.values = other.values.copy()
+            self._last_ms = other._last_ms
+            return
+        later = max(self._last_ms, other._last_ms)
+        self.decay_to(later)
+        elapsed = (later - other._last_ms) / MINUTE_MS
+        self.values += other.values * 0.5 ** (elapsed / self.half_life_minutes)
+
     def to_state(self) -> dict[str, Any]:
         return {"h": self.half_life_minutes, "v": self.values.tolist(), "t": self._last_ms}
 
