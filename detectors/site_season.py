@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from detectors.conv_season import HARMONIC_DESIGN, MIN_CONVERSIONS, MIN_SLOTS, kept_harmonics
 
-__all__ = ["SeasonShare", "fit_site_pattern", "season_share_of"]
+__all__ = ["SeasonShare", "fit_site_pattern", "hour_factors", "season_share_of"]
 
 FloatArray = npt.NDArray[np.float64]
 X = HARMONIC_DESIGN[:, 1:]  # slots x coefficients: the harmonics' cos and sin
@@ -188,3 +188,12 @@ def season_share_of(conversions: FloatArray, sessions: FloatArray, beta: FloatAr
     if not (np.all(np.isfinite(mean)) and math.isfinite(float(np.linalg.det(information)))):
         return None
     return _share(mean, information, float(conversions.sum()))
+
+
+def hour_factors(beta: FloatArray | None) -> FloatArray:
+    """Each UTC hour's conversion against the day's mean under the coefficients ``beta``
+    (the mean of the 24 is 1; all 1 without a pattern): what the site's day looks like."""
+    if beta is None:
+        return np.ones(X.shape[0])
+    factors: FloatArray = np.exp(X @ beta)
+    return factors / float(factors.mean())

@@ -18,9 +18,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from detectors.elasticity import CurveFit
+from detectors.site_season import hour_factors
 
 OTHER = "other"
 """The ``campaign`` label value of every campaign beyond the label budget."""
@@ -137,6 +140,10 @@ class Metrics:
         self.site_slope = Gauge("revwatch_site_curve_slope", "The site-wide slope of log "
                                 "conversion per second of LCP (NaN before the first fit).",
                                 registry=r)
+        self.site_hour_factor = Gauge(
+            "revwatch_site_conversion_hour_factor", "The site's hour-of-day pattern of "
+            "conversion: each UTC hour's conversion against the day's mean (1 at every "
+            "hour until a pattern is clear).", ["hour"], registry=r)
 
     def _define_campaign_gauges(self, r: CollectorRegistry) -> None:
         specs = {
@@ -199,6 +206,11 @@ class Metrics:
         self.site_partitions.labels("shared").set(shared)
         self.site_conversions.set(conversions)
         self.site_slope.set(math.nan if fit is None else fit.slope)
+
+    def set_site_season(self, coefficients: npt.NDArray[np.float64] | None) -> None:
+        """The site's hour-of-day pattern (``detectors.site_season``), one series per hour."""
+        for hour, factor in enumerate(hour_factors(coefficients)):
+            self.site_hour_factor.labels(str(hour)).set(float(factor))
 
     def set_collector_buffered(self, records: int) -> None:
         self.collector_buffered.set(records)

@@ -91,6 +91,7 @@ class CampaignStage:
         own, shared = self.monitor.site_sources
         self.metrics.set_site_curve(own, shared, self.monitor.site_conversions,
                                     self.monitor.site_fit)
+        self.metrics.set_site_season(self.monitor.site_season)
 
     def _apply(self, fact: SessionFact, partition: int) -> None:
         if fact.kind == "heartbeat":

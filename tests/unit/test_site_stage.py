@@ -9,11 +9,13 @@ import orjson
 import pytest
 
 from detectors.site import SlopeShare
+from detectors.site_season import season_share_of
 from streams.facts_codec import ShareFact, decode_facts, encode_shares
 from streams.records import SessionFact
 from streams.stages import CampaignStage, sharing_monitor
 from streams.topics import campaign_partition
 from tests.unit.test_campaign import MIN, T0, Traffic
+from tests.unit.test_site_season import strata
 from tests.unit.test_stages import TOPICS, Event, Message, dead_count, metrics
 
 PARTITIONS = TOPICS.facts_partitions
@@ -112,3 +114,27 @@ def test_the_site_curve_gauges_say_where_the_slope_comes_from() -> None:
     assert samples[("revwatch_site_curve_conversions", ())] == stage.monitor.site_conversions
     assert stage.monitor.site_conversions > 100
     assert not math.isnan(stage.monitor.site_fit.slope)
+
+
+def test_the_site_hour_gauge_shows_the_sites_day() -> None:
+    """All 1 while the site has no pattern; once a share brings one, the hour factors of
+    ``detectors.site_season.hour_factors`` (x0.6 at 08:00 to x1.4 at 20:00 here)."""
+    stage = warmed_stage("spring", minutes=30)
+
+    def gauge() -> dict[str, float]:
+        return {s.labels["hour"]: s.value for metric in stage.metrics.site_hour_factor.collect()
+                for s in metric.samples}
+
+    assert stage.monitor.site_season is None
+    assert gauge() == {str(h): 1.0 for h in range(24)}
+    conversions, sessions = strata(3, 0.4)
+    share = season_share_of(conversions, sessions, None)
+    elsewhere = next(p for p in range(PARTITIONS)
+                     if p != campaign_partition("spring", PARTITIONS))
+    stage.monitor.receive_share(elsewhere, SlopeShare(T0, -0.1, 50.0, 900.0, share))
+    for i in range(30, 100):  # to the next hour's site refit
+        stage.batch([beat(T0 + (i + 1) * MIN)])
+    assert stage.monitor.site_season is not None
+    shown = gauge()
+    assert sum(shown.values()) == pytest.approx(24.0)
+    assert shown["20"] / shown["8"] > 2.0  # truth 2.33
