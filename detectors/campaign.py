@@ -194,7 +194,8 @@ class CampaignModel:
         if first_day:  # the first day's troughs, flagged as drops
             self.season.learn(minute, bucket.conversions, bucket.sessions)
         self.held.hold(minute, bucket, season=not first_day)
-        if self.held.due(minute):
+        if self.held.due(minute) and not self.held.stopped(
+                self.conv_base, self.curve_sessions, self.curve_conversions):
             held = self.held
             self.conv_base.merge(held.conv)
             self.season.merge(held.season)

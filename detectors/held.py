@@ -12,22 +12,29 @@ have counted them. A run ends after ``QUIET_MINUTES`` matured minutes without a 
 what it held is forgotten: an incident's minutes are never learned. A run that has lasted
 ``CampaignParams.accept_change_minutes`` is a new normal: what it held is learned at once
 (its minutes, forgotten as they would have been), and its further minutes as they
-mature, until ``accept_change_minutes`` have passed without a flag.
+mature, until ``accept_change_minutes`` have passed without a flag. Unless its orders
+stopped (:meth:`HeldMinutes.stopped`): a checkout that stays broken, on every device or
+on one, is held as long as it lasts.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from detectors.buckets import MINUTE_MS, MinuteBucket
 from detectors.campaign_params import CampaignParams
 from detectors.conv_season import ConversionSeason
 from detectors.ewcounts import EwVector
-from detectors.strata import CURVE_SIZE
+from detectors.strata import CURVE_SIZE, by_stratum
 
-__all__ = ["QUIET_MINUTES", "HeldMinutes"]
+__all__ = ["MIN_EXPECTED", "QUIET_MINUTES", "STOPPED_FRACTION", "HeldMinutes"]
 
 QUIET_MINUTES = 60  # matured minutes without a flag that end a run
+# a run whose orders fell below this share of the learned rate is never a new normal
+STOPPED_FRACTION = 0.2
+MIN_EXPECTED = 5.0  # conversions a device must have been expected to make to count
 
 
 class HeldMinutes:
@@ -76,6 +83,23 @@ class HeldMinutes:
         first = self.first_ms
         return (not self.accepted and first is not None
                 and minute - first >= self.params.accept_change_minutes * MINUTE_MS)
+
+    def stopped(self, conv_base: EwVector, curve_sessions: EwVector,
+                curve_conversions: EwVector) -> bool:
+        """Whether the run's orders stopped: below ``STOPPED_FRACTION`` of what the
+        campaign's learned rates expect of its sessions, on the whole or on a device
+        expecting at least ``MIN_EXPECTED``. A checkout that stays broken is no new normal,
+        however long it lasts (on one device: its orders stop, the campaign's fall)."""
+        held_c, held_s = self.conv.values
+        base_c, base_s = conv_base.values
+        if base_s > 0 and held_c < STOPPED_FRACTION * held_s * base_c / base_s:
+            return True
+        sessions = by_stratum(curve_sessions.values).sum(axis=1)
+        rates = np.divide(by_stratum(curve_conversions.values).sum(axis=1), sessions,
+                          out=np.zeros_like(sessions), where=sessions > 0)
+        expected = by_stratum(self.curve_sessions.values).sum(axis=1) * rates
+        seen = by_stratum(self.curve_conversions.values).sum(axis=1)
+        return bool(np.any((expected >= MIN_EXPECTED) & (seen < STOPPED_FRACTION * expected)))
 
     def to_state(self) -> dict[str, Any] | None:
         """The held counts; ``None`` outside a run (a campaign row is written every tick)."""

@@ -12,7 +12,9 @@ import pytest
 from detectors.campaign import CampaignParams
 from detectors.campaign_state import model_from_state, model_to_state
 from detectors.ewcounts import EwVector
+from detectors.held import HeldMinutes
 from detectors.monitor import Monitor, MonitorParams
+from detectors.strata import CURVE_SIZE, N_BINS
 from detectors.verdicts import CampaignVerdict
 from tests.unit.test_campaign import MIN, T0, Traffic
 from tests.unit.test_conv_season import LEVEL, drive
@@ -101,3 +103,38 @@ def test_merge_is_adding_the_same_counts() -> None:
     assert np.allclose(parts[0].values, whole.values, rtol=1e-12)
     empty.merge(EwVector(3, half_life_minutes=90.0))  # an empty one adds nothing
     assert np.array_equal(empty.values, parts[1].values)
+
+
+def test_orders_that_stopped_are_never_the_new_normal() -> None:
+    """A checkout broken outright for a whole day is held, never learned: the baseline is
+    the one from before when it is mended (the same campaign's drop to x0.6 was learned
+    by the 12th hour, above). Measured: without the check it was learned at the 12th
+    hour (and still an alarm: no learned rate reaches zero)."""
+    monitor, traffic = monitor_of(), Traffic(1)
+    drive(monitor, traffic, 0, ONSET)
+    broken = drive(monitor, traffic, ONSET, ONSET + 24 * HOUR, drop_from=ONSET, drop=0.0)
+    assert hot_share(broken, 18, 24) > 0.9
+    held = monitor.models["c"].held
+    assert not held.accepted
+    assert held.first_ms is not None
+
+
+def test_a_device_whose_orders_stopped_is_no_new_normal() -> None:
+    """On one device: the campaign's orders fall to x0.6, that device's stop."""
+    params = CampaignParams()
+    learned_s, learned_c = (EwVector(CURVE_SIZE, half_life_minutes=60.0) for _ in range(2))
+    learned_s.values[:] = 100.0
+    learned_c.values[:] = 4.0  # every stratum and bin converts at 4%
+    base = EwVector(2, half_life_minutes=60.0)
+    base.values[:] = [4.0 * CURVE_SIZE, 100.0 * CURVE_SIZE]
+    for phones_convert in (0.0, 0.5):
+        held = HeldMinutes(params)
+        held.curve_sessions.values[:] = 10.0
+        held.curve_conversions.values[:] = 0.4
+        held.curve_conversions.values[:N_BINS] = 0.4 * phones_convert  # stratum 0's bins
+        total_c = float(held.curve_conversions.values.sum())
+        held.conv.values[:] = [total_c, 10.0 * CURVE_SIZE]
+        stopped = held.stopped(base, learned_s, learned_c)
+        assert stopped == (phones_convert == 0.0)
+    held.conv.values[:] = [0.0, 10.0 * CURVE_SIZE]  # the whole campaign's stopped
+    assert held.stopped(base, learned_s, learned_c)
