@@ -11,23 +11,22 @@ factors now, also for the minutes it learned before they were known.
 
 The factors are learned from the same matured, unflagged minutes as the baseline:
 exponentially forgetting conversions ``c[h]`` and sessions ``s[h]`` per hour slot
-(half-life 3 days). The raw factor of a slot is its rate against the whole day's,
-``(c[h] / s[h]) / (C / S)``; its log has sampling variance about ``1 / c[h]`` (Poisson
-counts). A daily pattern is smooth, so the slots' log rates are fitted with three
-daily harmonics (a slot borrows strength from its neighbours: one day of a campaign with 2
-orders a minute gives each slot's raw factor a noise of about 8%, the fit about 4%), and
-each harmonic is shrunk by its reliability (positive-part James-Stein), so a small
-campaign's noise stays at 1 and a real daily pattern is kept (:func:`season_factors`).
-The factors are then scaled so that their session-weighted mean is 1: a rate per seasonal
-session is then the day's average rate, which the device baselines (learned over days,
-unweighted) also are.
+(half-life 3 days). A daily pattern is smooth, so the slots' conversions are fitted by a
+Poisson regression on their sessions with three daily harmonics (a slot borrows strength
+from its neighbours, and a slot with no conversion counts as such); a harmonic is kept
+only when it is clear and then shrunk by its reliability (:func:`season_factors`). It
+departs from the site's pattern (``detectors.site_season``, set by the monitor as
+``prior``) only where the campaign's own orders say so clearly. The factors are then
+scaled so that their session-weighted mean is 1: a rate per seasonal session is then the
+day's average rate, which the device baselines (learned over days, unweighted) also are.
 
-The factors are 1 until a whole day has been learned (an hour is compared with the rest of
-a day, not with the few hours seen so far) and from at least 12 hours with conversions. In
-that first day every matured minute is learned, also those the conversion test flagged: a
-strong daily pattern reads as a drop at its trough until the factors know it, and leaving
-the trough out would keep it unknown for ever. After it, flagged minutes are left out as
-from the baseline.
+The campaign's own fit counts only once a whole day has been learned (an hour is compared
+with the rest of a day, not with the few hours seen so far), from at least 12 hours and
+200 conversions; until then the factors are the site's, or all 1 without a site pattern.
+In that first day every matured minute is learned, also those the conversion test
+flagged: a strong daily pattern reads as a drop at its trough until the factors know it,
+and leaving the trough out would keep it unknown for ever. After it, flagged minutes are
+left out as from the baseline (until a lasting change is learned, ``detectors.held``).
 """
 
 from __future__ import annotations
