@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import streams  # noqa: F401  (first, so the compiled build is used)
+from detectors.first_day import first_day_drop
 from detectors.incidents import Alert
+from streams.alertmanager import SEVERITIES, severity
 from streams.pipeline import Pipeline
 from streams.settings import Settings
 from streams.simulate import default_scenario, generate, truth
@@ -36,6 +38,7 @@ from bench.split_monitor import SplitMonitor
 MINUTE = 60_000
 MATCH_BEFORE_MS = 10 * MINUTE  # an episode may start this long before the true start
 MATCH_AFTER_MS = 30 * MINUTE  # ... and open up to this long after the end
+PAGE_PER_HOUR = Settings().min_revenue_per_hour * 5  # as streams.receivers sets it
 
 
 @dataclass
@@ -72,6 +75,8 @@ class IncidentResult:
     # ``drop_devices``; None: no device breakdown)
     devices: tuple[str, ...] = ()
     devices_seen: tuple[str, ...] | None = None
+    # the highest Alertmanager severity its episodes reached (None: not caught)
+    severity: str | None = None
 
 
 def run_seed(seed: int, days: float, scale: float, workers: int = 0, *, share: bool = False,
@@ -132,7 +137,18 @@ def judge(seed: int, inc: dict[str, Any], episodes: list[Episode]) -> IncidentRe
     if base.interval is not None:
         base.covered = base.interval[0] <= loss <= base.interval[1]
     base.one_incident_id = len({e.incident_id for e in matched}) == 1
+    base.severity = max((severity_of(e) for e in matched), key=SEVERITIES.index)
     return base
+
+
+def severity_of(ep: Episode) -> str:
+    """The highest severity the episode's firing updates reach in Alertmanager (an
+    episode's severity only escalates there): ``streams.alertmanager.severity``."""
+    ranks = [SEVERITIES.index(severity(
+        u["kind"], float(u["revenue_at_risk_per_hour"]), PAGE_PER_HOUR,
+        first_day=first_day_drop(u["kind"], u["evidence"])))
+        for u in ep.updates if u["state"] == "firing"]
+    return SEVERITIES[max(ranks, default=0)]
 
 
 def _estimate(matched: list[Episode], start: int, end: int
@@ -166,7 +182,7 @@ def false_alarms(seed: int, episodes: list[Episode], tru: dict[str, Any]) -> lis
                          <= t["end_ms"] + MATCH_AFTER_MS), None)
             out.append({"seed": seed, "campaign": ep.campaign, "kind": ep.updates[0]["kind"],
                         "first_ts": ep.first_ts, "near_trap": trap,
-                        "summary": ep.updates[0]["summary"]})
+                        "severity": severity_of(ep), "summary": ep.updates[0]["summary"]})
     return out
 
 
@@ -184,7 +200,8 @@ def report(results: list[IncidentResult], alarms: list[dict[str, Any]], days: fl
               f"{_devices(r)}")
     for alarm in alarms:
         print(f"FALSE ALARM seed {alarm['seed']}: {alarm['campaign']} {alarm['kind']} "
-              f"(near trap: {alarm['near_trap']}) {alarm['summary'][:90]}")
+              f"{alarm.get('severity', '?')} (near trap: {alarm['near_trap']}) "
+              f"{alarm['summary'][:90]}")
     return summarise(results, alarms, days, seeds)
 
 
@@ -221,6 +238,9 @@ def summarise(results: list[IncidentResult], alarms: list[dict[str, Any]], days:
         "false_alarm_episodes": len(alarms),
         "false_alarms_per_two_days": len(alarms) / (seeds * days) * 2 if days else 0.0,
         "false_alarms_near_traps": sum(1 for a in alarms if a["near_trap"]),
+        # of those, the ones that paged (the rest were tickets or info)
+        "false_alarm_pages": sum(1 for a in alarms if a.get("severity") == "page"),
+        "costly_caught_paged": sum(1 for r in caught if r.severity == "page"),
         "median_relative_revenue_error": statistics.median(errors) if errors else None,
         "interval_coverage": sum(covered) / len(covered) if covered else None,
         **_placed(results),

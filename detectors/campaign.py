@@ -256,6 +256,7 @@ class CampaignModel:
             conversion_p_value=conv.p_value, conversion_observed=conv.observed,
             conversion_expected=conv.expected, conversion_ratio=conv.ratio,
             conversion_window_start_ms=conv.window_start_ms, conversion_recent_p_value=recent_p,
+            conversion_day_known=not p.conversion_seasonality or self.season.day_known(),
             **self._money(tick_ms, conv, site_fit, window, drop),
         )
 

@@ -59,7 +59,7 @@ class ConversionSeason:
     """Conversions and sessions per hour-of-day slot, and the factors they give."""
 
     __slots__ = ("_factors", "_slot", "base", "conversions", "first_ms", "last_ms", "prior",
-                 "sessions")
+                 "sessions", "site_day")
 
     def __init__(self, *, half_life_days: float = 3.0, base_half_life_minutes: float = 720.0
                  ) -> None:
@@ -74,13 +74,23 @@ class ConversionSeason:
         self.last_ms: int | None = None
         # the site's harmonic coefficients (``detectors.site_season``), set by the monitor
         self.prior: FloatArray | None = None
+        # whether some campaign of the site has a whole day learned, set by the monitor
+        self.site_day = False
 
-    def set_prior(self, prior: FloatArray | None) -> None:
-        """The site's harmonic coefficients now (``None``: no site pattern); the factors
+    def set_prior(self, prior: FloatArray | None, *, site_day: bool = False) -> None:
+        """The site's harmonic coefficients now (``None``: no site pattern), and whether
+        the site has learned a whole day (its pattern, or that it has none); the factors
         are worked out again when they changed."""
+        self.site_day = site_day or prior is not None
         if not _same(prior, self.prior):
             self.prior = prior
             self._factors = None
+
+    def day_known(self) -> bool:
+        """Whether the shop's day is known here: a whole day learned by this campaign or
+        by the site (with or without a pattern). Before, an hour's conversion cannot be
+        told from the shop's daily rhythm."""
+        return self.site_day or self.whole_day()
 
     def in_use(self) -> bool:
         """Whether there are factors to use: a whole day learned, or the site's pattern."""
@@ -143,7 +153,7 @@ class ConversionSeason:
         return {"c": self.conversions.to_state(), "s": self.sessions.to_state(),
                 "b": self.base.to_state(), "f": factors, "k": self._slot,
                 "t": [self.first_ms, self.last_ms],
-                "p": None if self.prior is None else self.prior.tolist()}
+                "p": None if self.prior is None else self.prior.tolist(), "d": self.site_day}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ConversionSeason:
@@ -157,6 +167,7 @@ class ConversionSeason:
         season.first_ms, season.last_ms = state.get("t", [None, None])
         prior = state.get("p")
         season.prior = None if prior is None else np.asarray(prior, dtype=np.float64)
+        season.site_day = bool(state.get("d", prior is not None))  # older rows: no "d"
         return season
 
     def __eq__(self, other: object) -> bool:
@@ -164,6 +175,7 @@ class ConversionSeason:
                 and self.sessions == other.sessions and self.base == other.base
                 and self._slot == other._slot
                 and _same(self.prior, other.prior) and _same(self._factors, other._factors)
+                and self.site_day == other.site_day
                 and self.first_ms == other.first_ms and self.last_ms == other.last_ms)
 
     __hash__ = None  # type: ignore[assignment]  # mutable

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from detectors.first_day import NOTE, first_day_drop, orders_stopped
 from detectors.verdicts import CampaignVerdict, Estimate
 from detectors.where import (
     conversion_device_evidence,
@@ -271,6 +272,8 @@ def evidence(verdict: CampaignVerdict, conversion_rejected: bool) -> dict[str, A
         "average_order_value": verdict.average_order_value,
         "latency_regressed": verdict.latency_regressed,
         "conversion_significant": conversion_rejected,
+        "day_known": verdict.conversion_day_known,
+        "orders_stopped": orders_stopped(verdict),
     }
     return {**{key: _json_value(value) for key, value in values.items()},
             **device_evidence(verdict.devices),
@@ -300,8 +303,9 @@ def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, An
     if kind == CONVERSION:
         speed = (f"more than slower pages explain ({lcp})" if facts["latency_regressed"]
                  else "with normal page speed")
+        note = NOTE if first_day_drop(kind, facts) else ""
         return (f"{campaign}: checkout? conversion {rates} {speed}; ~{value}/h at risk "
-                f"{band}{drop_place(facts)}")
+                f"{band}{drop_place(facts)}{note}")
     if recovering:
         return (f"{campaign}: the latency test no longer finds pages slower ({lcp} normal); "
                 f"resolves once quiet")

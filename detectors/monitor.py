@@ -198,12 +198,13 @@ class Monitor:
     def _refit_season(self, tick_ms: int, models: list[CampaignModel],
                       remote: list[SlopeShare]) -> None:
         """The site's hour-of-day pattern, once an hour, given to every campaign."""
+        shares = [share.season for share in remote if share.season is not None]
         if tick_ms // HOUR_MS != self._season_hour:
             self._season_hour = tick_ms // HOUR_MS
-            shares = [share.season for share in remote if share.season is not None]
             self.site_season = fit_site_pattern(*_season_data(models), shares)
+        site_day = bool(shares) or any(model.season.whole_day() for model in models)
         for model in models:
-            model.season.set_prior(self.site_season)
+            model.season.set_prior(self.site_season, site_day=site_day)
 
     def _remote_shares(self, tick_ms: int, local: Iterable[int]) -> list[SlopeShare]:
         """The other partitions' shares young enough to count (a partition held here counts
@@ -229,6 +230,14 @@ class Monitor:
         held = self.shares.get(group)
         if held is None or share.tick_ms >= held.tick_ms:
             self.shares[group] = share
+
+    @property
+    def site_day_known(self) -> bool:
+        """Whether the site knows its day: some campaign here, or a share from another
+        worker, has a whole day learned (``detectors.first_day``). Always true without
+        hour-of-day factors."""
+        return (not self.params.campaign.conversion_seasonality
+                or any(m.season.day_known() for m in self.models.values()))
 
     def drain_shares(self) -> dict[int, SlopeShare]:
         """This monitor's shares taken since the last drain, by facts partition."""

@@ -76,6 +76,10 @@ class CampaignVerdict:
     devices: dict[str, DeviceRow] | None = None
     # the conversions by device while a shortfall is priced (``detectors.localize``), else None
     conversion_devices: dict[str, ConversionRow] | None = None
+    # whether the conversion baseline knows the shop's day: a whole day of orders learned
+    # (here or on another worker), so the hour of day is accounted for or known not to
+    # matter; False in the shop's first day
+    conversion_day_known: bool = True
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
@@ -89,6 +93,7 @@ class CampaignVerdict:
         conversion_loss_per_hour: Estimate, conversion_recent_p_value: float = 1.0,
         devices: dict[str, DeviceRow] | None = None,
         conversion_devices: dict[str, ConversionRow] | None = None,
+        conversion_day_known: bool = True,
     ) -> None:
         object.__setattr__(self, "campaign", campaign)
         object.__setattr__(self, "tick_ms", int(tick_ms))
@@ -115,6 +120,7 @@ class CampaignVerdict:
         object.__setattr__(self, "conversion_recent_p_value", float(conversion_recent_p_value))
         object.__setattr__(self, "devices", devices)
         object.__setattr__(self, "conversion_devices", conversion_devices)
+        object.__setattr__(self, "conversion_day_known", bool(conversion_day_known))
 
     @property
     def explained_fraction(self) -> float:

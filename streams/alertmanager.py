@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from detectors.first_day import first_day_drop
+
 Alert = dict[str, Any]
 
 KIND_ALERTNAMES = {
@@ -37,10 +39,15 @@ def iso_utc(epoch_ms: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def severity(kind: str, revenue_at_risk_per_hour: float, page_revenue_per_hour: float) -> str:
-    """``page`` for a conversion loss at or above the budget, ``ticket`` below, else ``info``."""
+def severity(kind: str, revenue_at_risk_per_hour: float, page_revenue_per_hour: float,
+             *, first_day: bool = False) -> str:
+    """``page`` for a conversion loss at or above the budget, ``ticket`` below, else
+    ``info``; a partial conversion drop in the shop's first day (``first_day``,
+    :func:`detectors.first_day.first_day_drop`) is a ``ticket`` whatever its size."""
     if kind not in CONVERSION_KINDS:
         return "info"
+    if first_day:
+        return "ticket"
     return "page" if revenue_at_risk_per_hour >= page_revenue_per_hour else "ticket"
 
 
@@ -86,7 +93,8 @@ def _labels(alert: Alert, page_revenue_per_hour: float) -> dict[str, str]:
         "service": "revwatch",
         "campaign": str(alert["campaign"]),
         "kind": kind,
-        "severity": severity(kind, revenue, page_revenue_per_hour),
+        "severity": severity(kind, revenue, page_revenue_per_hour,
+                             first_day=first_day_drop(kind, alert.get("evidence") or {})),
         "incident_id": str(alert["incident_id"]),
         "scope": str(alert.get("scope", "campaign")),
         "alert_id": str(alert["alert_id"]),

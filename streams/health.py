@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from detectors.first_day import orders_stopped
 from detectors.incidents import Alert
 from detectors.verdicts import CampaignVerdict
 from streams.metrics import CampaignHealth
@@ -22,11 +23,14 @@ EVIDENCE_P = 1e-3
 
 
 def revenue_at_risk(verdict: CampaignVerdict) -> float:
-    """Revenue per hour at risk now, counting only figures backed by evidence."""
+    """Revenue per hour at risk now, counting only figures backed by evidence: a
+    conversion shortfall in the shop's first day counts only if the orders stopped (before,
+    it may be the shop's daily rhythm; ``detectors.first_day``)."""
     figures = [0.0]
     if verdict.latency_regressed:
         figures.append(verdict.slow_page_loss_per_hour.value)
-    if verdict.conversion_p_value < EVIDENCE_P:
+    if verdict.conversion_p_value < EVIDENCE_P and (
+            verdict.conversion_day_known or orders_stopped(verdict)):
         figures.append(verdict.conversion_loss_per_hour.value)
     return max(figures)
 

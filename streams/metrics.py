@@ -144,6 +144,11 @@ class Metrics:
             "revwatch_site_conversion_hour_factor", "The site's hour-of-day pattern of "
             "conversion: each UTC hour's conversion against the day's mean (1 at every "
             "hour until a pattern is clear).", ["hour"], registry=r)
+        self.site_day_known = Gauge(
+            "revwatch_site_conversion_day_known", "1 once some campaign has learned a whole "
+            "day of orders (the shop's hour-of-day pattern, or that it has none, is known); "
+            "0 in the shop's first day, when partial conversion drops are tickets.",
+            registry=r)
 
     def _define_campaign_gauges(self, r: CollectorRegistry) -> None:
         specs = {
@@ -207,10 +212,13 @@ class Metrics:
         self.site_conversions.set(conversions)
         self.site_slope.set(math.nan if fit is None else fit.slope)
 
-    def set_site_season(self, coefficients: npt.NDArray[np.float64] | None) -> None:
-        """The site's hour-of-day pattern (``detectors.site_season``), one series per hour."""
+    def set_site_season(self, coefficients: npt.NDArray[np.float64] | None, *,
+                        day_known: bool = True) -> None:
+        """The site's hour-of-day pattern (``detectors.site_season``), one series per hour,
+        and whether the site knows its day yet."""
         for hour, factor in enumerate(hour_factors(coefficients)):
             self.site_hour_factor.labels(str(hour)).set(float(factor))
+        self.site_day_known.set(1.0 if day_known else 0.0)
 
     def set_collector_buffered(self, records: int) -> None:
         self.collector_buffered.set(records)

@@ -91,7 +91,8 @@ class CampaignStage:
         own, shared = self.monitor.site_sources
         self.metrics.set_site_curve(own, shared, self.monitor.site_conversions,
                                     self.monitor.site_fit)
-        self.metrics.set_site_season(self.monitor.site_season)
+        self.metrics.set_site_season(self.monitor.site_season,
+                                     day_known=self.monitor.site_day_known)
 
     def _apply(self, fact: SessionFact, partition: int) -> None:
         if fact.kind == "heartbeat":

@@ -118,15 +118,21 @@ def test_the_site_curve_gauges_say_where_the_slope_comes_from() -> None:
 
 def test_the_site_hour_gauge_shows_the_sites_day() -> None:
     """All 1 while the site has no pattern; once a share brings one, the hour factors of
-    ``detectors.site_season.hour_factors`` (x0.6 at 08:00 to x1.4 at 20:00 here)."""
+    ``detectors.site_season.hour_factors`` (x0.6 at 08:00 to x1.4 at 20:00 here); and
+    whether the site knows its day."""
     stage = warmed_stage("spring", minutes=30)
 
     def gauge() -> dict[str, float]:
         return {s.labels["hour"]: s.value for metric in stage.metrics.site_hour_factor.collect()
                 for s in metric.samples}
 
+    def day_known() -> float:
+        return next(s.value for metric in stage.metrics.site_day_known.collect()
+                    for s in metric.samples)
+
     assert stage.monitor.site_season is None
     assert gauge() == {str(h): 1.0 for h in range(24)}
+    assert day_known() == 0.0  # no whole day anywhere yet: the shop's first day
     conversions, sessions = strata(3, 0.4)
     share = season_share_of(conversions, sessions, None)
     elsewhere = next(p for p in range(PARTITIONS)
@@ -138,3 +144,4 @@ def test_the_site_hour_gauge_shows_the_sites_day() -> None:
     shown = gauge()
     assert sum(shown.values()) == pytest.approx(24.0)
     assert shown["20"] / shown["8"] > 2.0  # truth 2.33
+    assert day_known() == 1.0  # another worker's campaigns have learned a whole day
