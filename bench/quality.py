@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import streams  # noqa: F401  (first, so the compiled build is used)
-from detectors.first_day import first_day_drop
 from detectors.incidents import Alert
-from streams.alertmanager import SEVERITIES, severity
+from streams.alertmanager import SEVERITIES, alert_severity
 from streams.pipeline import Pipeline
 from streams.settings import Settings
 from streams.simulate import default_scenario, generate, truth
@@ -143,11 +142,9 @@ def judge(seed: int, inc: dict[str, Any], episodes: list[Episode]) -> IncidentRe
 
 def severity_of(ep: Episode) -> str:
     """The highest severity the episode's firing updates reach in Alertmanager (an
-    episode's severity only escalates there): ``streams.alertmanager.severity``."""
-    ranks = [SEVERITIES.index(severity(
-        u["kind"], float(u["revenue_at_risk_per_hour"]), PAGE_PER_HOUR,
-        first_day=first_day_drop(u["kind"], u["evidence"])))
-        for u in ep.updates if u["state"] == "firing"]
+    episode's severity only escalates there): ``streams.alertmanager.alert_severity``."""
+    ranks = [SEVERITIES.index(alert_severity(u, PAGE_PER_HOUR))
+             for u in ep.updates if u["state"] == "firing"]
     return SEVERITIES[max(ranks, default=0)]
 
 

@@ -59,6 +59,7 @@ __all__ = ["Alert", "IncidentManager", "IncidentParams"]
 SCOPE_CAMPAIGN = "campaign"
 SCOPE_SITE = "site"
 REVENUE_MOVE = 0.2  # a firing update is re-emitted when revenue at risk moves by more than this
+INCIDENT_RISK = "incident_revenue_at_risk_per_hour"  # evidence key: the incident's total
 STATE_VERSION = 1
 DEFAULT_PARAMS = IncidentParams()
 
@@ -314,9 +315,13 @@ class IncidentManager:
             del self._incidents[incident_id]
 
     def _firing_alert(self, episode: _Episode, tick_ms: int) -> Alert:
+        """With the incident's revenue at risk (all its campaigns: one notification's)."""
         text = firing_summary(episode.campaign, episode.kind, episode.risk, episode.facts,
                               self.params.currency)
-        return self._alert(episode, tick_ms, FIRING, episode.risk, self._prefix(episode) + text)
+        alert = self._alert(episode, tick_ms, FIRING, episode.risk, self._prefix(episode) + text)
+        alert.evidence[INCIDENT_RISK] = sum(e.risk.value for e in self._episodes.values()
+                                            if e.incident_id == episode.incident_id)
+        return alert
 
     def _resolve(self, episode: _Episode, tick_ms: int) -> Alert:
         del self._episodes[episode.campaign]
@@ -389,8 +394,7 @@ def _episode_from_state(state: dict[str, Any]) -> _Episode:
 
 
 def _earliest(first: int | None, second: int | None) -> int | None:
-    known = [value for value in (first, second) if value is not None]
-    return min(known) if known else None
+    return min((value for value in (first, second) if value is not None), default=None)
 
 
 def _digest(text: str) -> str:

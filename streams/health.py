@@ -67,6 +67,8 @@ class CampaignsView:
             "lcp_p75_baseline_ms": _num(v.lcp_p75_baseline_ms),
             "revenue_at_risk_per_hour": round(revenue_at_risk(v), 2),
             "warmed_up": v.warmed_up,
+            # False in the shop's first day: a partial conversion drop may be its rhythm
+            "conversion_day_known": v.conversion_day_known,
             "firing_alerts": alerts,
         }
 

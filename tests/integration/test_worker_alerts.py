@@ -157,6 +157,12 @@ def test_every_alert_follows_the_contract(outcome: Outcome) -> None:
         assert alert["state"] in {"firing", "resolved"}
         assert alert["summary"].strip()
         assert alert["evidence"].keys() >= EVIDENCE, alert["evidence"].keys()
+        # three hours of history: the shop's first day, with orders flowing
+        assert alert["evidence"]["day_known"] is False
+        assert alert["evidence"]["orders_stopped"] is False
+        if alert["state"] == "firing":  # the incident's money, at least the alert's own
+            total = alert["evidence"]["incident_revenue_at_risk_per_hour"]
+            assert total >= alert["revenue_at_risk_per_hour"] - 1e-9, alert
         low, value, high = (alert[f"revenue_at_risk_per_hour{s}"] for s in ("_low", "", "_high"))
         assert all(math.isfinite(v) for v in (low, value, high, alert["revenue_lost"]))
         assert low <= value <= high, (low, value, high)

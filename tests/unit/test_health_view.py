@@ -50,7 +50,7 @@ def test_revenue_at_risk_counts_only_evidenced_figures(regressed: bool, p_value:
 
 
 def test_json_rows_sorted_by_traffic_with_nan_as_null_and_alerts_attached() -> None:
-    verdicts = [row("b", 5.0), row("a", 5.0),
+    verdicts = [row("b", 5.0), row("a", 5.0, conversion_day_known=False),
                 row("spring", 40.1234, conversion_rate=0.031234567, lcp_p75_ms=2_812.5,
                     latency_regressed=True, slow_page_loss_per_hour=SLOW)]
     view = build_view(verdicts, [alert("spring")], "EUR")
@@ -65,6 +65,8 @@ def test_json_rows_sorted_by_traffic_with_nan_as_null_and_alerts_attached() -> N
     assert top["lcp_p75_ms"] == 2_812.5
     assert top["revenue_at_risk_per_hour"] == 700.0
     assert top["warmed_up"] is False
+    assert top["conversion_day_known"] is True
+    assert body["campaigns"][1]["conversion_day_known"] is False  # "a"
     assert [a["kind"] for a in top["firing_alerts"]] == ["performance_conversion_loss"]
     assert top["firing_alerts"][0]["evidence"]["explained_fraction"] is None
     assert body["campaigns"][1]["firing_alerts"] == []

@@ -1,6 +1,8 @@
-"""The shop's first day (``detectors.first_day``): before some campaign has learned a
-whole day of orders, a partial conversion drop is an alert that says so and a ticket, not
-a page; orders that stopped page as on any day."""
+"""Severity: the shop's first day (``detectors.first_day``), and an incident's money.
+
+Before some campaign has learned a whole day of orders, a partial conversion drop is an
+alert that says so and a ticket, not a page; orders that stopped page as on any day. An
+alert of an incident of several campaigns pages on what the incident costs in all."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from streams.alertmanager import alertmanager_alert
 from streams.health import revenue_at_risk
 from tests.unit.test_campaign import MIN, T0, Traffic
 from tests.unit.test_conv_season import LEVEL, drive, monitor_of
-from tests.unit.test_incidents import dropped, verdict
+from tests.unit.test_incidents import ONE_TICK, at, dropped, run, slow, verdict
 
 WHOLE_DAY = 27 * 60  # minutes from T0 by which the first matured minute is a day old
 
@@ -169,3 +171,36 @@ def test_the_bound_is_poissons_exact_upper_limit(observed: int) -> None:
     assert poisson.cdf(observed, upper) == pytest.approx(1 - STOPPED_CONFIDENCE, rel=1e-9)
     assert surely_below(observed, upper / STOPPED_RATIO * 1.001)
     assert not surely_below(observed, upper / STOPPED_RATIO * 0.999)
+
+
+# ---------------------------------------------------------------- an incident's money
+
+
+def test_a_site_wide_slowdown_pages_on_what_it_costs_in_all() -> None:
+    """Three campaigns at $200/h each are under the $500/h paging budget alone; the
+    incident, one notification in Alertmanager, costs $600/h: every alert of it pages."""
+    ticks = [[slow(n, at(i), loss=(200.0, 120.0, 280.0)) for n in ("a", "b", "c")]
+             for i in range(2)]
+    alerts = [a.to_dict() for tick in run(IncidentManager(), ticks) for a in tick]
+    assert alerts
+    assert {a["scope"] for a in alerts} == {"site"}
+    assert {a["evidence"]["incident_revenue_at_risk_per_hour"] for a in alerts} == {600.0}
+    assert {_severity(a) for a in alerts} == {"page"}
+    item = alertmanager_alert(alerts[0], now_ms=alerts[0]["ts"])
+    assert "600 USD/h at risk in all" in item["annotations"]["description"]
+    quiet = [verdict(f"q{i}", at(0)) for i in range(5)]
+    (alone,) = IncidentManager(ONE_TICK).process_tick(
+        at(0), [slow("a", at(0), loss=(200.0, 120.0, 280.0)), *quiet])
+    assert alone.scope == "campaign"
+    assert alone.evidence["incident_revenue_at_risk_per_hour"] == 200.0
+    assert _severity(alone.to_dict()) == "ticket"
+
+
+def test_an_alert_without_the_incident_total_is_judged_on_its_own_money() -> None:
+    """An older worker's alert (no ``incident_revenue_at_risk_per_hour``)."""
+    (alert,) = _alerts(dropped("c", T0))[:1]
+    older = {**alert, "evidence": {k: v for k, v in alert["evidence"].items()
+                                   if k != "incident_revenue_at_risk_per_hour"}}
+    assert _severity(older) == "page"  # $2,300/h of its own
+    low = {**older, "revenue_at_risk_per_hour": 300.0}
+    assert _severity(low) == "ticket"
