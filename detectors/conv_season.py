@@ -79,9 +79,10 @@ class ConversionSeason:
 
     def set_prior(self, prior: FloatArray | None, *, site_day: bool = False) -> None:
         """The site's harmonic coefficients now (``None``: no site pattern), and whether
-        the site has learned a whole day (its pattern, or that it has none); the factors
-        are worked out again when they changed."""
-        self.site_day = site_day or prior is not None
+        the site has learned a whole day (its pattern, or that it has none: once known,
+        kept, though the campaigns that learned it go idle); the factors are worked out
+        again when they changed."""
+        self.site_day = self.site_day or site_day or prior is not None
         if not _same(prior, self.prior):
             self.prior = prior
             self._factors = None

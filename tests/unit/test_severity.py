@@ -153,6 +153,8 @@ def test_the_shops_first_trough_is_a_ticket() -> None:
 def test_the_site_day_survives_a_state_round_trip_and_older_rows_load() -> None:
     season = ConversionSeason()
     season.set_prior(None, site_day=True)
+    season.set_prior(None, site_day=False)  # the campaigns that knew it went idle
+    assert season.day_known()
     assert ConversionSeason.from_state(season.to_state()).day_known()
     older = season.to_state()
     del older["d"]
