@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.quality import IncidentResult, main
+from bench.quality import Episode, IncidentResult, main, severity_of
 
 MIN = 60_000
 
@@ -61,3 +61,37 @@ def test_device_placement_is_counted_and_older_files_still_merge(tmp_path: Path)
     summary = json.loads(out.read_text())["summary"]
     assert (summary["on_some_devices"], summary["on_some_devices_placed"]) == (2, 1)
     assert (summary["on_every_device"], summary["on_every_device_placed_nowhere"]) == (2, 1)
+
+
+def test_pages_are_counted_and_older_files_still_merge(tmp_path: Path) -> None:
+    """A false alarm or caught incident written before ``severity`` counts as no page."""
+    paged = asdict(incident(1, True, 0.1)) | {"severity": "page"}
+    ticket = asdict(incident(1, True, 0.1)) | {"severity": "ticket"}
+    older = {k: v for k, v in asdict(incident(1, True, 0.1)).items() if k != "severity"}
+    alarm = {"seed": 1, "campaign": "b", "kind": "conversion_drop", "first_ts": MIN,
+             "near_trap": None, "summary": "b: checkout?"}
+    path = tmp_path / "seed-1.json"
+    path.write_text(json.dumps({"summary": {}, "incidents": [paged, ticket, older],
+                                "false_alarms": [alarm | {"severity": "page"},
+                                                 alarm | {"severity": "ticket"}, alarm]}))
+    out = tmp_path / "merged.json"
+    assert main(["--merge", str(path), "--days", "3", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())["summary"]
+    assert (summary["false_alarm_episodes"], summary["false_alarm_pages"]) == (3, 1)
+    assert (summary["costly_caught"], summary["costly_caught_paged"]) == (3, 1)
+
+
+def test_an_episode_takes_its_highest_severity() -> None:
+    """Alertmanager's severity only escalates: a ticket that became a page is a page."""
+    def update(revenue: float, state: str = "firing") -> dict[str, Any]:
+        return {"kind": "conversion_drop", "state": state, "revenue_at_risk_per_hour": revenue,
+                "evidence": {"day_known": True}}
+    episode = Episode("a1", "i1", "c", 0, 0, [update(300.0), update(900.0), update(200.0),
+                                             update(0.0, "resolved")])
+    assert severity_of(episode) == "page"
+    episode.updates = [update(300.0), update(0.0, "resolved")]
+    assert severity_of(episode) == "ticket"
+    first_day = update(900.0)
+    first_day["evidence"] = {"day_known": False, "orders_stopped": False}
+    episode.updates = [first_day]
+    assert severity_of(episode) == "ticket"
