@@ -6,7 +6,7 @@ conversion follows the hour of day then shows its morning trough as a drop as de
 broken checkout's: x0.6 of the day's mean at 08:00 against a baseline learned at x1.2
 in the night reads as a 50% drop (docs/STATISTICS.md, "The shop's first day"). So such a
 drop is still an alert, but says so, and is delivered as a ticket, not a page
-(``streams.alertmanager.severity``). Orders that stopped are no daily rhythm: when the
+(``streams.alertmanager.alert_severity``). Orders that stopped are no daily rhythm: when the
 orders are surely under ``STOPPED_RATIO`` of those expected (the one-sided
 ``STOPPED_CONFIDENCE`` upper bound of their Poisson mean, below that share of the
 expected), on the campaign or on one device, the alert pages as on any day. A point
