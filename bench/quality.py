@@ -79,13 +79,17 @@ class IncidentResult:
 
 
 def run_seed(seed: int, days: float, scale: float, workers: int = 0, *, share: bool = False,
-             daily: float = 0.0) -> tuple[list[Episode], dict[str, Any], float]:
+             daily: float = 0.0, budget: float | None = None
+             ) -> tuple[list[Episode], dict[str, Any], float]:
     """Replay one seed; ``workers`` > 0 splits the campaigns as that many workers would
     (``bench/split_monitor.py``: each fits the site curve on its own campaigns, or with
-    ``share`` on its own campaigns and the others' slope shares)."""
+    ``share`` on its own campaigns and the others' slope shares). ``budget``: the setting
+    ``false_alarms_per_campaign_day`` (its default when ``None``)."""
     scenario = replace(default_scenario(seed, days=days, scale=scale),
                        conversion_daily_amplitude=daily)
     settings = Settings()
+    if budget is not None:
+        settings = replace(settings, false_alarms_per_campaign_day=budget)
     pipeline = Pipeline.from_settings(settings)
     if workers:
         pipeline.monitor = SplitMonitor(
@@ -271,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --workers: the workers share the site slope (as they do)")
     parser.add_argument("--conversion-daily", type=float, default=0.0, metavar="A",
                         help="conversion x (1 + A cos(2 pi (hour - 20) / 24)) (default 0)")
+    parser.add_argument("--false-alarms-per-campaign-day", type=float, metavar="B",
+                        help="the setting of that name (default: its default)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="merge these per-seed outputs (one process per seed) into --out")
     args = parser.parse_args(argv)
@@ -281,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     lifetimes: list[dict[str, Any]] = []
     for seed in args.seeds:
         episodes, tru, elapsed = run_seed(seed, args.days, args.scale, args.workers,
-                                          share=args.share, daily=args.conversion_daily)
+                                          share=args.share, daily=args.conversion_daily,
+                                          budget=args.false_alarms_per_campaign_day)
         print(f"seed {seed}: replayed {tru['records']} in {elapsed:.0f} s; "
               f"{len(episodes)} episodes", file=sys.stderr)
         results.extend(judge(seed, inc, episodes) for inc in tru["incidents"])
