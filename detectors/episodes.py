@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from detectors.first_day import NOTE, first_day_drop, orders_stopped
+from detectors.stakes import stake_per_hour, stake_weights, weighted_p_values
 from detectors.verdicts import CampaignVerdict, Estimate
 from detectors.where import (
     conversion_device_evidence,
@@ -170,6 +171,28 @@ def benjamini_hochberg(p_values: Sequence[float], alpha: float) -> list[bool]:
         rejected[index] = True
     return rejected
 
+
+
+def conversion_rejections(warm: Sequence[CampaignVerdict], params: IncidentParams) -> set[str]:
+    """The warmed-up campaigns whose conversion test rejects at this tick.
+
+    Benjamini-Hochberg at level ``m * alpha``: the false-alarm budget is per campaign, so
+    m campaigns may spend m budgets, and BH keeps the share of false ones among the
+    rejections at that level (a single drop needs ``p <= alpha``; several at once need
+    less each, which is what a site-wide problem looks like). Weighted (Genovese, Roeder &
+    Wasserman 2006): each p-value is divided by its campaign's stake weight
+    (:func:`campaign_weights`), so a campaign alone needs ``p <= w * alpha``.
+    """
+    level = min(params.alpha_per_tick * max(len(warm), 1), 0.05)
+    flags = benjamini_hochberg(weighted_p_values(
+        [v.conversion_p_value for v in warm], campaign_weights(warm, params)), level)
+    return {verdict.campaign for verdict, flag in zip(warm, flags, strict=True) if flag}
+
+
+def campaign_weights(warm: Sequence[CampaignVerdict], params: IncidentParams) -> list[float]:
+    """Each campaign's stake weight (:mod:`detectors.stakes`), mean 1 over ``warm``."""
+    return stake_weights([stake_per_hour(v) for v in warm], params.stake_weight_power,
+                         params.stake_weight_floor, params.stake_weight_cap)
 
 def classify(verdict: CampaignVerdict, conversion_rejected: bool,
              params: IncidentParams) -> Heat | None:

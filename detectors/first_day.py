@@ -6,7 +6,7 @@ conversion follows the hour of day then shows its morning trough as a drop as de
 broken checkout's: x0.6 of the day's mean at 08:00 against a baseline learned at x1.2
 in the night reads as a 50% drop (docs/STATISTICS.md, "The shop's first day"). So such a
 drop is still an alert, but says so, and is delivered as a ticket, not a page
-(``streams.alertmanager.alert_severity``). Orders that stopped are no daily rhythm: when the
+(``detectors.severity``). Orders that stopped are no daily rhythm: when the
 orders are surely under ``STOPPED_RATIO`` of those expected (the one-sided
 ``STOPPED_CONFIDENCE`` upper bound of their Poisson mean, below that share of the
 expected), on the campaign or on one device, the alert pages as on any day. A point
@@ -19,6 +19,7 @@ Pure: reads a verdict or an alert's evidence object.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from scipy.special import gammaincinv
@@ -52,7 +53,7 @@ def surely_below(observed: float, expected: float) -> bool:
     return upper < STOPPED_RATIO * expected
 
 
-def first_day_drop(kind: str, evidence: dict[str, Any]) -> bool:
+def first_day_drop(kind: str, evidence: Mapping[str, Any]) -> bool:
     """Whether an alert is a partial conversion drop in the shop's first day: its
     evidence says the day is not known yet and the orders did not stop. Evidence of an
     older worker, without ``day_known``, counts as known."""

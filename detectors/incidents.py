@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from detectors import severity
 from detectors.episodes import (
     FIRING,
     LATENCY,
@@ -39,8 +40,9 @@ from detectors.episodes import (
     Alert,
     Heat,
     IncidentParams,
-    benjamini_hochberg,
+    campaign_weights,
     classify,
+    conversion_rejections,
     drop_persists,
     evidence,
     family,
@@ -51,7 +53,6 @@ from detectors.episodes import (
     resolved_summary,
     site_prefix,
 )
-from detectors.stakes import stake_per_hour, stake_weights, weighted_p_values
 from detectors.verdicts import CampaignVerdict, Estimate
 
 __all__ = ["Alert", "IncidentManager", "IncidentParams"]
@@ -59,7 +60,6 @@ __all__ = ["Alert", "IncidentManager", "IncidentParams"]
 SCOPE_CAMPAIGN = "campaign"
 SCOPE_SITE = "site"
 REVENUE_MOVE = 0.2  # a firing update is re-emitted when revenue at risk moves by more than this
-INCIDENT_RISK = "incident_revenue_at_risk_per_hour"  # evidence key: the incident's total
 STATE_VERSION = 1
 DEFAULT_PARAMS = IncidentParams()
 
@@ -91,6 +91,7 @@ class _Episode:
     emitted_kind: str = ""
     emitted_scope: str = ""
     emitted_risk: float = 0.0
+    severity: str = ""  # the highest emitted (``detectors.severity``)
 
 
 @dataclass(slots=True)
@@ -137,7 +138,8 @@ class IncidentManager:
             return []
         self._last_tick_ms = tick_ms
         latest = {verdict.campaign: verdict for verdict in verdicts}
-        rejected = self._conversion_rejections(latest)
+        rejected = conversion_rejections([v for v in latest.values() if v.warmed_up],
+                                         self.params)
         heats = {name: classify(v, name in rejected, self.params) for name, v in latest.items()}
         resolved = self._advance_episodes(tick_ms, latest, heats, rejected)
         opened = self._advance_streaks(tick_ms, latest, heats, rejected)
@@ -156,32 +158,13 @@ class IncidentManager:
         return [self._firing_alert(self._episodes[name], tick_ms)
                 for name in sorted(self._episodes)]
 
-    def _conversion_rejections(self, latest: dict[str, CampaignVerdict]) -> set[str]:
-        """Benjamini-Hochberg at level ``m * alpha``: the false-alarm budget is per campaign, so
-        m campaigns may spend m budgets, and BH keeps the share of false ones among the
-        rejections at that level (a single drop needs ``p <= alpha``; several at once
-        need less each, which is what a site-wide problem looks like). Weighted (Genovese,
-        Roeder & Wasserman 2006): each p-value is divided by its campaign's stake weight,
-        so a campaign alone needs ``p <= w * alpha`` (:meth:`conversion_levels`)."""
-        warm = [verdict for verdict in latest.values() if verdict.warmed_up]
-        level = min(self.params.alpha_per_tick * max(len(warm), 1), 0.05)
-        weights = self._stake_weights(warm)
-        flags = benjamini_hochberg(
-            weighted_p_values([v.conversion_p_value for v in warm], weights), level)
-        return {verdict.campaign for verdict, flag in zip(warm, flags, strict=True) if flag}
-
-    def _stake_weights(self, warm: Sequence[CampaignVerdict]) -> list[float]:
-        p = self.params
-        return stake_weights([stake_per_hour(v) for v in warm], p.stake_weight_power,
-                             p.stake_weight_floor, p.stake_weight_cap)
-
     def conversion_levels(self, verdicts: Sequence[CampaignVerdict]) -> dict[str, float]:
         """The per-tick level at which each warmed-up campaign's conversion p-value
         alone is rejected, ``w_c x alpha_per_tick`` (pure: changes nothing)."""
         warm = [verdict for verdict in verdicts if verdict.warmed_up]
         alpha = self.params.alpha_per_tick
         return {v.campaign: w * alpha
-                for v, w in zip(warm, self._stake_weights(warm), strict=True)}
+                for v, w in zip(warm, campaign_weights(warm, self.params), strict=True)}
 
     def _advance_episodes(self, tick_ms: int, latest: dict[str, CampaignVerdict],
                           heats: dict[str, Heat | None], rejected: set[str]) -> list[Alert]:
@@ -303,6 +286,8 @@ class IncidentManager:
             return True
         if episode.kind != episode.emitted_kind or episode.scope != episode.emitted_scope:
             return True
+        if severity.rank(self._severity_now(episode)) > severity.rank(episode.severity):
+            return True  # whoever it now wakes hears it at once
         if tick_ms - episode.emitted_ms >= self.params.update_every_ticks * MINUTE_MS:
             return True
         # relative move, floored so that a few dollars an hour of noise do not page anyone
@@ -319,17 +304,30 @@ class IncidentManager:
         text = firing_summary(episode.campaign, episode.kind, episode.risk, episode.facts,
                               self.params.currency)
         alert = self._alert(episode, tick_ms, FIRING, episode.risk, self._prefix(episode) + text)
-        alert.evidence[INCIDENT_RISK] = sum(e.risk.value for e in self._episodes.values()
-                                            if e.incident_id == episode.incident_id)
+        alert.evidence[severity.INCIDENT_RISK] = self._incident_risk(episode)
+        episode.severity = severity.escalated(episode.severity, self._severity_now(episode))
+        alert.evidence[severity.SEVERITY] = episode.severity
         return alert
+
+    def _incident_risk(self, episode: _Episode) -> float:
+        return sum(e.risk.value for e in self._episodes.values()
+                   if e.incident_id == episode.incident_id)
+
+    def _severity_now(self, episode: _Episode) -> str:
+        """The severity of an update emitted now, before the episode's escalation."""
+        evidence = {**episode.facts, severity.INCIDENT_RISK: self._incident_risk(episode)}
+        page = severity.PAGE_FACTOR * self.params.min_revenue_per_hour
+        return severity.alert_severity(episode.kind, episode.risk.value, evidence, page)
 
     def _resolve(self, episode: _Episode, tick_ms: int) -> Alert:
         del self._episodes[episode.campaign]
         minutes = (tick_ms - episode.started_at) / MINUTE_MS
         text = resolved_summary(episode.campaign, episode.kind, minutes, episode.revenue_lost,
                                 self.params.currency)
-        return self._alert(episode, tick_ms, RESOLVED, Estimate.zero(),
-                           self._prefix(episode) + text)
+        alert = self._alert(episode, tick_ms, RESOLVED, Estimate.zero(),
+                            self._prefix(episode) + text)
+        alert.evidence[severity.SEVERITY] = episode.severity  # who was woken, told it is over
+        return alert
 
     def _prefix(self, episode: _Episode) -> str:
         if episode.scope != SCOPE_SITE:

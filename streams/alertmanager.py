@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from detectors.first_day import first_day_drop
+from detectors.severity import SEVERITIES, SEVERITY, escalated, severity
+from detectors.severity import alert_severity as detector_severity
 
 Alert = dict[str, Any]
 
@@ -24,9 +25,8 @@ KIND_ALERTNAMES = {
     "conversion_drop": "RevwatchConversionDrop",
     "latency_regression": "RevwatchLatencyRegression",
 }
-CONVERSION_KINDS = frozenset({"performance_conversion_loss", "conversion_drop"})
-SEVERITIES = ("info", "ticket", "page")
-"""Ascending; an episode's severity only escalates (see :class:`AlertmanagerReceiver`)."""
+__all__ = ["KIND_ALERTNAMES", "SEVERITIES", "alert_severity", "alertmanager_alert", "expired_copy",
+           "iso_utc", "severity", "wall_clock_ms"]
 
 
 def wall_clock_ms() -> int:
@@ -37,18 +37,6 @@ def iso_utc(epoch_ms: float) -> str:
     """``2024-05-01T09:00:00.000Z``: RFC 3339 in UTC, as Alertmanager expects."""
     moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def severity(kind: str, revenue_at_risk_per_hour: float, page_revenue_per_hour: float,
-             *, first_day: bool = False) -> str:
-    """``page`` for a conversion loss at or above the budget, ``ticket`` below, else
-    ``info``; a partial conversion drop in the shop's first day (``first_day``,
-    :func:`detectors.first_day.first_day_drop`) is a ``ticket`` whatever its size."""
-    if kind not in CONVERSION_KINDS:
-        return "info"
-    if first_day:
-        return "ticket"
-    return "page" if revenue_at_risk_per_hour >= page_revenue_per_hour else "ticket"
 
 
 def alertmanager_alert(alert: Alert, *, now_ms: int, resolve_timeout_s: float = 900.0,
@@ -86,16 +74,14 @@ def expired_copy(labels: dict[str, str], starts_at: str, now_ms: int) -> dict[st
 
 
 def alert_severity(alert: Alert, page_revenue_per_hour: float) -> str:
-    """:func:`severity` of one CONTRACT alert. The money is its incident's when the
-    evidence says (``incident_revenue_at_risk_per_hour``: Alertmanager groups an incident's
-    alerts into one notification, so a site-wide slowdown costing 600/h over campaigns of
-    200/h each pages at a 500/h budget), else its own."""
-    kind = str(alert["kind"])
+    """The severity one CONTRACT alert is delivered with: the higher of what its evidence
+    says (``severity``, the episode's highest so far, set when it was emitted) and
+    :func:`detectors.severity.alert_severity` of the alert at ``page_revenue_per_hour``
+    (the only answer for an older worker's alert, without the key)."""
     evidence = alert.get("evidence") or {}
-    revenue = max(float(alert.get("revenue_at_risk_per_hour") or 0.0),
-                  float(evidence.get("incident_revenue_at_risk_per_hour") or 0.0))
-    return severity(kind, revenue, page_revenue_per_hour,
-                    first_day=first_day_drop(kind, evidence))
+    now = detector_severity(str(alert["kind"]), float(alert.get("revenue_at_risk_per_hour")
+                                                      or 0.0), evidence, page_revenue_per_hour)
+    return escalated(evidence.get(SEVERITY), now)
 
 
 def _labels(alert: Alert, page_revenue_per_hour: float) -> dict[str, str]:

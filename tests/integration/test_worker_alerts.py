@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from streams.alertmanager import SEVERITIES, alert_severity
 from streams.feed import feed
 from streams.simulate import demo_scenario, generate
 from streams.simulate_model import IncidentSpec, Scenario
@@ -38,6 +39,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 MINUTE = 60_000
 KIND = "performance_conversion_loss"
 WAIT_S = 240.0
+PAGE_PER_HOUR = 500.0  # streams.receivers: 5 x the default min_revenue_per_hour
 FIELDS: dict[str, type | tuple[type, ...]] = {
     "alert_id": str, "incident_id": str, "scope": str, "ts": int, "campaign": str,
     "kind": str, "state": str, "started_at": int, "revenue_at_risk_per_hour": (int, float),
@@ -160,6 +162,8 @@ def test_every_alert_follows_the_contract(outcome: Outcome) -> None:
         # three hours of history: the shop's first day, with orders flowing
         assert alert["evidence"]["day_known"] is False
         assert alert["evidence"]["orders_stopped"] is False
+        # who is woken: the topic says what Alertmanager routes on (the settings' budget)
+        assert alert["evidence"]["severity"] == alert_severity(alert, PAGE_PER_HOUR), alert
         if alert["state"] == "firing":  # the incident's money, at least the alert's own
             total = alert["evidence"]["incident_revenue_at_risk_per_hour"]
             assert total >= alert["revenue_at_risk_per_hour"] - 1e-9, alert
@@ -168,6 +172,22 @@ def test_every_alert_follows_the_contract(outcome: Outcome) -> None:
         assert low <= value <= high, (low, value, high)
         assert alert["revenue_lost"] >= 0
         assert alert["started_at"] <= alert["ts"]
+
+
+def test_an_episodes_severity_only_escalates(outcome: Outcome) -> None:
+    by_id: dict[str, list[int]] = {}
+    priced: set[str] = set()
+    for alert in outcome.alerts:
+        by_id.setdefault(alert["alert_id"], []).append(
+            SEVERITIES.index(alert["evidence"]["severity"]))
+        if alert["kind"] == KIND:
+            priced.add(alert["alert_id"])
+    assert by_id
+    for ranks in by_id.values():
+        assert ranks == sorted(ranks), ranks
+    # the incident's slow pages cost more than the paging budget: a page
+    assert priced, outcome.brief()
+    assert {SEVERITIES[max(by_id[i])] for i in priced} == {"page"}, outcome.brief()
 
 
 def test_updates_at_most_one_a_minute(outcome: Outcome) -> None:

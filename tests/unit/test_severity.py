@@ -24,7 +24,7 @@ from detectors.first_day import (
     surely_below,
 )
 from detectors.incidents import IncidentManager
-from detectors.verdicts import CampaignVerdict
+from detectors.verdicts import CampaignVerdict, Estimate
 from streams.alertmanager import alertmanager_alert
 from streams.health import revenue_at_risk
 from tests.unit.test_campaign import MIN, T0, Traffic
@@ -199,10 +199,64 @@ def test_a_site_wide_slowdown_pages_on_what_it_costs_in_all() -> None:
 
 
 def test_an_alert_without_the_incident_total_is_judged_on_its_own_money() -> None:
-    """An older worker's alert (no ``incident_revenue_at_risk_per_hour``)."""
+    """An older worker's alert (no ``incident_revenue_at_risk_per_hour``, no ``severity``)."""
     (alert,) = _alerts(dropped("c", T0))[:1]
     older = {**alert, "evidence": {k: v for k, v in alert["evidence"].items()
-                                   if k != "incident_revenue_at_risk_per_hour"}}
+                                   if k not in {"incident_revenue_at_risk_per_hour", "severity"}}}
     assert _severity(older) == "page"  # $2,300/h of its own
     low = {**older, "revenue_at_risk_per_hour": 300.0}
     assert _severity(low) == "ticket"
+
+
+# ---------------------------------------------------------------- in the alert itself
+
+
+def _drop_at(i: int, per_hour: float, **fields: Any) -> CampaignVerdict:
+    return dropped("c", at(i), conversion_loss_per_hour=Estimate(
+        per_hour, 0.8 * per_hour, 1.2 * per_hour), **fields)
+
+
+def test_every_alert_says_the_severity_alertmanager_routes_on() -> None:
+    """The topic and the webhook carry what Alertmanager's label says: a page, a
+    first-day ticket, an info-level slowdown, and a ticket under the budget."""
+    cases = {"page": _drop_at(0, 2300.0), "ticket": _drop_at(0, 300.0),
+             "info": slow("c", at(0), loss=(40.0, 10.0, 70.0))}
+    first_day = _drop_at(0, 2300.0, conversion_day_known=False)
+    for expected, tick in [*cases.items(), ("ticket", first_day)]:
+        (alert,) = [a.to_dict() for a in IncidentManager(ONE_TICK).process_tick(at(0), [tick])]
+        assert alert["evidence"]["severity"] == expected
+        assert _severity(alert) == expected
+
+
+def test_a_drop_growing_past_the_budget_pages_at_once_and_stays_a_page() -> None:
+    """$450/h is a ticket; $520/h, a move of 16% (under the 20% that re-emits), pages at
+    that very tick; back at $450/h the episode is still a page, and its resolve says so."""
+    manager = IncidentManager(ONE_TICK)
+    ticks = [[_drop_at(0, 450.0)], [_drop_at(1, 520.0)], [_drop_at(2, 450.0)],
+             *([_drop_at(i, 450.0)] for i in range(3, 7)),
+             *([verdict("c", at(i))] for i in range(7, 40))]
+    emitted = [(i, a.state, a.evidence["severity"])
+               for i, alerts in enumerate(run(manager, ticks)) for a in alerts]
+    assert emitted[:2] == [(0, "firing", "ticket"), (1, "firing", "page")]
+    assert {severity for _, _, severity in emitted[1:]} == {"page"}
+    assert emitted[-1][1] == "resolved"
+    assert len(emitted) >= 4  # a later update (every 5 minutes) and the resolve
+
+
+def test_first_day_orders_that_stop_page_at_the_tick_they_stop() -> None:
+    manager = IncidentManager(ONE_TICK)
+    partial = _drop_at(0, 2300.0, conversion_day_known=False)
+    stopped = _drop_at(1, 2300.0, conversion_day_known=False, conversion_observed=2.0)
+    (first,), (second,) = run(manager, [[partial], [stopped]])
+    assert (first.evidence["severity"], second.evidence["severity"]) == ("ticket", "page")
+
+
+def test_an_episode_restored_from_older_state_starts_without_a_severity() -> None:
+    manager = IncidentManager(ONE_TICK)
+    manager.process_tick(at(0), [_drop_at(0, 2300.0)])
+    state = manager.to_state()
+    assert state["episodes"]["c"]["severity"] == "page"
+    del state["episodes"]["c"]["severity"]
+    restored = IncidentManager.from_state(state, ONE_TICK)
+    (update,) = restored.process_tick(at(1), [_drop_at(1, 2300.0)])  # due: it may page
+    assert update.evidence["severity"] == "page"
