@@ -9,8 +9,12 @@ SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
 
 
 def format_alert(alert: dict[str, Any]) -> str:
-    """One line a person reads: state, campaign, kind, money, and the alert's own summary."""
+    """One line a person reads: state and who it wakes (``page``, ``ticket``, ``info``),
+    campaign, kind, money, and the alert's own summary."""
     state = alert.get("state", "?").upper()
+    severity = (alert.get("evidence") or {}).get("severity")
+    if severity:
+        state = f"{state} {severity}"
     clock = time.strftime("%H:%M", time.gmtime(int(alert.get("ts", 0)) / 1000))
     return f"\n>>> [{state}] {clock} event time | {alert.get('kind')} | {alert.get('summary')}\n"
 

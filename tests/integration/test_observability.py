@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.alertmanager import SEVERITIES
 from streams.feed import FeedStats, feed
 from streams.simulate import demo_scenario, generate
 from streams.simulate_model import DAY_MS, DEFAULT_START_MS, HOUR_MS, Scenario
@@ -413,6 +414,13 @@ def test_webhook_receives_contract_alert_json(run: Run) -> None:
     assert states[-1] == "resolved", states
     episode = {p["alert_id"] for p in posts if p["kind"] == "performance_conversion_loss"}
     assert len(episode) == 1, episode
+    # who is woken: the webhook says what Alertmanager routed the same episode on
+    said = [p["evidence"]["severity"] for p in posts if p["alert_id"] in episode]
+    assert said == sorted(said, key=SEVERITIES.index), said  # it only escalates
+    routed = {a.labels["severity"] for a in revwatch_in_am(run)
+              if a.labels.get("alert_id") in episode}
+    assert routed, f"the episode never reached Alertmanager: {list(run.am_seen)}"
+    assert said[-1] == max(routed, key=SEVERITIES.index) == "page", (said, routed)
 
 
 def test_campaigns_endpoint_is_fast_enough_to_poll_every_second(run: Run) -> None:

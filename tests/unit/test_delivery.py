@@ -324,6 +324,29 @@ async def test_label_change_expires_old_label_set_and_severity_sticks() -> None:
     assert receiver._sent == {}
 
 
+def test_a_restarted_worker_resolves_the_page_it_sent() -> None:
+    """A fresh receiver (a worker restarted between firing and resolve) remembers no label
+    set; the resolve's evidence says the episode paged, so it ends the same label set
+    instead of leaving the page open until its ``endsAt``. Without the key (an older
+    worker), $0/h at risk would read as a ticket."""
+    resolved = make_alert(state="resolved", revenue=0.0)
+    resolved["evidence"]["severity"] = "page"
+    fresh = AlertmanagerReceiver("http://am.invalid:9093", now_ms=lambda: NOW)
+    (item,) = fresh.payload([resolved])
+    assert item["labels"]["severity"] == "page"
+    assert item["endsAt"] == iso_utc(T0 + 10 * MINUTE)
+    (older,) = fresh.payload([make_alert(state="resolved", revenue=0.0)])
+    assert older["labels"]["severity"] == "ticket"
+
+
+def test_the_evidence_never_lowers_what_the_money_says() -> None:
+    """An alert whose evidence says ticket but whose money is over this receiver's budget
+    pages (the higher of the two: a receiver may run with a lower budget)."""
+    alert = make_alert(revenue=900.0)
+    alert["evidence"]["severity"] = "ticket"
+    assert alertmanager_alert(alert, now_ms=NOW)["labels"]["severity"] == "page"
+
+
 async def test_last_update_per_alert_wins_within_a_batch() -> None:
     receiver = AlertmanagerReceiver("http://am.invalid:9093", now_ms=lambda: NOW)
     body = receiver.payload([make_alert("a1"), make_alert("a2"),

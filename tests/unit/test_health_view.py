@@ -88,7 +88,10 @@ def test_health_rows_feed_the_gauges_one_per_campaign() -> None:
 
 def test_format_alert_is_one_readable_line() -> None:
     text = format_alert(alert("spring").to_dict())
-    assert "[FIRING]" in text
+    assert "[FIRING]" in text  # an alert without evidence.severity
+    paged = alert("spring").to_dict()
+    paged["evidence"]["severity"] = "page"
+    assert "[FIRING page] 12:00 event time" in format_alert(paged)
     assert "12:00 event time" in text
     assert "performance_conversion_loss" in text
     assert "spring: slow pages cost ~$1,200/h" in text
