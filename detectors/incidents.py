@@ -277,6 +277,7 @@ class IncidentManager:
         for episode in self._episodes.values():
             if self._is_due(episode, tick_ms):
                 alerts.append(self._firing_alert(episode, tick_ms))
+                episode.severity = alerts[-1].evidence[severity.SEVERITY]  # as emitted
                 episode.emitted_ms, episode.emitted_risk = tick_ms, episode.risk.value
                 episode.emitted_kind, episode.emitted_scope = episode.kind, episode.scope
         return alerts
@@ -305,8 +306,8 @@ class IncidentManager:
                               self.params.currency)
         alert = self._alert(episode, tick_ms, FIRING, episode.risk, self._prefix(episode) + text)
         alert.evidence[severity.INCIDENT_RISK] = self._incident_risk(episode)
-        episode.severity = severity.escalated(episode.severity, self._severity_now(episode))
-        alert.evidence[severity.SEVERITY] = episode.severity
+        alert.evidence[severity.SEVERITY] = severity.escalated(episode.severity,
+                                                               self._severity_now(episode))
         return alert
 
     def _incident_risk(self, episode: _Episode) -> float:
