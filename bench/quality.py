@@ -26,6 +26,7 @@ from typing import Any
 
 import streams  # noqa: F401  (first, so the compiled build is used)
 from detectors.incidents import Alert
+from detectors.severity import PAGE_FACTOR
 from streams.alertmanager import SEVERITIES, alert_severity
 from streams.pipeline import Pipeline
 from streams.settings import Settings
@@ -37,7 +38,7 @@ from bench.split_monitor import SplitMonitor
 MINUTE = 60_000
 MATCH_BEFORE_MS = 10 * MINUTE  # an episode may start this long before the true start
 MATCH_AFTER_MS = 30 * MINUTE  # ... and open up to this long after the end
-PAGE_PER_HOUR = Settings().min_revenue_per_hour * 5  # as streams.receivers sets it
+PAGE_PER_HOUR = Settings().min_revenue_per_hour * PAGE_FACTOR  # as streams.receivers sets it
 
 
 @dataclass

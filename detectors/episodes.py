@@ -172,7 +172,6 @@ def benjamini_hochberg(p_values: Sequence[float], alpha: float) -> list[bool]:
     return rejected
 
 
-
 def conversion_rejections(warm: Sequence[CampaignVerdict], params: IncidentParams) -> set[str]:
     """The warmed-up campaigns whose conversion test rejects at this tick.
 
@@ -193,6 +192,7 @@ def campaign_weights(warm: Sequence[CampaignVerdict], params: IncidentParams) ->
     """Each campaign's stake weight (:mod:`detectors.stakes`), mean 1 over ``warm``."""
     return stake_weights([stake_per_hour(v) for v in warm], params.stake_weight_power,
                          params.stake_weight_floor, params.stake_weight_cap)
+
 
 def classify(verdict: CampaignVerdict, conversion_rejected: bool,
              params: IncidentParams) -> Heat | None:

@@ -327,7 +327,7 @@ class IncidentManager:
                                 self.params.currency)
         alert = self._alert(episode, tick_ms, RESOLVED, Estimate.zero(),
                             self._prefix(episode) + text)
-        alert.evidence[severity.SEVERITY] = episode.severity  # who was woken, told it is over
+        alert.evidence[severity.SEVERITY] = episode.severity or self._severity_now(episode)
         return alert
 
     def _prefix(self, episode: _Episode) -> str:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from detectors.severity import PAGE_FACTOR
 from streams.delivery import AlertmanagerReceiver, Receiver, WebhookReceiver
 from streams.settings import Settings
 
@@ -16,7 +17,7 @@ def receivers_from_settings(settings: Settings) -> list[Receiver]:
     if settings.alertmanager_url:
         receivers.append(AlertmanagerReceiver(
             settings.alertmanager_url, currency=settings.currency,
-            page_revenue_per_hour=settings.min_revenue_per_hour * 5))
+            page_revenue_per_hour=settings.min_revenue_per_hour * PAGE_FACTOR))
     if settings.webhook_url:
         receivers.append(WebhookReceiver(settings.webhook_url))
     return receivers

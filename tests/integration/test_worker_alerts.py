@@ -22,8 +22,10 @@ from typing import Any
 
 import pytest
 
+from detectors.severity import PAGE_FACTOR
 from streams.alertmanager import SEVERITIES, alert_severity
 from streams.feed import feed
+from streams.settings import Settings
 from streams.simulate import demo_scenario, generate
 from streams.simulate_model import IncidentSpec, Scenario
 from tests.integration.worker_harness import (
@@ -39,7 +41,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 MINUTE = 60_000
 KIND = "performance_conversion_loss"
 WAIT_S = 240.0
-PAGE_PER_HOUR = 500.0  # streams.receivers: 5 x the default min_revenue_per_hour
+PAGE_PER_HOUR = Settings().min_revenue_per_hour * PAGE_FACTOR  # as streams.receivers
 FIELDS: dict[str, type | tuple[type, ...]] = {
     "alert_id": str, "incident_id": str, "scope": str, "ts": int, "campaign": str,
     "kind": str, "state": str, "started_at": int, "revenue_at_risk_per_hour": (int, float),

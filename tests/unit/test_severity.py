@@ -260,3 +260,15 @@ def test_an_episode_restored_from_older_state_starts_without_a_severity() -> Non
     restored = IncidentManager.from_state(state, ONE_TICK)
     (update,) = restored.process_tick(at(1), [_drop_at(1, 2300.0)])  # due: it may page
     assert update.evidence["severity"] == "page"
+
+
+def test_an_older_episode_resolving_before_its_first_update_says_who_it_woke() -> None:
+    manager = IncidentManager(ONE_TICK)
+    manager.process_tick(at(0), [_drop_at(0, 2300.0)])
+    state = manager.to_state()
+    del state["episodes"]["c"]["severity"]  # written before the key
+    state["episodes"]["c"]["quiet_ticks"] = ONE_TICK.quiet_ticks_to_resolve - 1
+    restored = IncidentManager.from_state(state, ONE_TICK)
+    (resolved,) = restored.process_tick(at(1), [verdict("c", at(1))])
+    assert resolved.state == "resolved"
+    assert resolved.evidence["severity"] == "page"
