@@ -46,13 +46,11 @@ from detectors.episodes import (
     drop_persists,
     evidence,
     family,
-    firing_summary,
     loss_for,
     may_open,
     next_kind,
-    resolved_summary,
-    site_prefix,
 )
+from detectors.summary import firing_summary, resolved_summary, site_prefix
 from detectors.verdicts import CampaignVerdict, Estimate
 
 __all__ = ["Alert", "IncidentManager", "IncidentParams"]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from scipy.stats import false_discovery_control
 
-from detectors.episodes import PERFORMANCE, benjamini_hochberg, classify, evidence, firing_summary
+from detectors.episodes import PERFORMANCE, benjamini_hochberg, classify, evidence
 from detectors.incidents import Alert, IncidentManager, IncidentParams
+from detectors.summary import firing_summary
 from detectors.verdicts import CampaignVerdict, Estimate
 
 MIN = 60_000

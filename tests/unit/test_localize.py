@@ -18,7 +18,7 @@ import pytest
 from scipy.stats import chi2, chisquare, norm
 
 from detectors.elasticity import N_BINS, lcp_bins
-from detectors.episodes import CONVERSION, LATENCY, PERFORMANCE, evidence, firing_summary
+from detectors.episodes import CONVERSION, LATENCY, PERFORMANCE, evidence
 from detectors.localize import (
     conversions_differ_p,
     delay_shares,
@@ -29,6 +29,7 @@ from detectors.localize import (
     slow_devices,
 )
 from detectors.strata import N_STRATA, device_stratum
+from detectors.summary import firing_summary
 from detectors.verdicts import CampaignVerdict, Estimate
 from detectors.where import conversion_device_evidence, device_evidence
 from streams.alertmanager import alertmanager_alert
