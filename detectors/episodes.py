@@ -285,6 +285,7 @@ def evidence(verdict: CampaignVerdict, conversion_rejected: bool) -> dict[str, A
         "conversion_p_value": verdict.conversion_p_value,
         "conversion_observed": verdict.conversion_observed,
         "conversion_expected": verdict.conversion_expected,
+        "conversion_window_minutes": window_minutes(verdict),
         "explained_fraction": verdict.explained_fraction,
         "average_order_value": verdict.average_order_value,
         "latency_regressed": verdict.latency_regressed,
@@ -295,6 +296,13 @@ def evidence(verdict: CampaignVerdict, conversion_rejected: bool) -> dict[str, A
     return {**{key: _json_value(value) for key, value in values.items()},
             **device_evidence(verdict.devices),
             **conversion_device_evidence(verdict.conversion_devices)}
+
+
+def window_minutes(verdict: CampaignVerdict) -> int | None:
+    """Minutes of the conversion scan's best window (the one ``conversion_observed`` and
+    ``conversion_expected`` are of); None before the scan has one."""
+    start = verdict.conversion_window_start_ms
+    return None if start is None else round((verdict.tick_ms - start) / MINUTE_MS)
 
 
 def _json_value(value: Any) -> Any:

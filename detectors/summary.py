@@ -33,15 +33,30 @@ def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, An
                 f"conversion {rates}{slowdown_place(facts)}")
     if kind == CONVERSION:
         speed = (f"more than slower pages explain ({lcp})" if facts["latency_regressed"]
-                 else "with normal page speed")
+                 else f"with normal page speed ({lcp})")
         note = NOTE if first_day_drop(kind, facts) else ""
-        return (f"{campaign}: checkout? conversion {rates} {speed}; ~{value}/h at risk "
-                f"{band}{drop_place(facts)}{note}")
+        return (f"{campaign}: checkout? {_as_tested(facts, rates)} {speed}; ~{value}/h at "
+                f"risk {band}{drop_place(facts)}{note}")
     if recovering:
         return (f"{campaign}: the latency test no longer finds pages slower ({lcp} normal); "
                 f"resolves once quiet")
     return (f"{campaign}: pages slower ({_typical(facts)}{lcp}) but little revenue effect "
             f"(~{value}/h){slowdown_place(facts)}")
+
+
+def _as_tested(facts: dict[str, Any], rates: str) -> str:
+    """Conversion now against normal as the conversion test saw it: over the scan's best
+    window, ``baseline x observed / expected`` (the lag-adjusted rate there), with the
+    orders. The last hour's rate (``rates``) dilutes a drop younger than the hour, whose
+    sessions have few of their orders due yet. Without a window showing fewer orders than
+    expected (an older alert, or an episode held open by the last hour's test): ``rates``."""
+    window, seen = facts.get("conversion_window_minutes"), facts["conversion_observed"]
+    expected, base = facts["conversion_expected"], facts["conversion_rate_baseline"]
+    if not window or seen is None or not expected or base is None or seen >= expected:
+        return f"conversion {rates}"
+    orders = "1 order" if round(seen) == 1 else f"{seen:.0f} orders"
+    return (f"conversion {_percent(base * seen / expected)} vs {_percent(base)} in the last "
+            f"{window} min ({orders}, {expected:.0f} expected)")
 
 
 def _typical(facts: dict[str, Any]) -> str:

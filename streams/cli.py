@@ -11,6 +11,7 @@ from pathlib import Path
 
 from streams.errors import RevwatchError
 from streams.settings import Settings
+from streams.simulate_demo import DEMO_INCIDENTS
 from streams.simulate_model import DEVICES
 
 
@@ -22,9 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=60.0,
                       help="event-time minutes per wall minute for the live part (default 60)")
     demo.add_argument("--seed", type=int, default=6)
+    demo.add_argument("--incident", choices=DEMO_INCIDENTS, default="slow-pages",
+                      help="slow-pages (LCP x2.5, 20 min) or checkout (no orders while the "
+                      "pages stay fast, 30 min); default slow-pages")
     demo.add_argument("--incident-devices", nargs="+", choices=DEVICES, default=[],
                       metavar="DEVICE",
-                      help=f"slow only these devices' pages ({', '.join(DEVICES)})")
+                      help=f"hit only these devices' sessions ({', '.join(DEVICES)})")
     sub.add_parser("worker", help="a Faust worker (scale out by starting more)")
     replay = sub.add_parser("replay", help="offline detection over JSONL files")
     replay.add_argument("--beacons", type=Path, required=True)
@@ -35,8 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument("--days", type=float, default=3.0)
     simulate.add_argument("--scale", type=float, default=1.0)
+    simulate.add_argument("--incident", choices=DEMO_INCIDENTS, default="slow-pages",
+                          help="with --scenario demo: slow-pages or checkout")
     simulate.add_argument("--incident-devices", nargs="+", choices=DEVICES, default=[],
-                          metavar="DEVICE", help="with --scenario demo: slow only these devices")
+                          metavar="DEVICE", help="with --scenario demo: hit only these devices")
     simulate.add_argument("--conversion-daily-amplitude", type=float, default=0.0,
                           metavar="A", help="conversion x (1 + A cos(2 pi (hour - 20) / 24)), "
                           "UTC hours (default 0: the same at every hour)")
@@ -78,7 +84,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.demo import run_demo
 
     return run_demo(settings, duration_s=args.duration, speed=args.speed, seed=args.seed,
-                    devices=tuple(args.incident_devices))
+                    devices=tuple(args.incident_devices), incident=args.incident)
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
@@ -98,7 +104,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     from streams.simulate import default_scenario, demo_scenario, generate, write_files
 
-    scenario = (demo_scenario(args.seed, devices=tuple(args.incident_devices))
+    scenario = (demo_scenario(args.seed, devices=tuple(args.incident_devices),
+                              incident=args.incident)
                 if args.scenario == "demo"
                 else default_scenario(args.seed, days=args.days, scale=args.scale))
     if not 0.0 <= args.conversion_daily_amplitude < 1.0:

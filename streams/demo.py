@@ -2,7 +2,8 @@
 
 Starts the local broker (if nothing answers on ``REVWATCH_BROKER``) and one worker process,
 plays a simulated shop to Kafka (warm-up history at full speed, then the live part at
-``speed`` event-time minutes per wall minute, with a slowdown on the biggest campaign), and
+``speed`` event-time minutes per wall minute, with a slowdown, or with ``--incident checkout``
+no orders, on the biggest campaign), and
 prints live campaign health from ``/campaigns`` and every alert from the ``alerts`` topic.
 Topics and the app id get a per-run suffix, so a demo never reads an older demo's data.
 """
@@ -26,6 +27,8 @@ from streams.broker import LocalBroker, port_is_free
 from streams.feed import FeedStats, feed
 from streams.settings import Settings
 from streams.simulate import Scenario, demo_scenario, generate
+from streams.simulate_demo import DemoIncident
+from streams.simulate_model import IncidentSpec
 from streams.topics import ensure_topics, revwatch_topics
 from streams.view import format_alert, format_health
 
@@ -47,7 +50,7 @@ def _sigterm(signum: int, frame: object) -> None:
 
 
 def run_demo(settings: Settings, *, duration_s: float | None, speed: float, seed: int,
-             devices: tuple[str, ...] = ()) -> int:
+             devices: tuple[str, ...] = (), incident: DemoIncident = "slow-pages") -> int:
     run = demo_settings(settings, time.strftime("%Y%m%d%H%M%S"))
     if port_is_free(run.web_host, run.web_port) is False:
         print(f"revwatch demo: {run.web_host}:{run.web_port} is in use (another worker or "
@@ -63,7 +66,8 @@ def run_demo(settings: Settings, *, duration_s: float | None, speed: float, seed
     ensure_topics(run.broker_host_port, revwatch_topics(run))
     worker = _start_worker(run)
     try:
-        asyncio.run(_demo(run, worker, duration_s, speed, demo_scenario(seed, devices=devices)))
+        asyncio.run(_demo(run, worker, duration_s, speed,
+                          demo_scenario(seed, devices=devices, incident=incident)))
     except KeyboardInterrupt:
         print("\nrevwatch demo: stopping", flush=True)
     finally:
@@ -103,7 +107,7 @@ async def _demo(run: Settings, worker: subprocess.Popen[bytes], duration_s: floa
     where = f" on {' + '.join(incident.devices)}" if incident.devices else ""
     print(f"revwatch demo: worker ready at {base} (try {base}/campaigns and {base}/metrics)\n"
           f"revwatch demo: replaying {scenario.days * 24:.1f} h of shop traffic; "
-          f"'{', '.join(incident.campaigns)}' slows down{where} at event time "
+          f"'{', '.join(incident.campaigns)}' {_what(incident)}{where} at event time "
           f"{_clock(incident.start_ms)} for {(incident.end_ms - incident.start_ms) // 60000} min",
           flush=True)
     stop = asyncio.Event()
@@ -184,6 +188,12 @@ async def _print_health(base: str, stop: asyncio.Event) -> None:
                     print(format_health(await r.json()), flush=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=10)
+
+
+def _what(incident: IncidentSpec) -> str:
+    if incident.kind == "conversion_drop":
+        return "takes no orders (its checkout breaks; the pages stay fast)"
+    return "slows down"
 
 
 def _clock(ms: int) -> str:

@@ -23,11 +23,12 @@ from typing import Any
 
 import orjson
 
+from streams.simulate_demo import DEMO_INCIDENTS, demo_scenario
 from streams.simulate_engine import Kind, Record, Run
-from streams.simulate_model import Scenario, default_scenario, demo_scenario
+from streams.simulate_model import Scenario, default_scenario
 
-__all__ = ["Kind", "Record", "Scenario", "SimulationSummary", "default_scenario",
-           "demo_scenario", "generate", "main", "paced", "truth", "write_files"]
+__all__ = ["DEMO_INCIDENTS", "Kind", "Record", "Scenario", "SimulationSummary",
+           "default_scenario", "demo_scenario", "generate", "main", "paced", "truth", "write_files"]
 
 CHUNK_RECORDS = 20_000
 

@@ -335,25 +335,6 @@ def default_scenario(seed: int = 1, *, days: float = 3.0, scale: float = 1.0,
                     incidents=incidents, traps=traps, scale=scale)
 
 
-def demo_scenario(seed: int = 1, *, warmup_hours: float = 4.0, incident_minutes: float = 20.0,
-                  start_ms: int | None = None, devices: tuple[str, ...] = ()) -> Scenario:
-    """A short run: five campaigns, one slowdown on the biggest after the warm-up.
-
-    The scenario ends 40 minutes after the incident, so a detector sees it resolve.
-    ``devices``: only these devices' pages slow down (default: every device's).
-    """
-    start = DEFAULT_START_MS + 12 * HOUR_MS if start_ms is None else start_ms
-    keep = ("spring_sale", "google_shopping", "partner_promo", "blog_guides", NONE_CAMPAIGN)
-    campaigns = tuple(c for c in _campaigns(start) if c.name in keep)
-    inc_start = _h(start, warmup_hours)
-    inc_end = inc_start + round(incident_minutes * MINUTE_MS)
-    incident = IncidentSpec("demo-slowdown", "performance_conversion_loss", ("spring_sale",),
-                            inc_start, inc_end, lcp_factor=2.5, devices=devices)
-    days = (inc_end + 40 * MINUTE_MS - start) / DAY_MS
-    return Scenario(seed=seed, start_ms=start, days=days, campaigns=campaigns,
-                    incidents=(incident,))
-
-
 # What the browsers look like -------------------------------------------------------------
 USER_AGENTS: tuple[tuple[str, ...], ...] = (  # by device code: desktop, mobile, tablet
     ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

@@ -103,3 +103,38 @@ def test_a_checkout_broken_on_phones_is_caught_and_put_on_mobile(seed: int) -> N
     assert all(n in ([], ["mobile"]) for n in named), named
     on_mobile = next(a for a in firing if a.evidence["drop_devices"] == ["mobile"])
     assert "; on mobile (orders " in on_mobile.summary
+
+
+@cache
+def checkout_demo(seed: int) -> tuple[list[Alert], int, int]:
+    """``revwatch demo --incident checkout``: spring_sale takes no orders for 30 minutes."""
+    scenario = demo_scenario(seed, incident="checkout")
+    (incident,) = scenario.incidents
+    alerts = Pipeline.from_settings(Settings()).play(generate(scenario))
+    return alerts, incident.start_ms, incident.end_ms
+
+
+@pytest.mark.parametrize("seed", [1, 6])
+def test_the_demo_checkout_is_one_conversion_drop_that_pages_and_resolves(seed: int) -> None:
+    """Not slow pages: one ``conversion_drop`` episode on spring_sale, first seen 17-21
+    minutes in on demo seeds 1-9. On the shop's first day a partial drop is a ticket; the
+    stop pages once the orders surely stopped (27-30 minutes in on seeds 1-9). Its line
+    says what the test saw: the conversion of the window that fired, far under normal."""
+    alerts, start, end = checkout_demo(seed)
+    assert {(a.campaign, a.kind) for a in alerts} == {("spring_sale", "conversion_drop")}
+    assert len({a.alert_id for a in alerts}) == 1
+    firing = [a for a in alerts if a.state == "firing"]
+    assert firing[0].ts - start <= 25 * MIN
+    pages = [a for a in firing if a.evidence["severity"] == "page"]
+    assert pages
+    assert pages[0].ts - start <= 35 * MIN
+    assert firing[0].evidence["severity"] == "ticket"
+    assert "with normal page speed (p75 LCP" in firing[0].summary
+    seen, expected = firing[0].evidence["conversion_observed"], \
+        firing[0].evidence["conversion_expected"]
+    assert seen <= 0.2 * expected
+    assert f"in the last {firing[0].evidence['conversion_window_minutes']} min (" \
+        in firing[0].summary
+    (resolved,) = [a for a in alerts if a.state == "resolved"]
+    assert resolved is alerts[-1]
+    assert resolved.ts > end

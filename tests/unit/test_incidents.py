@@ -373,8 +373,13 @@ def test_a_campaign_slowdown_under_the_budget_stays_a_latency_regression() -> No
                      "spring_sale: slow pages cost ~$1,240/h (90%: $900-$1,600); "
                      "p75 LCP 4.1 s vs 2.3 s normal; conversion 1.9% vs 3.1%", id="performance"),
         pytest.param(dropped("spring_sale", T0), "EUR",
-                     "spring_sale: checkout? conversion 1.2% vs 3.1% with normal page speed; "
+                     "spring_sale: checkout? conversion 1.2% vs 3.1% in the last 20 min (14 "
+                     "orders, 37 expected) with normal page speed (p75 LCP 2.3 s vs 2.3 s); "
                      "~€2,300/h at risk (90%: €1,800-€2,900)", id="conversion"),
+        pytest.param(dropped("spring_sale", T0, conversion_rate=0.030), "USD",
+                     "spring_sale: checkout? conversion 1.2% vs 3.1% in the last 20 min (14 "
+                     "orders, 37 expected) with normal page speed (p75 LCP 2.3 s vs 2.3 s); "
+                     "~$2,300/h at risk (90%: $1,800-$2,900)", id="conversion-hour-diluted"),
         pytest.param(slow("spring_sale", T0, loss=(41.3, 12, 80), lcp_p75_ms=3900.0,
                           lcp_p75_baseline_ms=2200.0), "CHF",
                      "spring_sale: pages slower (typical LCP +79%; p75 LCP 3.9 s vs 2.2 s) but "
@@ -415,6 +420,23 @@ def test_an_update_after_the_pages_sped_up_says_so(kind: str, summary: str) -> N
     text = firing_summary("spring_sale", kind, Estimate(300, 100, 500),
                           evidence(tick, conversion_rejected=False), "USD")
     assert text == summary
+
+
+def test_a_drop_line_falls_back_to_the_hour_without_a_window_that_shows_it() -> None:
+    """An episode held open by the last hour's test, its best window no longer short of
+    orders, and an older worker's evidence without the window: the last hour's rates."""
+    hour = ("spring_sale: checkout? conversion 1.2% vs 3.1% with normal page speed (p75 LCP "
+            "2.3 s vs 2.3 s); ~$2,300/h at risk (90%: $1,800-$2,900)")
+    risk = Estimate(2300, 1800, 2900)
+    held = evidence(dropped("spring_sale", T0, conversion_observed=40.0), True)
+    assert held["conversion_window_minutes"] == 20
+    assert firing_summary("spring_sale", "conversion_drop", risk, held, "USD") == hour
+    older = evidence(dropped("spring_sale", T0), True)
+    del older["conversion_window_minutes"]
+    assert firing_summary("spring_sale", "conversion_drop", risk, older, "USD") == hour
+    no_window = evidence(dropped("spring_sale", T0, conversion_window_start_ms=None), True)
+    assert no_window["conversion_window_minutes"] is None
+    assert firing_summary("spring_sale", "conversion_drop", risk, no_window, "USD") == hour
 
 
 def test_alert_dict_is_strict_json_and_round_trips() -> None:

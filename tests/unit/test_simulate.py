@@ -17,6 +17,7 @@ import pytest
 
 from streams.records import NONE_CAMPAIGN, beacon_from_dict, order_from_dict
 from streams.simulate import Record, generate, main, paced, truth, write_files
+from streams.simulate_demo import demo_scenario
 from streams.simulate_model import (
     BOT_USER_AGENTS,
     DEFAULT_START_MS,
@@ -28,7 +29,6 @@ from streams.simulate_model import (
     Scenario,
     TrapSpec,
     default_scenario,
-    demo_scenario,
     human_rate,
 )
 
@@ -361,6 +361,18 @@ def test_demo_scenario_slows_the_biggest_campaign_after_warm_up() -> None:
     assert inc.start_ms - s.start_ms == 2 * HOUR_MS
     assert inc.end_ms - inc.start_ms == 15 * MINUTE_MS
     assert s.end_ms > inc.end_ms + 30 * MINUTE_MS
+
+
+def test_the_demo_checkout_stops_the_biggest_campaigns_orders_for_half_an_hour() -> None:
+    s = demo_scenario(warmup_hours=2.0, incident="checkout", devices=("mobile",))
+    (inc,) = s.incidents
+    assert (inc.kind, inc.campaigns, inc.devices) == ("conversion_drop", ("spring_sale",),
+                                                      ("mobile",))
+    assert (inc.conversion_factor, inc.lcp_factor) == (0.0, 1.0)
+    assert inc.end_ms - inc.start_ms == 30 * MINUTE_MS
+    assert s.end_ms >= inc.end_ms + 60 * MINUTE_MS  # long enough to see it resolve
+    with pytest.raises(ValueError, match="demo incident 'outage': known are slow-pages, "):
+        demo_scenario(incident="outage")  # type: ignore[arg-type]
 
 
 def test_main_writes_the_files_and_a_summary(tmp_path: Path,
