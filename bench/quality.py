@@ -52,7 +52,7 @@ class Episode:
 
     @property
     def last_ts(self) -> int:
-        return self.updates[-1]["ts"]
+        return int(self.updates[-1]["ts"])
 
 
 @dataclass
@@ -77,6 +77,11 @@ class IncidentResult:
     devices_seen: tuple[str, ...] | None = None
     # the highest Alertmanager severity its episodes reached (None: not caught)
     severity: str | None = None
+    # what the first alert said: the estimate and interval when the incident was first
+    # caught (``estimate_per_hour`` is the one nearest the incident's middle)
+    first_estimate_per_hour: float | None = None
+    first_interval: tuple[float, float] | None = None
+    first_covered: bool | None = None
 
 
 def run_seed(seed: int, days: float, scale: float, workers: int = 0, *, share: bool = False,
@@ -140,6 +145,9 @@ def judge(seed: int, inc: dict[str, Any], episodes: list[Episode]) -> IncidentRe
     base.estimate_per_hour, base.interval = _estimate(matched, start, end)
     if base.interval is not None:
         base.covered = base.interval[0] <= loss <= base.interval[1]
+    base.first_estimate_per_hour, base.first_interval = _estimate(matched, start, start)
+    if base.first_interval is not None:
+        base.first_covered = base.first_interval[0] <= loss <= base.first_interval[1]
     base.one_incident_id = len({e.incident_id for e in matched}) == 1
     base.severity = max((severity_of(e) for e in matched), key=SEVERITIES.index)
     return base
@@ -156,8 +164,9 @@ def severity_of(ep: Episode) -> str:
 def _estimate(matched: list[Episode], start: int, end: int
               ) -> tuple[float | None, tuple[float, float] | None]:
     """The incident's revenue at risk: total over its campaigns at the update nearest the
-    middle of the incident (each campaign's latest update at that time)."""
-    mid = start + max((end - start) // 2, 10 * MINUTE)
+    middle of the incident (each campaign's latest update at that time), or at its first
+    alert if that came later. With ``end == start``: at the first alert."""
+    mid = start + max((end - start) // 2, 10 * MINUTE) if end > start else start
     value = low = high = 0.0
     found = False
     for ep in matched:
@@ -245,10 +254,27 @@ def summarise(results: list[IncidentResult], alarms: list[dict[str, Any]], days:
         "costly_caught_paged": sum(1 for r in caught if r.severity == "page"),
         "median_relative_revenue_error": statistics.median(errors) if errors else None,
         "interval_coverage": sum(covered) / len(covered) if covered else None,
+        **_first_alerts(results),
         **_placed(results),
     }
     print(json.dumps(summary, indent=1))
     return summary
+
+
+def _first_alerts(results: list[IncidentResult]) -> dict[str, Any]:
+    """The money of each caught incident's first alert against the truth: the median
+    estimate / truth by kind (under 1: too low), the median relative error and the 90%
+    intervals' coverage."""
+    first = [r for r in results if r.caught and r.first_estimate_per_hour is not None
+             and r.true_loss_per_hour > 0]
+    ratios: dict[str, list[float]] = defaultdict(list)
+    for r in first:
+        ratios[r.kind].append((r.first_estimate_per_hour or 0.0) / r.true_loss_per_hour)
+    covered = [r.first_covered for r in first if r.first_covered is not None]
+    return {"first_alert_median_ratio": {k: statistics.median(v) for k, v in ratios.items()},
+            "first_alert_median_relative_error": statistics.median(
+                abs(x - 1.0) for v in ratios.values() for x in v) if first else None,
+            "first_alert_interval_coverage": sum(covered) / len(covered) if covered else None}
 
 
 def _placed(results: list[IncidentResult]) -> dict[str, Any]:
@@ -326,10 +352,11 @@ def merge(paths: list[Path], days: float, out: Path) -> int:
     for path in paths:
         data = json.loads(path.read_text())
         for row in data["incidents"]:
-            interval = row["interval"]
+            interval, first = row["interval"], row.get("first_interval")
             seen = row.get("devices_seen")
             results.append(IncidentResult(**{
                 **row, "interval": None if interval is None else tuple(interval),
+                "first_interval": None if first is None else tuple(first),
                 "devices": tuple(row.get("devices", ())),
                 "devices_seen": None if seen is None else tuple(seen)}))
         alarms.extend(data["false_alarms"])
