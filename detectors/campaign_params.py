@@ -20,7 +20,9 @@ class CampaignParams:
     # slow pages are priced up to this long after a latency alarm: at least the incidents'
     # ``quiet_ticks_to_resolve``, so an open latency episode keeps its price until it resolves
     price_hold_minutes: int = 10
-    price_conversion_minutes: int = 45
+    # a conversion shortfall is priced from the likeliest onset of the drop, at least this
+    # long before the tick (the scan's shortest window)
+    price_onset_min_minutes: int = 10
     p75_minutes: int = 5
     min_p75_sessions: int = 20
     latency_shift: float = math.log(1.25)

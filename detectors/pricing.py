@@ -29,6 +29,21 @@ def price_slow_pages(fit: StrataFit | None, baseline_mix: np.ndarray, current_mi
                                      average_order_value=aov, aov_se=aov_se)
 
 
+def likeliest_onset(expected: np.ndarray, observed: np.ndarray, last: int) -> int:
+    """Where a drop most likely began: the index ``i <= last`` whose suffix ``[i:]`` of
+    per-minute conversions (``observed``, against their lag-adjusted ``expected``) gives
+    the largest Poisson log-likelihood ratio of a lower rate, ``O log(O / E) - O + E``
+    (0 where ``O >= E``): the onset of the maximum-likelihood step down. Minutes before
+    the onset, with their normal orders, lower it; minutes after it leave out missing
+    orders. 0 when no suffix falls short."""
+    e = np.cumsum(expected[::-1])[::-1][:last + 1]
+    o = np.cumsum(observed[::-1])[::-1][:last + 1]
+    short = o < e
+    ratio = np.where(short & (o > 0), o / np.where(e > 0, e, 1.0), 1.0)
+    llr = np.where(short, o * np.log(ratio) - o + e, 0.0)
+    return int(np.argmax(llr))
+
+
 def price_conversion_loss(conv: ConversionVerdict, *, tick_ms: int, window_sessions: float,
                           baseline_conversions: float, baseline_sessions: float,
                           aov: float, aov_se: float) -> Estimate:

@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from detectors.conversion import ConversionVerdict
 from detectors.elasticity import BIN_CENTERS_S, lcp_bin
-from detectors.pricing import HOUR_MS, price_conversion_loss, price_slow_pages
+from detectors.pricing import HOUR_MS, likeliest_onset, price_conversion_loss, price_slow_pages
 from detectors.revenue import conversion_loss
 from detectors.strata import CURVE_SIZE, StrataFit, curve_key
 from detectors.verdicts import Estimate
@@ -117,3 +118,37 @@ def test_a_very_short_window_counts_at_least_a_minute() -> None:
     per_hour = price_conversion_loss(verdict(0, 2, T0 - HOUR_MS // 2), tick_ms=T0,
                                      window_sessions=67, aov=50.0, aov_se=0.0, **BASELINE)
     assert per_hour.value == pytest.approx(loss.value / 30)
+
+
+# ---------------------------------------------------------------- where a drop began
+
+
+def test_the_onset_of_a_stop_is_its_first_minute_without_orders() -> None:
+    expected = np.full(60, 2.0)
+    observed = np.r_[np.full(40, 2.0), np.zeros(20)]
+    assert likeliest_onset(expected, observed, 50) == 40
+
+
+def test_the_onset_can_be_no_later_than_allowed_and_is_0_without_a_shortfall() -> None:
+    expected = np.full(60, 2.0)
+    observed = np.r_[np.full(55, 2.0), np.zeros(5)]
+    assert likeliest_onset(expected, observed, 50) == 50  # the latest start allowed
+    assert likeliest_onset(expected, np.full(60, 3.0), 50) == 0
+    assert likeliest_onset(np.zeros(60), np.zeros(60), 50) == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_onset_is_the_maximum_likelihood_step(seed: int) -> None:
+    """Against a brute force: for every start, the Poisson log-likelihood of the counts with
+    the rate free after it (at its MLE, scipy) and normal before; the best start wins."""
+    rng = np.random.default_rng(seed)
+    expected = rng.uniform(0.5, 3.0, 90) * np.r_[np.ones(70), np.linspace(1.0, 0.1, 20)]
+    observed = rng.poisson(expected * np.r_[np.ones(55), np.full(35, 0.4)]).astype(float)
+
+    def loglik(start: int) -> float:
+        tail = observed[start:].sum() / expected[start:].sum()
+        rate = np.r_[np.ones(start), np.full(90 - start, min(tail, 1.0))]
+        return float(stats.poisson.logpmf(observed, expected * rate).sum())
+
+    best = max(range(81), key=loglik)
+    assert likeliest_onset(expected, observed, 80) == best
