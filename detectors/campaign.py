@@ -278,12 +278,13 @@ class CampaignModel:
         if self.latency.last.statistic > 0 and (priced_shortfall or self._alarmed_lately(tick_ms)):
             slow, devices = self._slow_page_loss(tick_ms, site_fit, aov, aov_se)
         conversion_devices: dict[str, ConversionRow] | None = None
+        so_far = 0.0
         if priced_shortfall and conv.p_value <= PLACE_CONVERSION_P:
             conversion_devices = self._conversions_by_device(
                 window, drop.start_ms if drop else conv.window_start_ms or tick_ms)
         if priced_shortfall and drop is not None:
-            lost = price_device_drop(window, drop, self._device_baseline(), tick_ms=tick_ms,
-                                     aov=aov, aov_se=aov_se)
+            lost, so_far = price_device_drop(window, drop, self._device_baseline(),
+                                             tick_ms=tick_ms, aov=aov, aov_se=aov_se)
         elif priced_shortfall:
             base_conv, base_sessions = self._baseline()
             priced = self._pricing_window(tick_ms, conv, window)
@@ -293,9 +294,11 @@ class CampaignModel:
                 window_sessions=float(window.sessions[first:] @ window.season[first:]),
                 baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
                 aov=aov, aov_se=aov_se)
+            so_far = max(priced.expected - priced.observed, 0.0) * aov
         return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
                 "conversion_loss_per_hour": lost, "devices": devices,
-                "conversion_devices": conversion_devices}
+                "conversion_devices": conversion_devices,
+                "conversion_lost_so_far": so_far if lost.value > 0 else 0.0}
 
     def _conversions_by_device(self, window: TickWindow, start_ms: int
                                ) -> dict[str, ConversionRow]:

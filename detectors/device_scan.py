@@ -74,10 +74,11 @@ def combine(campaign: ConversionVerdict, devices: Sequence[ConversionVerdict],
 
 def price_device_drop(window: TickWindow, drop: DeviceDrop,
                       baseline: tuple[FloatArray, FloatArray], *, tick_ms: int, aov: float,
-                      aov_se: float) -> Estimate:
+                      aov_se: float) -> tuple[Estimate, float]:
     """Revenue per hour missing on the dropped devices in the winning device's window: their
     commerce landings against their own learned rate (``baseline``: sessions and
-    conversions per stratum), scaled to eventual orders (``price_conversion_loss``).
+    conversions per stratum), scaled to eventual orders (``price_conversion_loss``); and
+    the money of the orders missing there by now ((expected - observed) x AOV).
 
     The other devices are left out: in the campaign's orders their noise would swamp a
     drop on one device (at 1.5 orders a minute, a 25-minute window's shortfall of phones
@@ -88,7 +89,7 @@ def price_device_drop(window: TickWindow, drop: DeviceDrop,
     rows = list(drop.strata)
     base_sessions, base_conversions = (float(b[rows].sum()) for b in baseline)
     if first == len(window) or base_sessions <= 0:
-        return Estimate.zero()
+        return Estimate.zero(), 0.0
     sessions, conversions = (a[rows, first:].sum(axis=0) for a in window.device_series())
     expected = float(sessions @ window.weights[first:]) * base_conversions / base_sessions
     observed = float(conversions.sum())
@@ -97,7 +98,7 @@ def price_device_drop(window: TickWindow, drop: DeviceDrop,
         ConversionVerdict(0.0, observed, expected, ratio, window.minutes[first], 0.0),
         tick_ms=tick_ms, window_sessions=float(sessions @ window.season[first:]),
         baseline_conversions=base_conversions, baseline_sessions=base_sessions,
-        aov=aov, aov_se=aov_se)
+        aov=aov, aov_se=aov_se), max(expected - observed, 0.0) * aov
 
 
 def scan_campaign(

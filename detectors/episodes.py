@@ -270,6 +270,19 @@ def loss_for(kind: str, verdict: CampaignVerdict | None) -> Estimate:
     return Estimate(parts[0], min(parts[1], parts[0]), max(parts[2], parts[0]))
 
 
+def lost_so_far(kind: str, verdict: CampaignVerdict | None, risk: Estimate, before: float,
+                minutes: float) -> float:
+    """What an episode has cost by this tick. A conversion drop's cost is the money of the
+    orders missing by now since its likeliest onset (``conversion_lost_so_far``), which
+    stops growing once the orders are back, though the episode is held open; while none is
+    priced it stays as it was (``before``). Otherwise (and for an older worker's verdict,
+    without the figure) the risk per hour is summed over the ``minutes`` since ``before``."""
+    so_far = 0.0 if verdict is None else verdict.conversion_lost_so_far
+    if kind == CONVERSION and so_far > 0:
+        return so_far
+    return before + risk.value / 60 * minutes
+
+
 def evidence(verdict: CampaignVerdict, conversion_rejected: bool) -> dict[str, Any]:
     """The alert's evidence object: rates, p75s, window size, test statistics."""
     values: dict[str, Any] = {

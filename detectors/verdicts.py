@@ -80,6 +80,9 @@ class CampaignVerdict:
     # (here or on another worker), so the hour of day is accounted for or known not to
     # matter; False in the shop's first day
     conversion_day_known: bool = True
+    # the orders a priced conversion shortfall is missing by now, since its likeliest onset
+    # (``pricing``), in money: (expected - observed) x AOV; 0 while none is priced
+    conversion_lost_so_far: float = 0.0
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
@@ -93,7 +96,7 @@ class CampaignVerdict:
         conversion_loss_per_hour: Estimate, conversion_recent_p_value: float = 1.0,
         devices: dict[str, DeviceRow] | None = None,
         conversion_devices: dict[str, ConversionRow] | None = None,
-        conversion_day_known: bool = True,
+        conversion_day_known: bool = True, conversion_lost_so_far: float = 0.0,
     ) -> None:
         object.__setattr__(self, "campaign", campaign)
         object.__setattr__(self, "tick_ms", int(tick_ms))
@@ -121,6 +124,7 @@ class CampaignVerdict:
         object.__setattr__(self, "devices", devices)
         object.__setattr__(self, "conversion_devices", conversion_devices)
         object.__setattr__(self, "conversion_day_known", bool(conversion_day_known))
+        object.__setattr__(self, "conversion_lost_so_far", float(conversion_lost_so_far))
 
     @property
     def explained_fraction(self) -> float:
@@ -173,4 +177,4 @@ _FLOATS = frozenset({
     "sessions_per_minute", "conversion_rate", "conversion_rate_baseline", "lcp_p75_ms",
     "lcp_p75_baseline_ms", "latency_statistic", "latency_threshold", "latency_shift",
     "conversion_p_value", "conversion_observed", "conversion_expected", "conversion_ratio",
-    "average_order_value", "conversion_recent_p_value"})
+    "average_order_value", "conversion_recent_p_value", "conversion_lost_so_far"})

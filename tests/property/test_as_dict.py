@@ -45,7 +45,7 @@ VERDICT_FIELDS: dict[str, st.SearchStrategy[object]] = {
                                            max_size=4),
     "conversion_devices": st.none() | st.dictionaries(texts, st.tuples(floats, floats),
                                                       max_size=4),
-    "conversion_day_known": st.booleans(),
+    "conversion_day_known": st.booleans(), "conversion_lost_so_far": floats,
 }
 
 facts = st.builds(SessionFact, **{f.name: FACT_FIELDS[f.name] for f in fields(SessionFact)})

@@ -232,6 +232,26 @@ def test_revenue_lost_backfills_then_accumulates_per_minute() -> None:
     assert manager.open_alerts()[0].revenue_lost == pytest.approx(expected)
 
 
+def test_a_drop_has_cost_the_orders_missing_since_its_onset_not_its_risk_summed() -> None:
+    """A conversion drop's cost is the money of the orders missing by now (the verdict's
+    ``conversion_lost_so_far``), which stops growing once the orders are back, while the
+    last hour's test holds the episode open: summing its risk per hour over those minutes
+    counted the drop again (a stopped checkout read ~1.9 times its loss on the demo). An
+    older worker's verdict without the figure is summed as before."""
+    manager = IncidentManager(ONE_TICK)
+    held = {"conversion_p_value": 0.3, "conversion_recent_p_value": 0.01,
+            "conversion_lost_so_far": 2_400.0}
+    out = run(manager, [[dropped("s", at(0), conversion_lost_so_far=1_000.0)],
+                        [dropped("s", at(1), conversion_lost_so_far=2_400.0)],
+                        *([dropped("s", at(i), **held)] for i in range(2, 20))])
+    assert out[0][0].revenue_lost == 1_000.0
+    assert manager.open_alerts()[0].revenue_lost == 2_400.0
+    older = IncidentManager(ONE_TICK)
+    run(older, [[dropped("s", at(i))] for i in range(3)])
+    assert older.open_alerts()[0].revenue_lost == pytest.approx(
+        2_300 * 20 / 60 + 2 * 2_300 / 60)  # backfilled from the window's start, then summed
+
+
 def test_started_at_is_earliest_evidence_or_first_hot_tick() -> None:
     manager = IncidentManager()
     run(manager, [[dropped("a", at(0), conversion_window_start_ms=at(-30)),
