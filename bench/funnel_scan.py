@@ -3,18 +3,21 @@
 ``bench/funnel_power.py`` compares oracles. This runs the real test instead, on the same
 simulated worlds (``funnel_power.simulate``), fed as ``bench/conversion_power.py`` feeds it
 (``conversion_scan`` with the ``CampaignParams`` defaults, a forgetting baseline of matured
-unflagged minutes, a learned ``LagModel``, two hot ticks at the default per-tick level):
+unflagged minutes, a learned ``LagModel``, two hot ticks), in three arms:
 
 * **orders** (revwatch today): each session minute's orders, ``F`` of the session-to-order
   lag;
 * **funnel**: each checkout minute's reachers as the "sessions" and their orders, ``F`` of
-  the checkout-to-order lag. The scan's Poisson test of a binomial count (a reacher orders
-  with probability ``q``, not a few per cent) overstates the noise by ``1 / (1 - q)``, so
-  this is the cautious version: a build would test the binomial.
+  the checkout-to-order lag; the scan's Poisson test of a binomial count (a reacher orders
+  with probability ``q``) overstates its noise by ``1 / (1 - q)``;
+* **funnel_binomial**: the same with every count scaled by ``1 / (1 - q)`` (quasi-Poisson).
 
-Drops at the payment only (reachers order ``x factor``): a drop before the checkout leaves
-the reachers' conversion as it was and needs a count test the scan has not. Meaning:
-docs/CONVERSION-POWER.md, "What the checkout funnel would add".
+Each arm is judged at the default per-tick level and at the level read off the null days
+for at most BUDGET false-alarm episodes per campaign-day (ALPHAS), so that the arms are
+compared at the same false alarms. Drops at the payment only (reachers order ``x factor``):
+a drop before the checkout leaves the reachers' conversion as it was and needs a count
+test the scan has not. Meaning: docs/CONVERSION-POWER.md, "What the checkout funnel would
+add".
 
     .venv/bin/python bench/funnel_scan.py            # about 10 min on 2 cores
     .venv/bin/python bench/funnel_scan.py --quick    # about 1.5 min
