@@ -116,13 +116,14 @@ def checkout_demo(seed: int) -> tuple[list[Alert], int, int]:
 
 @pytest.mark.parametrize("seed", [1, 6])
 def test_the_demo_checkout_is_priced_near_its_loss_at_the_first_alert(seed: int) -> None:
-    """Priced from the likeliest onset of the drop: 0.82-0.99 of the true loss at the first
-    alert on demo seeds 1-9. Priced over at least 45 minutes (before 2026-12-07), a stop 20
-    minutes old read 0.14-0.48 of it, its interval below the truth."""
+    """Priced from the earliest onset the likelihood supports: 0.69-0.95 of the true loss
+    at the first alert on demo seeds 1-9 (0.69 and 0.95 on these two). Priced over at least
+    45 minutes (before 2026-12-07), a stop 20 minutes old read 0.14-0.48 of it (0.47 and
+    0.48 here), its interval below the truth."""
     (incident,) = truth(demo_scenario(seed, incident="checkout"))["incidents"]
     loss = incident["revenue_lost_per_hour_total"]
     first = next(a for a in checkout_demo(seed)[0] if a.state == "firing")
-    assert 0.8 * loss <= first.revenue_at_risk_per_hour <= 1.2 * loss
+    assert 0.6 * loss <= first.revenue_at_risk_per_hour <= 1.2 * loss
 
 
 @pytest.mark.parametrize("seed", [1, 6])
