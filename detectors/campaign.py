@@ -30,7 +30,7 @@ from detectors.held import HeldMinutes
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
 from detectors.localize import device_conversions, device_shifts
-from detectors.pricing import likeliest_onset, price_conversion_loss, price_slow_pages
+from detectors.pricing import supported_onset, price_conversion_loss, price_slow_pages
 from detectors.revenue import average_order_value
 from detectors.strata import CURVE_SIZE, by_stratum, device_stratum, shrunk_strata_fit
 from detectors.verdicts import CampaignVerdict, ConversionRow, DeviceRow, Estimate
@@ -341,13 +341,13 @@ class CampaignModel:
 
     def _pricing_window(self, tick_ms: int, conv: ConversionVerdict,
                         window: TickWindow) -> ConversionVerdict:
-        """The shortfall to price: from the likeliest onset of the drop
-        (``pricing.likeliest_onset`` over the tick's window, the onset at least
+        """The shortfall to price: from the earliest onset of the drop its likelihood
+        supports (``pricing.supported_onset`` over the tick's window, at least
         ``price_onset_min_minutes`` old). The scan's own best window is the one of smallest
         p-value, not the drop's: a drop 20 minutes old is often best shown by the 30- or
         60-minute window, whose normal minutes dilute its price (before 2026-12-07 the price
         was taken over at least 45 minutes, which priced a checkout stopped 20 minutes
-        before at 15-48% of its loss on the demo's seeds)."""
+        before at 14-48% of its loss on the demo's seeds)."""
         last = window.first_from(tick_ms - self.params.price_onset_min_minutes * MINUTE_MS
                                  + 1) - 1
         if last < 0:
@@ -356,7 +356,7 @@ class CampaignModel:
         # the tick's own arrays: F(age) at each minute's middle, times its hour's factor
         expected = window.sessions * window.weights * float(base_conv / base_sessions)
         conversions = np.fromiter((b.conversions for b in window.buckets), float, len(window))
-        first = likeliest_onset(expected, conversions, last)
+        first = supported_onset(expected, conversions, last)
         seen, due = float(_SUM(conversions[first:])), float(_SUM(expected[first:]))
         return ConversionVerdict(conv.p_value, seen, due, seen / due if due > 0 else math.nan,
                                  window.minutes[first], conv.statistic)

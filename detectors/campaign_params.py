@@ -20,8 +20,9 @@ class CampaignParams:
     # slow pages are priced up to this long after a latency alarm: at least the incidents'
     # ``quiet_ticks_to_resolve``, so an open latency episode keeps its price until it resolves
     price_hold_minutes: int = 10
-    # a conversion shortfall is priced from the likeliest onset of the drop, at least this
-    # long before the tick (the scan's shortest window)
+    # a conversion shortfall is priced from the earliest onset of the drop its likelihood
+    # supports (``pricing.supported_onset``), at least this long before the tick (the
+    # scan's shortest window)
     price_onset_min_minutes: int = 10
     p75_minutes: int = 5
     min_p75_sessions: int = 20

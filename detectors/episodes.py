@@ -273,7 +273,7 @@ def loss_for(kind: str, verdict: CampaignVerdict | None) -> Estimate:
 def lost_so_far(kind: str, verdict: CampaignVerdict | None, risk: Estimate, before: float,
                 minutes: float) -> float:
     """What an episode has cost by this tick. A conversion drop's cost is the money of the
-    orders missing by now since its likeliest onset (``conversion_lost_so_far``), which
+    orders missing by now since its onset (``conversion_lost_so_far``), which
     stops growing once the orders are back, though the episode is held open; while none is
     priced it stays as it was (``before``). Otherwise (and for an older worker's verdict,
     without the figure) the risk per hour is summed over the ``minutes`` since ``before``."""

@@ -30,7 +30,7 @@ def price_slow_pages(fit: StrataFit | None, baseline_mix: np.ndarray, current_mi
                                      average_order_value=aov, aov_se=aov_se)
 
 
-def likeliest_onset(expected: np.ndarray, observed: np.ndarray, last: int) -> int:
+def supported_onset(expected: np.ndarray, observed: np.ndarray, last: int) -> int:
     """Where a drop began, at the earliest the data allow: of the starts ``i <= last``
     whose suffix ``[i:]`` of per-minute conversions (``observed``, against their
     lag-adjusted ``expected``) has a Poisson log-likelihood ratio of a lower rate,

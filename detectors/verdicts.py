@@ -80,7 +80,7 @@ class CampaignVerdict:
     # (here or on another worker), so the hour of day is accounted for or known not to
     # matter; False in the shop's first day
     conversion_day_known: bool = True
-    # the orders a priced conversion shortfall is missing by now, since its likeliest onset
+    # the orders a priced conversion shortfall is missing by now, since its onset
     # (``pricing``), in money: (expected - observed) x AOV; 0 while none is priced
     conversion_lost_so_far: float = 0.0
 

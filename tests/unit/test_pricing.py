@@ -11,7 +11,7 @@ from scipy import stats
 
 from detectors.conversion import ConversionVerdict
 from detectors.elasticity import BIN_CENTERS_S, lcp_bin
-from detectors.pricing import HOUR_MS, likeliest_onset, price_conversion_loss, price_slow_pages
+from detectors.pricing import HOUR_MS, supported_onset, price_conversion_loss, price_slow_pages
 from detectors.revenue import conversion_loss
 from detectors.strata import CURVE_SIZE, StrataFit, curve_key
 from detectors.verdicts import Estimate
@@ -126,15 +126,15 @@ def test_a_very_short_window_counts_at_least_a_minute() -> None:
 def test_the_onset_of_a_stop_is_its_first_minute_without_orders() -> None:
     expected = np.full(60, 2.0)
     observed = np.r_[np.full(40, 2.0), np.zeros(20)]
-    assert likeliest_onset(expected, observed, 50) == 40
+    assert supported_onset(expected, observed, 50) == 40
 
 
 def test_the_onset_can_be_no_later_than_allowed_and_is_0_without_a_shortfall() -> None:
     expected = np.full(60, 2.0)
     observed = np.r_[np.full(55, 2.0), np.zeros(5)]
-    assert likeliest_onset(expected, observed, 50) <= 50  # never later than allowed
-    assert likeliest_onset(expected, np.full(60, 3.0), 50) == 0
-    assert likeliest_onset(np.zeros(60), np.zeros(60), 50) == 0
+    assert supported_onset(expected, observed, 50) <= 50  # never later than allowed
+    assert supported_onset(expected, np.full(60, 3.0), 50) == 0
+    assert supported_onset(np.zeros(60), np.zeros(60), 50) == 0
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -153,6 +153,6 @@ def test_the_onset_is_the_earliest_start_the_likelihood_supports(seed: int) -> N
 
     support = [loglik(start) for start in range(81)]
     cut = max(support) - stats.chi2.ppf(0.95, 1) / 2
-    onset = likeliest_onset(expected, observed, 80)
+    onset = supported_onset(expected, observed, 80)
     assert onset == next(start for start, value in enumerate(support) if value >= cut - 1e-6)
     assert onset <= max(range(81), key=lambda start: support[start])  # not after the MLE
