@@ -30,7 +30,7 @@ from detectors.held import HeldMinutes
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
 from detectors.localize import device_conversions, device_shifts
-from detectors.pricing import supported_onset, price_conversion_loss, price_slow_pages
+from detectors.pricing import price_conversion_loss, price_slow_pages, supported_onset
 from detectors.revenue import average_order_value
 from detectors.strata import CURVE_SIZE, by_stratum, device_stratum, shrunk_strata_fit
 from detectors.verdicts import CampaignVerdict, ConversionRow, DeviceRow, Estimate

@@ -11,7 +11,7 @@ from scipy import stats
 
 from detectors.conversion import ConversionVerdict
 from detectors.elasticity import BIN_CENTERS_S, lcp_bin
-from detectors.pricing import HOUR_MS, supported_onset, price_conversion_loss, price_slow_pages
+from detectors.pricing import HOUR_MS, price_conversion_loss, price_slow_pages, supported_onset
 from detectors.revenue import conversion_loss
 from detectors.strata import CURVE_SIZE, StrataFit, curve_key
 from detectors.verdicts import Estimate
