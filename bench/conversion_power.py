@@ -139,8 +139,15 @@ class Baseline:
 
 def prefix_baseline(rng: np.random.Generator, level: float, decay: float) -> Baseline:
     """The baseline after PREFIX_MINUTES of normal, matured minutes before row 0."""
-    sessions = rng.poisson(level / CONVERSION_RATE, PREFIX_MINUTES)
-    conversions = rng.binomial(sessions, CONVERSION_RATE)
+    return matured_baseline(rng, level / CONVERSION_RATE, CONVERSION_RATE, decay)
+
+
+def matured_baseline(rng: np.random.Generator, per_minute: float, rate: float, decay: float
+                     ) -> Baseline:
+    """The baseline after PREFIX_MINUTES of normal matured minutes: ``per_minute`` units a
+    minute (sessions, or checkout reachers), each converting with ``rate``."""
+    sessions = rng.poisson(per_minute, PREFIX_MINUTES)
+    conversions = rng.binomial(sessions, rate)
     weights = decay ** np.arange(PREFIX_MINUTES - 1, -1, -1)
     return Baseline(float(weights @ conversions), float(weights @ sessions), -1)
 

@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.common import print_table, write_results
-from bench.conversion_cusum import GRID, cusum_episodes
+from bench.conversion_cusum import GRID, cusum_episodes, text
 from bench.conversion_power import CONVERSION_RATE, DAY_MINUTES, FOLLOW_MINUTES, quantile
 
 FloatArray = npt.NDArray[np.float64]
@@ -66,7 +66,7 @@ class World:
     reach_seen: npt.NDArray[np.int32]  # [checkout minute, d]: their orders in by that tick
 
 
-def _lognormal(rng: np.random.Generator, shape: tuple[float, float], n: int) -> FloatArray:
+def lognormal(rng: np.random.Generator, shape: tuple[float, float], n: int) -> FloatArray:
     median, sigma = shape
     return rng.lognormal(math.log(median), sigma, n)
 
@@ -87,14 +87,14 @@ def simulate(rng: np.random.Generator, cell: tuple[float, float, str, float], ro
     sessions = rng.poisson(level / CONVERSION_RATE, rows)
     owner = np.repeat(np.arange(rows), rng.binomial(sessions, CONVERSION_RATE / q))
     start = owner + rng.random(owner.size)
-    checkout = start + _lognormal(rng, TO_CHECKOUT, owner.size)
+    checkout = start + lognormal(rng, TO_CHECKOUT, owner.size)
     hurt = checkout >= onset
     if where == "cart":  # fewer get to the checkout
         there = ~hurt | (rng.random(owner.size) < factor)
         owner, checkout, hurt = owner[there], checkout[there], hurt[there]
         hurt = np.zeros_like(hurt)
     buys = rng.random(owner.size) < q * np.where(hurt, factor, 1.0)
-    order = checkout[buys] + _lognormal(rng, TO_ORDER, int(buys.sum()))
+    order = checkout[buys] + lognormal(rng, TO_ORDER, int(buys.sum()))
     at = np.floor(checkout).astype(np.int64)
     return World(sessions.astype(np.float64), _seen(owner[buys], order, rows),
                  np.bincount(at[at < rows], minlength=rows).astype(np.float64)[:rows],
@@ -105,8 +105,8 @@ def seen_shares(rng: np.random.Generator, n: int = 400_000) -> tuple[FloatArray,
     """P(an order is in by age a), a = HORIZON..1: from the session minute (F) and from the
     checkout minute (G), each with the start uniform in its minute."""
     ages = np.arange(HORIZON, 0, -1, dtype=np.float64)
-    to_checkout = _lognormal(rng, TO_CHECKOUT, n) + rng.random(n)
-    to_order = _lognormal(rng, TO_ORDER, n)
+    to_checkout = lognormal(rng, TO_CHECKOUT, n) + rng.random(n)
+    to_order = lognormal(rng, TO_ORDER, n)
     session_side = np.sort(np.floor(to_checkout + to_order))
     checkout_frac = (to_checkout % 1.0)  # where in its minute the checkout view falls
     checkout_side = np.sort(np.floor(checkout_frac + to_order))
@@ -205,10 +205,6 @@ def summarise(cell: tuple[float, float, str, float], data: dict[str, Any]) -> di
 
 def _rate(row: dict[str, Any], arm: str) -> float:
     return float(row[arm]["null_episodes_at_threshold"]) / float(row["null_days"])
-
-
-def text(value: float | None) -> str:
-    return f">{FOLLOW_MINUTES}" if value is None else f"{value:g}"
 
 
 def main() -> None:

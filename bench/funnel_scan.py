@@ -37,19 +37,19 @@ import numpy as np
 
 import streams  # noqa: F401  (first, so the compiled build is used)
 from bench.common import print_table, write_results
+from bench.conversion_cusum import text
 from bench.conversion_power import (
-    CONVERSION_RATE,
     DAY_MINUTES,
     FOLLOW_MINUTES,
-    PREFIX_MINUTES,
-    Baseline,
     Rules,
     Stream,
     make_rules,
+    matured_baseline,
+    prefix_baseline,
     quantile,
     run_ticks,
 )
-from bench.funnel_power import TO_CHECKOUT, TO_ORDER, World, _lognormal, simulate
+from bench.funnel_power import TO_CHECKOUT, TO_ORDER, World, lognormal, simulate
 from detectors.lag import LagModel
 
 CELLS = ((1.5, 0.5, "payment", 0.5), (0.6, 0.0, "payment", 0.5), (3.0, 0.5, "payment", 0.5))
@@ -69,20 +69,11 @@ def rules_for(seed: int) -> tuple[Rules, Rules]:
     base = make_rules(LagModel())
     h = base.horizon
     ages = h - np.arange(h) - 0.5
-    to_checkout = _lognormal(rng, TO_CHECKOUT, LAG_TRAINING)
-    to_order = _lognormal(rng, TO_ORDER, LAG_TRAINING)
+    to_checkout = lognormal(rng, TO_CHECKOUT, LAG_TRAINING)
+    to_order = lognormal(rng, TO_ORDER, LAG_TRAINING)
     orders = learned(to_checkout + to_order, h).cdf_array(ages)
     funnel = learned(to_order, h).cdf_array(ages)
     return replace(base, completeness=orders), replace(base, completeness=funnel)
-
-
-def prefix(rng: np.random.Generator, per_minute: float, rate: float, decay: float) -> Baseline:
-    """A baseline after PREFIX_MINUTES of normal matured minutes (``per_minute`` units, each
-    converting with ``rate``)."""
-    units = rng.poisson(per_minute, PREFIX_MINUTES)
-    conversions = rng.binomial(units, rate)
-    weights = decay ** np.arange(PREFIX_MINUTES - 1, -1, -1)
-    return Baseline(float(weights @ conversions), float(weights @ units), -1)
 
 
 ARMS = ("orders", "funnel", "funnel_binomial")
@@ -95,7 +86,7 @@ def _funnel(rng: np.random.Generator, world: World, q: float, rules: Rules, scal
             stop: bool) -> list[float]:
     """The scan on the reachers, every count x ``scale`` (1: as it is; ``1 / (1 - q)``: a
     quasi-Poisson stand-in for the binomial test, whose variance is ``1 - q`` x its mean)."""
-    base = prefix(rng, world.reachers.mean(), q, rules.decay)
+    base = matured_baseline(rng, world.reachers.mean(), q, rules.decay)
     base.conversions, base.sessions = base.conversions * scale, base.sessions * scale
     seen: Any = world.reach_seen * scale  # counts, scaled: floats where the scan takes ints
     return run_ticks(Stream(world.reachers * scale, seen), rules, base,
@@ -107,7 +98,7 @@ def p_values(rng: np.random.Generator, world: World, cell: tuple[float, float, s
     """Per arm (ARMS), the p-value of every tick."""
     level, _, _, q = cell
     orders = run_ticks(Stream(world.sessions, world.orders_seen), rules[0],
-                       prefix(rng, level / CONVERSION_RATE, CONVERSION_RATE, rules[0].decay),
+                       prefix_baseline(rng, level, rules[0].decay),
                        stop_on_open=stop)
     return [orders, _funnel(rng, world, q, rules[1], 1.0, stop=stop),
             _funnel(rng, world, q, rules[1], 1.0 / (1.0 - q), stop=stop)]
@@ -186,10 +177,6 @@ def _rate(at: dict[str, Any] | None) -> str:
 
 def _level(at: dict[str, Any] | None) -> str:
     return "-" if at is None else f"{at['alpha']:.2g}"
-
-
-def text(value: float | None) -> str:
-    return f">{FOLLOW_MINUTES}" if value is None else f"{value:g}"
 
 
 def main() -> None:

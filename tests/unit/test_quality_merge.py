@@ -95,3 +95,31 @@ def test_an_episode_takes_its_highest_severity() -> None:
     first_day["evidence"] = {"day_known": False, "orders_stopped": False}
     episode.updates = [first_day]
     assert severity_of(episode) == "ticket"
+
+
+def test_first_alerts_are_summarised_and_older_files_still_merge(tmp_path: Path) -> None:
+    """What each incident's first alert said: estimate / truth by kind, the error and the
+    intervals' coverage; a row written before those fields counts as not priced."""
+    early = asdict(incident(1, True, 0.0)) | {"kind": "conversion_drop",
+                                              "first_estimate_per_hour": 500.0,
+                                              "first_interval": [300.0, 900.0],
+                                              "first_covered": False}
+    fast = asdict(incident(1, True, 0.0)) | {"first_estimate_per_hour": 1200.0,
+                                             "first_interval": [800.0, 1600.0],
+                                             "first_covered": True}
+    older = asdict(incident(1, True, 0.0))
+    for field in ("first_estimate_per_hour", "first_interval", "first_covered"):
+        older.pop(field)
+    path = tmp_path / "seed-1.json"
+    path.write_text(json.dumps({"summary": {}, "false_alarms": [],
+                                "incidents": [early, fast, older]}))
+    out = tmp_path / "merged.json"
+    assert main(["--merge", str(path), "--days", "3", "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    summary = merged["summary"]
+    assert summary["first_alert_median_ratio"] == {"conversion_drop": 0.5,
+                                                   "performance_conversion_loss": 1.2}
+    assert abs(summary["first_alert_median_relative_error"] - 0.35) < 1e-9  # 0.5 and 0.2
+    assert summary["first_alert_interval_coverage"] == 0.5
+    assert [r["first_interval"] for r in merged["incidents"]] == [[300.0, 900.0],
+                                                                 [800.0, 1600.0], None]

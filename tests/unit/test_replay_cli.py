@@ -140,3 +140,39 @@ def test_replay_as_a_process_exits_2_and_never_imports_faust(tmp_path: Path) -> 
     assert done.returncode == 2, done.stderr
     assert "no such file" in done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_the_demo_incident_reaches_the_demo_and_the_simulation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--incident checkout`` picks the demo's broken checkout for ``revwatch demo`` and
+    ``revwatch simulate --scenario demo``; without it, the slowdown as before."""
+    import streams.demo
+    import streams.simulate
+
+    demos: list[dict[str, object]] = []
+    written: list[streams.simulate.Scenario] = []
+
+    class Written:
+        def line(self) -> str:
+            return "written"
+
+    def run_demo(*_: object, **kw: object) -> int:
+        demos.append(kw)
+        return 0
+
+    def write_files(scenario: streams.simulate.Scenario, _: Path) -> Written:
+        written.append(scenario)
+        return Written()
+
+    monkeypatch.setattr(streams.demo, "run_demo", run_demo)
+    monkeypatch.setattr(streams.simulate, "write_files", write_files)
+    assert main(["demo", "--incident", "checkout", "--incident-devices", "mobile"]) == 0
+    assert main(["demo"]) == 0
+    assert [(d["incident"], d["devices"]) for d in demos] == [("checkout", ("mobile",)),
+                                                              ("slow-pages", ())]
+    for flags in (["--incident", "checkout"], []):
+        assert main(["simulate", "--scenario", "demo", *flags, "--out", str(tmp_path)]) == 0
+    assert [(s.incidents[0].kind, s.incidents[0].conversion_factor) for s in written] == [
+        ("conversion_drop", 0.0), ("performance_conversion_loss", 1.0)]
+    with pytest.raises(SystemExit):
+        main(["demo", "--incident", "outage"])
