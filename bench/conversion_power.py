@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -176,11 +176,17 @@ class Episodes:
         return True
 
 
-def run_ticks(stream: Stream, rules: Rules, base: Baseline, *, stop_on_open: bool
-              ) -> list[float]:
+Scanner = Callable[[Rules, Baseline, npt.NDArray[np.int64], FloatArray, CountArray],
+                   tuple[float, int | None]]
+
+
+def run_ticks(stream: Stream, rules: Rules, base: Baseline, *, stop_on_open: bool,
+              scanner: Scanner | None = None) -> list[float]:
     """Tick ``k`` (``horizon < k <= rows``) sees rows ``k - horizon .. k - 1``; first it learns
     row ``k - horizon - 1`` unless flagged, as ``CampaignModel.tick`` does. The p-value of
-    each tick (1 without sessions: never hot), up to the default budget's first episode."""
+    each tick (1 without sessions: never hot), up to the default budget's first episode.
+    ``scanner``: the test of each tick (:func:`scan`, revwatch's conversion scan, if None)."""
+    scanner = scanner or scan
     h, rows = rules.horizon, stream.sessions.size
     minute_ms = np.arange(rows, dtype=np.int64) * MINUTE_MS
     diagonal = (np.arange(h), np.arange(h - 1, -1, -1))
@@ -191,7 +197,8 @@ def run_ticks(stream: Stream, rules: Rules, base: Baseline, *, stop_on_open: boo
         if not flagged[row]:
             base.learn(row, float(stream.seen[row, h]), float(stream.sessions[row]), rules.decay)
         sessions = stream.sessions[k - h:k]
-        p, start = scan(rules, base, minute_ms[k - h:k], sessions, stream.seen[k - h:k][diagonal])
+        p, start = scanner(rules, base, minute_ms[k - h:k], sessions,
+                           stream.seen[k - h:k][diagonal])
         if p < rules.flag_p and start is not None:
             flagged[start // MINUTE_MS:k] = True
         p_values.append(p if sessions.sum() > 0 else 1.0)

@@ -10,7 +10,10 @@ unflagged minutes, a learned ``LagModel``, two hot ticks), in three arms:
 * **funnel**: each checkout minute's reachers as the "sessions" and their orders, ``F`` of
   the checkout-to-order lag; the scan's Poisson test of a binomial count (a reacher orders
   with probability ``q``) overstates its noise by ``1 / (1 - q)``;
-* **funnel_binomial**: the same with every count scaled by ``1 / (1 - q)`` (quasi-Poisson).
+* **funnel_binomial**: the same with every count scaled by ``1 / (1 - q)`` (quasi-Poisson);
+* **funnel_quasi**: revwatch's own funnel test (``detectors.funnel.funnel_scan``): each
+  window's counts scaled by its own dispersion ``1 - q sum(n G^2) / sum(n G)``, the
+  matured baseline's by ``1 - q``.
 
 Each arm is judged at the default per-tick level and at the level read off the null days
 for at most BUDGET false-alarm episodes per campaign-day (ALPHAS), so that the arms are
@@ -41,6 +44,7 @@ from bench.conversion_cusum import text
 from bench.conversion_power import (
     DAY_MINUTES,
     FOLLOW_MINUTES,
+    Baseline,
     Rules,
     Stream,
     make_rules,
@@ -50,6 +54,7 @@ from bench.conversion_power import (
     run_ticks,
 )
 from bench.funnel_power import TO_CHECKOUT, TO_ORDER, World, lognormal, simulate
+from detectors.funnel import funnel_scan
 from detectors.lag import LagModel
 
 CELLS = ((1.5, 0.5, "payment", 0.5), (0.6, 0.0, "payment", 0.5), (3.0, 0.5, "payment", 0.5))
@@ -76,7 +81,7 @@ def rules_for(seed: int) -> tuple[Rules, Rules]:
     return replace(base, completeness=orders), replace(base, completeness=funnel)
 
 
-ARMS = ("orders", "funnel", "funnel_binomial")
+ARMS = ("orders", "funnel", "funnel_binomial", "funnel_quasi")
 BUDGET = 0.02  # false-alarm episodes per campaign-day (the default budget)
 # per-tick levels tried, geometric; the default 0.02 / 16 = 0.00125 is on the grid
 ALPHAS = 0.00125 * 2.0 ** (np.arange(-40, 25) / 4.0)
@@ -93,6 +98,19 @@ def _funnel(rng: np.random.Generator, world: World, q: float, rules: Rules, scal
                      stop_on_open=stop)
 
 
+def quasi_scan(rules: Rules, base: Baseline, minute_ms: np.ndarray[Any, np.dtype[np.int64]],
+               reachers: np.ndarray[Any, np.dtype[np.float64]],
+               seen: np.ndarray[Any, np.dtype[np.int32]]) -> tuple[float, int | None]:
+    """``Funnel.scan``'s test (``detectors.funnel.funnel_scan``), as ``conversion_power.scan``."""
+    if base.conversions < rules.min_baseline:
+        return 1.0, None
+    verdict, _ = funnel_scan(minute_ms, np.asarray(reachers, dtype=np.float64),
+                             seen.astype(np.float64), rules.completeness, base.conversions,
+                             base.sessions, windows_minutes=rules.windows, hold_minutes=(),
+                             tolerance=rules.tolerance)
+    return verdict.p_value, verdict.window_start_ms
+
+
 def p_values(rng: np.random.Generator, world: World, cell: tuple[float, float, str, float],
              rules: tuple[Rules, Rules], *, stop: bool) -> list[list[float]]:
     """Per arm (ARMS), the p-value of every tick."""
@@ -100,8 +118,11 @@ def p_values(rng: np.random.Generator, world: World, cell: tuple[float, float, s
     orders = run_ticks(Stream(world.sessions, world.orders_seen), rules[0],
                        prefix_baseline(rng, level, rules[0].decay),
                        stop_on_open=stop)
+    base = matured_baseline(rng, world.reachers.mean(), q, rules[1].decay)
+    quasi = run_ticks(Stream(world.reachers, world.reach_seen), rules[1], base,
+                      stop_on_open=stop, scanner=quasi_scan)
     return [orders, _funnel(rng, world, q, rules[1], 1.0, stop=stop),
-            _funnel(rng, world, q, rules[1], 1.0 / (1.0 - q), stop=stop)]
+            _funnel(rng, world, q, rules[1], 1.0 / (1.0 - q), stop=stop), quasi]
 
 
 def fast_openings(p: list[float], alpha: float, rules: Rules) -> list[int]:
@@ -198,7 +219,8 @@ def main() -> None:
         print_table(f"revwatch's conversion scan at the {level} per-tick level: median minutes "
                     "to alert (80th percentile); false-alarm episodes per campaign-day",
                     ["orders/min", "conversion", "P(order | checkout)", "orders (today)",
-                     "funnel, Poisson", "funnel, quasi-binomial", "<=30 min",
+                     "funnel, Poisson", "funnel, quasi (1 - q)", "funnel, revwatch",
+                     "<=30 min",
                      "false alarms/day", "per-tick level"],
                     [[f"{r['orders_per_minute']:g}", f"x{r['conversion_factor']:g}",
                       f"{r['order_given_checkout']:g}",

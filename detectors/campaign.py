@@ -26,11 +26,12 @@ from detectors.conversion import ConversionVerdict
 from detectors.device_scan import DeviceDrop, price_device_drop, scan_campaign
 from detectors.elasticity import CurveFit
 from detectors.ewcounts import EwVector
+from detectors.funnel import Funnel, checkout_fields, with_funnel
 from detectors.held import HeldMinutes
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
 from detectors.localize import device_conversions, device_shifts
-from detectors.pricing import price_conversion_loss, price_slow_pages, supported_onset
+from detectors.pricing import onset_window, price_conversion_loss, price_slow_pages
 from detectors.revenue import average_order_value
 from detectors.strata import CURVE_SIZE, by_stratum, device_stratum, shrunk_strata_fit
 from detectors.verdicts import CampaignVerdict, ConversionRow, DeviceRow, Estimate
@@ -68,6 +69,7 @@ class CampaignModel:
         self.curve_conversions = EwVector(CURVE_SIZE, half_life_minutes=p.curve_half_life_minutes)
         self.orders = EwVector(3, half_life_minutes=p.curve_half_life_minutes)
         self.held = HeldMinutes(p)  # flagged minutes, learned if their change lasts
+        self.funnel: Funnel | None = None  # from the campaign's first checkout reacher
         self.last_matured_minute: int | None = None
         self.last_alarm_ms: int | None = None  # the latest tick with a latency alarm
         self.last_seen_ms = 0
@@ -85,14 +87,23 @@ class CampaignModel:
         self.touched.add(minute)
         self.last_seen_ms = max(self.last_seen_ms, start_ms)
 
+    def observe_checkout(self, checkout_ms: int) -> None:
+        """A session reached the checkout at ``checkout_ms`` (``detectors.funnel``)."""
+        self.checkout_funnel().observe_checkout(checkout_ms)
+        self.last_seen_ms = max(self.last_seen_ms, checkout_ms)
+
     def observe_order(self, start_ms: int, order_ts_ms: int, revenue: float, *,
                       first_order: bool, known_session: bool, lcp_ms: float | None = None,
-                      commerce: bool = True, device: str | None = None) -> None:
-        """An order; the first of a known session is its conversion."""
+                      commerce: bool = True, device: str | None = None,
+                      checkout_ms: int | None = None) -> None:
+        """An order; the first of a known session is its conversion (and, with the
+        session's ``checkout_ms``, the conversion of a checkout reacher)."""
         self.orders.add(minute_of(order_ts_ms), np.array([1.0, revenue, revenue * revenue]))
         self.last_seen_ms = max(self.last_seen_ms, order_ts_ms)
         if not (first_order and known_session):
             return
+        if checkout_ms is not None:
+            self.checkout_funnel().observe_order(checkout_ms, order_ts_ms)
         self.lag.update(max(order_ts_ms - start_ms, 0) / MINUTE_MS)
         minute = minute_of(start_ms)
         bucket = self.ring.get(minute)
@@ -120,7 +131,8 @@ class CampaignModel:
 
     def retract_order(self, start_ms: int, order_ts_ms: int, revenue: float, *,
                       first_order: bool, known_session: bool, lcp_ms: float | None = None,
-                      commerce: bool = True, device: str | None = None) -> bool:
+                      commerce: bool = True, device: str | None = None,
+                      checkout_ms: int | None = None) -> bool:
         """Undo :meth:`observe_order` while the session's minute is live (as
         :meth:`retract_session`); False: left as counted.
 
@@ -133,6 +145,8 @@ class CampaignModel:
             return False
         self.orders.add(minute_of(order_ts_ms), -np.array([1.0, revenue, revenue * revenue]))
         if first_order and known_session:
+            if checkout_ms is not None and self.funnel is not None:
+                self.funnel.retract_order(checkout_ms, order_ts_ms)
             self.lag.revert(max(order_ts_ms - start_ms, 0) / MINUTE_MS)
             if bucket.conversions > 0:
                 bucket.remove_conversion(lcp_ms, commerce, device_stratum(device))
@@ -156,11 +170,18 @@ class CampaignModel:
         window = TickWindow(self.ring, self.lag, tick_ms, self.params.horizon_minutes,
                             self._factors())
         conversion, drop, recent = self._scan_conversion(window)
+        checkout = self._scan_funnel(tick_ms)
+        conversion, recent = with_funnel(conversion, recent, checkout,
+                                         self.params.funnel_test_weight)
         if conversion.p_value < self.params.flag_conversion_p and conversion.window_start_ms:
             # flags only: the window holds; a device's window may start before the campaign's
-            self._flag(min(conversion.window_start_ms, drop.start_ms if drop else tick_ms),
-                       tick_ms)
-        return self._verdict(campaign, window, conversion, site_fit, recent.p_value, drop)
+            start = min(conversion.window_start_ms, drop.start_ms if drop else tick_ms,
+                        checkout[0].window_start_ms or tick_ms)
+            self._flag(start, tick_ms)
+            if self.funnel is not None:
+                self.funnel.flag(start, tick_ms)
+        return self._verdict(campaign, window, conversion, site_fit, recent.p_value, drop,
+                             checkout[0])
 
     def _flag(self, start_ms: int, end_ms: int) -> None:
         for minute, bucket in self.ring.span(minute_of(start_ms), end_ms):
@@ -181,6 +202,8 @@ class CampaignModel:
                 self._learn_flagged(minute, bucket)
         if self.last_matured_minute is None or last > self.last_matured_minute:
             self.last_matured_minute = last
+        if self.funnel is not None:
+            self.funnel.mature(tick_ms, learn_flagged=self.held.accepted)
         self.dropped.extend(self.ring.drop_before(tick_ms - self.params.keep_minutes * MINUTE_MS))
 
     def _learn_flagged(self, minute: int, bucket: MinuteBucket) -> None:
@@ -227,10 +250,29 @@ class CampaignModel:
             tolerance=p.conversion_tolerance, min_baseline_conversions=p.min_baseline_conversions,
             campaign_weight=p.campaign_test_weight)
 
+    def checkout_funnel(self) -> Funnel:
+        """The campaign's funnel, made at its first checkout (a campaign without any, such
+        as one a client invents, keeps none)."""
+        if self.funnel is None:
+            p = self.params
+            self.funnel = Funnel(horizon_minutes=p.horizon_minutes, keep_minutes=p.keep_minutes,
+                                 half_life_minutes=p.conversion_half_life_minutes)
+        return self.funnel
+
+    def _scan_funnel(self, tick_ms: int) -> tuple[ConversionVerdict, ConversionVerdict]:
+        """The checkout reachers' scan and its last hour's (``detectors.funnel``); none
+        while the funnel test is off or its baseline is cold."""
+        p = self.params
+        if p.funnel_test_weight <= 0 or self.funnel is None:
+            return _NO_SCAN, _NO_SCAN
+        return self.funnel.scan(tick_ms, windows_minutes=p.conversion_windows,
+                                hold_minutes=p.hold_windows, tolerance=p.conversion_tolerance,
+                                min_baseline_orders=p.min_baseline_conversions)
+
     # -- reporting ------------------------------------------------------------------------
     def _verdict(self, campaign: str, window: TickWindow, conv: ConversionVerdict,  # noqa: PLR0917
-                 site_fit: CurveFit | None, recent_p: float, drop: DeviceDrop | None
-                 ) -> CampaignVerdict:
+                 site_fit: CurveFit | None, recent_p: float, drop: DeviceDrop | None,
+                 checkout: ConversionVerdict) -> CampaignVerdict:
         p = self.params
         tick_ms, buckets = window.tick_ms, window.buckets
         first_recent = window.first_from(tick_ms - p.recent_minutes * MINUTE_MS)
@@ -257,7 +299,7 @@ class CampaignModel:
             conversion_expected=conv.expected, conversion_ratio=conv.ratio,
             conversion_window_start_ms=conv.window_start_ms, conversion_recent_p_value=recent_p,
             conversion_day_known=not p.conversion_seasonality or self.season.day_known(),
-            **self._money(tick_ms, conv, site_fit, window, drop),
+            **self._money(tick_ms, conv, site_fit, window, drop), **checkout_fields(checkout),
         )
 
     def _money(self, tick_ms: int, conv: ConversionVerdict, site_fit: CurveFit | None,
@@ -341,25 +383,10 @@ class CampaignModel:
 
     def _pricing_window(self, tick_ms: int, conv: ConversionVerdict,
                         window: TickWindow) -> ConversionVerdict:
-        """The shortfall to price: from the earliest onset of the drop its likelihood
-        supports (``pricing.supported_onset`` over the tick's window, at least
-        ``price_onset_min_minutes`` old). The scan's own best window is the one of smallest
-        p-value, not the drop's: a drop 20 minutes old is often best shown by the 30- or
-        60-minute window, whose normal minutes dilute its price (before 2026-12-07 the price
-        was taken over at least 45 minutes, which priced a checkout stopped 20 minutes
-        before at 14-48% of its loss on the demo's seeds)."""
-        last = window.first_from(tick_ms - self.params.price_onset_min_minutes * MINUTE_MS
-                                 + 1) - 1
-        if last < 0:
-            return conv
+        """The shortfall to price (``pricing.onset_window``)."""
         base_conv, base_sessions = self._baseline()
-        # the tick's own arrays: F(age) at each minute's middle, times its hour's factor
-        expected = window.sessions * window.weights * float(base_conv / base_sessions)
-        conversions = np.fromiter((b.conversions for b in window.buckets), float, len(window))
-        first = supported_onset(expected, conversions, last)
-        seen, due = float(_SUM(conversions[first:])), float(_SUM(expected[first:]))
-        return ConversionVerdict(conv.p_value, seen, due, seen / due if due > 0 else math.nan,
-                                 window.minutes[first], conv.statistic)
+        return onset_window(conv, window, float(base_conv / base_sessions),
+                            tick_ms - self.params.price_onset_min_minutes * MINUTE_MS + 1)
 
     def _slow_page_loss(self, tick_ms: int, site_fit: CurveFit | None, aov: float,
                         aov_se: float) -> tuple[Estimate, dict[str, DeviceRow]]:

@@ -35,6 +35,9 @@ class CampaignParams:
     # the share of the campaign's conversion level its own test gets; the rest is shared
     # by its devices' tests (``detectors.device_scan``; 1 tests the campaign alone)
     campaign_test_weight: float = 0.8
+    # the share of that level the checkout funnel's test gets when warm (``detectors.funnel``;
+    # 0: no funnel test); the campaign's and its devices' tests share the rest
+    funnel_test_weight: float = 0.3
     conversion_windows: tuple[int, ...] = (10, 20, 30, 60, 120)
     conversion_hold_minutes: int = 60  # the scan's windows up to this say if a drop goes on
     conversion_half_life_minutes: float = 720.0
@@ -55,6 +58,9 @@ class CampaignParams:
             raise ValueError(msg)
         if self.latency_threshold <= 0 or self.min_baseline_conversions <= 0:
             msg = "thresholds must be positive"
+            raise ValueError(msg)
+        if not 0.0 <= self.funnel_test_weight < 1.0:
+            msg = f"funnel_test_weight must be in [0, 1), got {self.funnel_test_weight!r}"
             raise ValueError(msg)
         if not 0.0 < self.campaign_test_weight <= 1.0:
             msg = f"campaign_test_weight must be in (0, 1], got {self.campaign_test_weight!r}"

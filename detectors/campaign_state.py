@@ -42,6 +42,7 @@ def model_to_state(model: CampaignModel) -> dict[str, Any]:
                for minute, ((stat, started), verdict) in lat.checkpoints.items()],
         "rf": lat.rescore_from,
         "la": model.last_alarm_ms,
+        "fn": None if model.funnel is None else model.funnel.to_state(),
     }
 
 
@@ -71,6 +72,8 @@ def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
         for minute, stat, started, verdict in state.get("ck", [])}
     lat.rescore_from = state.get("rf")
     model.last_alarm_ms = state["la"] if "la" in state else _assumed_alarm(model)
+    if state.get("fn") is not None:  # none yet, or a row written before the checkout funnel
+        model.checkout_funnel().restore(state["fn"])
     return model
 
 

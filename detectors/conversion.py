@@ -10,7 +10,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import betainc, xlogy
 
-__all__ = ["MINUTE_MS", "ConversionVerdict", "conversion_scan", "conversion_scan_rows"]
+__all__ = ["MINUTE_MS", "ConversionVerdict", "conversion_scan", "conversion_scan_rows",
+           "window_p_values", "window_starts"]
 
 MINUTE_MS = 60_000
 
@@ -121,7 +122,7 @@ def conversion_scan(  # noqa: PLR0917  # six positional arguments: the agreed si
         raise ValueError(msg)
     if minute.shape[0] == 0:
         return _NO_DATA
-    starts = _window_starts(minute, windows_minutes)
+    starts = window_starts(minute, windows_minutes)
     # suffix sums: the window starting at index s sums the last n - s minutes
     exposure_tail = (arrays[0] * arrays[2])[::-1].cumsum()
     observed_tail = arrays[1][::-1].cumsum()
@@ -145,7 +146,7 @@ def conversion_scan(  # noqa: PLR0917  # six positional arguments: the agreed si
     )
 
 
-def _window_starts(
+def window_starts(
     minute: npt.NDArray[np.int64], windows_minutes: Sequence[int]
 ) -> npt.NDArray[np.intp]:
     """Distinct first indices of the windows, longest window first."""
@@ -169,13 +170,13 @@ def _best_window(
     r0: float,
 ) -> ConversionVerdict:
     """Conditional binomial p-value of every window; the smallest one, adjusted."""
-    expected, p0, p_values = _window_p_values(exposure, observed, baseline_conversions,
+    expected, p0, p_values = window_p_values(exposure, observed, baseline_conversions,
                                               baseline_sessions, r0)
     return _verdict_of(minute, starts, expected, observed, p0, p_values,
                        baseline_conversions, r0)
 
 
-def _window_p_values(
+def window_p_values(
     exposure: npt.NDArray[np.float64], observed: npt.NDArray[np.float64],
     baseline_conversions: float | npt.NDArray[np.float64],
     baseline_sessions: float | npt.NDArray[np.float64], r0: float,
@@ -247,20 +248,20 @@ def conversion_scan_rows(  # noqa: PLR0917 (conversion_scan's, a row each)
         raise ValueError(msg)
     if minute_ms.shape[0] == 0 or not warm.any():
         return [_NO_DATA] * rows, [_NO_DATA] * rows if hold_minutes else []
-    starts = _window_starts(minute_ms, windows_minutes)
+    starts = window_starts(minute_ms, windows_minutes)
     lengths = minute_ms.shape[0] - 1 - starts
     exposure = (sessions * completeness)[:, ::-1].cumsum(axis=1)[:, lengths]
     observed = conversions[:, ::-1].cumsum(axis=1)[:, lengths]
     base_c, base_s = baseline_conversions[:, None], baseline_sessions[:, None]
     r0 = 1.0 - tolerance
-    expected, p0, p_values = _window_p_values(
+    expected, p0, p_values = window_p_values(
         exposure, observed, np.where(warm[:, None], base_c, 1.0),
         np.where(warm[:, None], base_s, 1.0), r0)
     by_row = (expected, observed, p0, p_values)
     main = _row_verdicts(minute_ms, starts, slice(None), by_row, base_c[:, 0], warm, r0)
     if not hold_minutes:
         return main, []
-    kept = set(_window_starts(minute_ms, hold_minutes).tolist())
+    kept = set(window_starts(minute_ms, hold_minutes).tolist())
     held = np.array([start in kept for start in starts.tolist()])
     return main, _row_verdicts(minute_ms, starts, held, by_row, base_c[:, 0], warm, r0)
 

@@ -305,6 +305,10 @@ def evidence(verdict: CampaignVerdict, conversion_rejected: bool) -> dict[str, A
         "conversion_significant": conversion_rejected,
         "day_known": verdict.conversion_day_known,
         "orders_stopped": orders_stopped(verdict),
+        "checkout_p_value": verdict.checkout_p_value,
+        "checkout_orders_observed": verdict.checkout_observed,
+        "checkout_orders_expected": verdict.checkout_expected,
+        "checkout_window_minutes": _minutes_since(verdict, verdict.checkout_window_start_ms),
     }
     return {**{key: _json_value(value) for key, value in values.items()},
             **device_evidence(verdict.devices),
@@ -314,8 +318,11 @@ def evidence(verdict: CampaignVerdict, conversion_rejected: bool) -> dict[str, A
 def window_minutes(verdict: CampaignVerdict) -> int | None:
     """Minutes of the conversion scan's best window (the one ``conversion_observed`` and
     ``conversion_expected`` are of); None before the scan has one."""
-    start = verdict.conversion_window_start_ms
-    return None if start is None else round((verdict.tick_ms - start) / MINUTE_MS)
+    return _minutes_since(verdict, verdict.conversion_window_start_ms)
+
+
+def _minutes_since(verdict: CampaignVerdict, start_ms: int | None) -> int | None:
+    return None if start_ms is None else round((verdict.tick_ms - start_ms) / MINUTE_MS)
 
 
 def _json_value(value: Any) -> Any:

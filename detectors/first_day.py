@@ -34,8 +34,10 @@ STOPPED_CONFIDENCE = 0.99
 
 def orders_stopped(verdict: CampaignVerdict) -> bool:
     """Whether the window's orders are surely under ``STOPPED_RATIO`` of those expected,
-    on the campaign or on a device (the devices are known while a shortfall is priced)."""
+    on the campaign, on a device (the devices are known while a shortfall is priced) or
+    among the sessions that reached the checkout (``detectors.funnel``)."""
     rows = [(verdict.conversion_expected, verdict.conversion_observed),
+            (verdict.checkout_expected, verdict.checkout_observed),
             *(verdict.conversion_devices or {}).values()]
     return any(surely_below(observed, expected) for expected, observed in rows)
 

@@ -104,12 +104,34 @@ class Monitor:
                         commerce: bool, *, device: str | None = None) -> None:
         self.model(campaign).observe_session(start_ms, lcp_ms, commerce, device=device)
 
+    def observe_checkout(self, campaign: str, start_ms: int, checkout_ms: int, *,
+                         device: str | None = None) -> None:
+        """A session of ``campaign`` (started at ``start_ms``) reached the checkout at
+        ``checkout_ms`` (``detectors.funnel``; counted per checkout minute)."""
+        del start_ms, device  # the funnel counts reachers per checkout minute only
+        self.model(campaign).observe_checkout(checkout_ms)
+        self._dirty_models.add(self.name_of(campaign))
+
+    def retract_checkout(self, campaign: str, start_ms: int, checkout_ms: int, *,
+                         device: str | None = None) -> bool:
+        """Undo :meth:`observe_checkout` while its minute is live; False: left as counted."""
+        del start_ms, device
+        name = self.name_of(campaign)
+        model = self.models.get(name)
+        if model is None or model.funnel is None or not model.funnel.retract_checkout(
+                checkout_ms):
+            return False
+        self._dirty_models.add(name)
+        return True
+
     def observe_order(self, campaign: str, start_ms: int, order_ts_ms: int, revenue: float, *,
                       first_order: bool, known_session: bool, lcp_ms: float | None = None,
-                      commerce: bool = True, device: str | None = None) -> None:
+                      commerce: bool = True, device: str | None = None,
+                      checkout_ms: int | None = None) -> None:
         self.model(campaign).observe_order(
             start_ms, order_ts_ms, revenue, first_order=first_order,
-            known_session=known_session, lcp_ms=lcp_ms, commerce=commerce, device=device)
+            known_session=known_session, lcp_ms=lcp_ms, commerce=commerce, device=device,
+            checkout_ms=checkout_ms)
         self._dirty_models.add(self.name_of(campaign))
 
     def retract_session(self, campaign: str, start_ms: int, lcp_ms: float | None,
@@ -125,13 +147,15 @@ class Monitor:
 
     def retract_order(self, campaign: str, start_ms: int, order_ts_ms: int, revenue: float, *,
                       first_order: bool, known_session: bool, lcp_ms: float | None = None,
-                      commerce: bool = True, device: str | None = None) -> bool:
+                      commerce: bool = True, device: str | None = None,
+                      checkout_ms: int | None = None) -> bool:
         """Undo :meth:`observe_order` (see :meth:`CampaignModel.retract_order`)."""
         name = self.name_of(campaign)
         model = self.models.get(name)
         if model is None or not model.retract_order(
                 start_ms, order_ts_ms, revenue, first_order=first_order,
-                known_session=known_session, lcp_ms=lcp_ms, commerce=commerce, device=device):
+                known_session=known_session, lcp_ms=lcp_ms, commerce=commerce, device=device,
+                checkout_ms=checkout_ms):
             return False
         self._dirty_models.add(name)
         return True

@@ -35,8 +35,8 @@ def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, An
         speed = (f"more than slower pages explain ({lcp})" if facts["latency_regressed"]
                  else f"with normal page speed ({lcp})")
         note = NOTE if first_day_drop(kind, facts) else ""
-        return (f"{campaign}: checkout? {_as_tested(facts, rates)} {speed}; ~{value}/h at "
-                f"risk {band}{drop_place(facts)}{note}")
+        return (f"{campaign}: checkout? {_as_tested(facts, rates)}{_at_checkout(facts)} "
+                f"{speed}; ~{value}/h at risk {band}{drop_place(facts)}{note}")
     if recovering:
         return (f"{campaign}: the latency test no longer finds pages slower ({lcp} normal); "
                 f"resolves once quiet")
@@ -57,6 +57,17 @@ def _as_tested(facts: dict[str, Any], rates: str) -> str:
     orders = "1 order" if round(seen) == 1 else f"{seen:.0f} orders"
     return (f"conversion {_percent(base * seen / expected)} vs {_percent(base)} in the last "
             f"{window} min ({orders}, {expected:.0f} expected)")
+
+
+def _at_checkout(facts: dict[str, Any]) -> str:
+    """The orders of the sessions that reached the checkout, against those expected, when
+    their scan sees fewer (``detectors.funnel``); empty otherwise (and for older alerts)."""
+    window = facts.get("checkout_window_minutes")
+    seen, expected = facts.get("checkout_orders_observed"), facts.get("checkout_orders_expected")
+    if not window or seen is None or not expected or seen >= 0.9 * expected:
+        return ""
+    orders = "1 order" if round(seen) == 1 else f"{seen:.0f} orders"
+    return f"; {orders} vs {expected:.0f} expected after the checkout in the last {window} min"
 
 
 def _typical(facts: dict[str, Any]) -> str:

@@ -83,6 +83,13 @@ class CampaignVerdict:
     # the orders a priced conversion shortfall is missing by now, since its onset
     # (``pricing``), in money: (expected - observed) x AOV; 0 while none is priced
     conversion_lost_so_far: float = 0.0
+    # the checkout funnel's scan (``detectors.funnel``): its p-value (before the campaign
+    # shares its level with it), the reachers' orders in its best window against those
+    # expected, and the window's first checkout minute; 1, 0, 0, None while it is cold
+    checkout_p_value: float = 1.0
+    checkout_observed: float = 0.0
+    checkout_expected: float = 0.0
+    checkout_window_start_ms: int | None = None
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
@@ -97,6 +104,8 @@ class CampaignVerdict:
         devices: dict[str, DeviceRow] | None = None,
         conversion_devices: dict[str, ConversionRow] | None = None,
         conversion_day_known: bool = True, conversion_lost_so_far: float = 0.0,
+        checkout_p_value: float = 1.0, checkout_observed: float = 0.0,
+        checkout_expected: float = 0.0, checkout_window_start_ms: int | None = None,
     ) -> None:
         object.__setattr__(self, "campaign", campaign)
         object.__setattr__(self, "tick_ms", int(tick_ms))
@@ -125,6 +134,10 @@ class CampaignVerdict:
         object.__setattr__(self, "conversion_devices", conversion_devices)
         object.__setattr__(self, "conversion_day_known", bool(conversion_day_known))
         object.__setattr__(self, "conversion_lost_so_far", float(conversion_lost_so_far))
+        object.__setattr__(self, "checkout_p_value", float(checkout_p_value))
+        object.__setattr__(self, "checkout_observed", float(checkout_observed))
+        object.__setattr__(self, "checkout_expected", float(checkout_expected))
+        object.__setattr__(self, "checkout_window_start_ms", checkout_window_start_ms)
 
     @property
     def explained_fraction(self) -> float:
@@ -177,4 +190,5 @@ _FLOATS = frozenset({
     "sessions_per_minute", "conversion_rate", "conversion_rate_baseline", "lcp_p75_ms",
     "lcp_p75_baseline_ms", "latency_statistic", "latency_threshold", "latency_shift",
     "conversion_p_value", "conversion_observed", "conversion_expected", "conversion_ratio",
-    "average_order_value", "conversion_recent_p_value", "conversion_lost_so_far"})
+    "average_order_value", "conversion_recent_p_value", "conversion_lost_so_far",
+    "checkout_p_value", "checkout_observed", "checkout_expected"})

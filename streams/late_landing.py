@@ -4,34 +4,40 @@ RUM beacons arrive minutes late, so a session fact may go out from page 2 before
 landing page, the one whose URL names the campaign, arrives. When a page earlier than the
 emitted landing (and than the page that named its campaign) arrives and names another
 campaign, :class:`~streams.sessions.Sessionizer` sends :func:`retractions` under the old
-campaign, :func:`reland` resets the session on its earliest page, and the session fact
-and its orders go out again under the new campaign (ARCHITECTURE.md, "Sessions").
+campaign, :func:`reland` resets the session on its earliest page, and the session fact,
+its checkout fact (same ``checkout_ms``) and its orders go out again under the new campaign
+(ARCHITECTURE.md, "Sessions").
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from streams.records import NONE_CAMPAIGN, SessionFact
-from streams.session_state import COMMERCE, TS, SessionState
+from streams.records import SessionFact
+from streams.session_state import COMMERCE, TS, SessionState, session_fact
 
 
 def retractions(sid: str, st: SessionState, watermark_ms: int) -> list[SessionFact]:
-    """One ``retract`` per fact sent for the session: its orders (latest first), then the
-    session fact, each with the fields of the fact it cancels."""
-    base = SessionFact(kind="retract", campaign=st.campaign or NONE_CAMPAIGN,
-                       watermark_ms=watermark_ms, session_id=sid, start_ms=st.start_ms,
-                       lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device)
+    """One ``retract`` per fact sent for the session: its orders (latest first), its checkout
+    fact, then the session fact, each with the fields of the fact it cancels.
+
+    An emitted session with a checkout known has sent its checkout fact, before any order
+    fact, and the checkout no longer changes: so every order fact carried it too.
+    """
+    base = session_fact("retract", sid, st, watermark_ms)
+    checkout = st.checkout_ms
     orders = [replace(base, order_id=order_id, order_ts_ms=ts, revenue=revenue,
-                      first_order=i == 0)
+                      first_order=i == 0, checkout_ms=checkout)
               for i, (order_id, ts, revenue) in enumerate(st.sent)]
-    return [*reversed(orders), base]
+    checkouts = [] if checkout is None else [replace(base, checkout_ms=checkout)]
+    return [*reversed(orders), *checkouts, base]
 
 
 def reland(st: SessionState, campaign: str, named_ts: int, watermark_ms: int) -> None:
     """Make ``st`` an unsent session of ``campaign`` (named by the page at ``named_ts``),
-    landing on its earliest page, with the orders it had sent held to follow it again; its
-    wait for the landing's LCP runs from ``watermark_ms``."""
+    landing on its earliest page, with the orders it had sent held to follow it again (and
+    its checkout, unchanged, to go before them); its wait for the landing's LCP runs from
+    ``watermark_ms``."""
     st.pending.extend((order_id, ts, revenue, None) for order_id, ts, revenue in st.sent)
     st.sent.clear()
     st.emitted, st.converted, st.revenue, st.lcp_ms = False, False, 0.0, None

@@ -39,7 +39,8 @@ MODULES = ("streams/records.py", "streams/session_state.py", "streams/sessions.p
            *(f"detectors/{name}.py" for name in (
                "baseline", "buckets", "campaign", "campaign_params", "campaign_state",
                "conv_season", "conversion", "device_scan", "elasticity", "episodes", "ewcounts",
-               "ewstats", "first_day", "held", "incidents", "lag", "latency", "latency_track",
+               "ewstats", "first_day", "funnel", "held", "incidents", "lag", "latency",
+               "latency_track",
                "localize", "monitor", "pricing", "revenue", "severity", "site", "site_season",
                "sketch", "stakes", "strata", "summary", "verdicts", "where", "window")))
 GROUP = "revwatch_native"  # mypyc's shared library: revwatch_native__mypyc

@@ -22,30 +22,41 @@ from streams.settings import Settings
 def apply_fact(monitor: Monitor, fact: SessionFact) -> None:
     """Feed one session fact to the monitor (heartbeats only move the clock).
 
-    A ``retract`` undoes the session or order fact whose fields it carries, while that
-    fact's minute bucket is live (``CampaignModel.retract_session``); else the count stays.
+    A ``retract`` undoes the session, checkout or order fact whose fields it carries, while
+    that fact's minute bucket is live (``CampaignModel.retract_session``); else the count
+    stays.
     """
     if fact.kind == "session":
         monitor.observe_session(fact.campaign, fact.start_ms, fact.lcp_ms, fact.commerce,
                                 device=fact.device)
+    elif fact.kind == "checkout" and fact.checkout_ms is not None:
+        monitor.observe_checkout(fact.campaign, fact.start_ms, fact.checkout_ms,
+                                 device=fact.device)
     elif fact.kind == "order":
         monitor.observe_order(
             fact.campaign, fact.start_ms, fact.order_ts_ms or fact.start_ms, fact.revenue,
             first_order=fact.first_order, known_session=fact.known_session,
-            lcp_ms=fact.lcp_ms, commerce=fact.commerce, device=fact.device)
+            lcp_ms=fact.lcp_ms, commerce=fact.commerce, device=fact.device,
+            checkout_ms=fact.checkout_ms)
     elif fact.kind == "retract":
         _retract(monitor, fact)
 
 
 def _retract(monitor: Monitor, fact: SessionFact) -> None:
-    if fact.order_id is None:
-        monitor.retract_session(fact.campaign, fact.start_ms, fact.lcp_ms, fact.commerce,
-                                device=fact.device)
-    else:
+    """A retract cancels an order (``order_id`` set), else a checkout (``checkout_ms`` set),
+    else a session."""
+    if fact.order_id is not None:
         monitor.retract_order(
             fact.campaign, fact.start_ms, fact.order_ts_ms or fact.start_ms, fact.revenue,
             first_order=fact.first_order, known_session=fact.known_session,
-            lcp_ms=fact.lcp_ms, commerce=fact.commerce, device=fact.device)
+            lcp_ms=fact.lcp_ms, commerce=fact.commerce, device=fact.device,
+            checkout_ms=fact.checkout_ms)
+    elif fact.checkout_ms is not None:
+        monitor.retract_checkout(fact.campaign, fact.start_ms, fact.checkout_ms,
+                                 device=fact.device)
+    else:
+        monitor.retract_session(fact.campaign, fact.start_ms, fact.lcp_ms, fact.commerce,
+                                device=fact.device)
 
 
 def incident_params(settings: Settings) -> IncidentParams:

@@ -75,7 +75,8 @@ class Order:
         return orjson.dumps({k: v for k, v in asdict(self).items() if v is not None})
 
 
-FactKind = Literal["session", "order", "retract", "heartbeat"]
+FactKind = Literal["session", "checkout", "order", "retract", "heartbeat"]
+FACT_KINDS = ("session", "checkout", "order", "retract", "heartbeat")
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -83,11 +84,15 @@ class SessionFact:
     """What the sessionizer tells the campaign stage (topic ``revwatch-session-facts``).
 
     ``session``: a human session started (once per session), with its landing LCP.
+    ``checkout``: the session reached the shop's checkout at ``checkout_ms`` (once per
+    session, after its ``session`` fact, with that fact's fields; docs/FUNNEL.md).
     ``order``: an order of a session; ``first_order`` marks the conversion; ``known_session``
-    is false for an order whose session never showed a beacon (revenue only).
-    ``retract``: cancels a ``session`` (``order_id`` None) or ``order`` fact sent earlier,
-    with that fact's fields; sent when a late landing page moves an emitted session to
-    another campaign (the session and its orders then follow under the new campaign).
+    is false for an order whose session never showed a beacon (revenue only);
+    ``checkout_ms`` is its session's checkout (None for an unknown session).
+    ``retract``: cancels a ``session`` (``order_id`` and ``checkout_ms`` None), ``checkout``
+    (``order_id`` None, ``checkout_ms`` set) or ``order`` fact sent earlier, with that fact's
+    fields; sent when a late landing page moves an emitted session to another campaign (the
+    session, its checkout and its orders then follow under the new campaign).
     ``heartbeat``: carries only the watermark, so quiet partitions still tick.
     """
 
@@ -104,6 +109,7 @@ class SessionFact:
     revenue: float = 0.0
     first_order: bool = False
     known_session: bool = True
+    checkout_ms: int | None = None
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
@@ -111,6 +117,7 @@ class SessionFact:
         start_ms: int = 0, lcp_ms: float | None = None, commerce: bool = True,
         device: str | None = None, order_id: str | None = None, order_ts_ms: int | None = None,
         revenue: float = 0.0, first_order: bool = False, known_session: bool = True,
+        checkout_ms: int | None = None,
     ) -> None:
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "campaign", campaign)
@@ -125,6 +132,7 @@ class SessionFact:
         object.__setattr__(self, "revenue", revenue)
         object.__setattr__(self, "first_order", first_order)
         object.__setattr__(self, "known_session", known_session)
+        object.__setattr__(self, "checkout_ms", checkout_ms)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.as_dict())
@@ -137,11 +145,15 @@ class SessionFact:
                 "lcp_ms": self.lcp_ms, "commerce": self.commerce, "device": self.device,
                 "order_id": self.order_id, "order_ts_ms": self.order_ts_ms,
                 "revenue": self.revenue, "first_order": self.first_order,
-                "known_session": self.known_session}
+                "known_session": self.known_session, "checkout_ms": self.checkout_ms}
 
     @classmethod
     def from_json(cls, raw: bytes) -> SessionFact:
         data = _load_object(raw)
+        if any(isinstance(data.get(key), bool) for key in _FACT_INTS):
+            # before the class: compiled, it stores a bool given for an int as that int
+            msg = "not a session fact: a field has the wrong type"
+            raise InvalidRecord(msg)
         try:
             fact = cls(**data)
         except TypeError as exc:
@@ -152,9 +164,9 @@ class SessionFact:
 
     def check(self) -> None:
         """Reject a fact whose fields have the wrong types (it would crash the monitor)."""
-        ints = (self.watermark_ms, self.start_ms, *(() if self.order_ts_ms is None
-                                                    else (self.order_ts_ms,)))
-        ok = (self.kind in ("session", "order", "retract", "heartbeat")
+        ints = (self.watermark_ms, self.start_ms,
+                *(v for v in (self.order_ts_ms, self.checkout_ms) if v is not None))
+        ok = (self.kind in FACT_KINDS
               and isinstance(self.campaign, str) and isinstance(self.session_id, str)
               and all(isinstance(v, int) and not isinstance(v, bool) for v in ints)
               and (self.lcp_ms is None or _is_number(self.lcp_ms))
@@ -162,6 +174,12 @@ class SessionFact:
         if not ok:
             msg = "not a session fact: a field has the wrong type"
             raise InvalidRecord(msg)
+        if self.kind == "checkout" and self.checkout_ms is None:
+            msg = "not a session fact: a checkout fact needs 'checkout_ms'"
+            raise InvalidRecord(msg, field="checkout_ms")
+
+
+_FACT_INTS = ("watermark_ms", "start_ms", "order_ts_ms", "checkout_ms")
 
 
 def _is_number(value: object) -> bool:

@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streams.urls import origin_of
+from streams.records import NONE_CAMPAIGN, SessionFact
+from streams.urls import clean_campaign, origin_of
 
 if TYPE_CHECKING:
-    from streams.records import BeaconRow
+    from streams.records import BeaconRow, FactKind
     from streams.settings import Settings
 
 MINUTE_MS = 60_000
@@ -40,10 +41,13 @@ class SessionParams:
     max_pages_per_minute: int = 60
     # origins of one shop: a page reached from any of them is no landing (its own: always)
     site_origins: frozenset[str] = frozenset()
+    checkout_groups: frozenset[str] = frozenset({"checkout"})  # the shop's checkout pages
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "non_commerce_groups",
                            frozenset(g.lower() for g in self.non_commerce_groups))
+        object.__setattr__(self, "checkout_groups",
+                           frozenset(g.lower() for g in self.checkout_groups))
         origins = frozenset(origin_of(o) for o in self.site_origins)
         if "" in origins:
             msg = f"site_origins must be origins like https://shop.example: {self.site_origins!r}"
@@ -67,7 +71,8 @@ class SessionParams:
                    allowed_lateness_ms=round(settings.allowed_lateness_seconds * 1000),
                    lcp_wait_ms=round(settings.lcp_wait_seconds * 1000),
                    non_commerce_groups=frozenset(settings.non_commerce_groups),
-                   site_origins=frozenset(settings.site_origins))
+                   site_origins=frozenset(settings.site_origins),
+                   checkout_groups=frozenset(settings.checkout_groups))
 
     @property
     def ttl_ms(self) -> int:
@@ -84,14 +89,31 @@ class SessionParams:
         """
         if page_group:
             return page_group
-        match = _FIRST_PATH_SEGMENT.match(url)
-        segment = match.group(1).lower() if match else ""
+        segment = first_path_segment(url)
         return segment if segment in self.non_commerce_groups else None
 
     def is_commerce(self, url: str, page_group: str | None = None) -> bool:
         """Whether a page view counts in the latency-to-conversion curve."""
         group = self.page_group_of(url, page_group)
         return group is None or group.lower() not in self.non_commerce_groups
+
+    def is_checkout(self, url: str, page_group: str | None = None) -> bool:
+        """Whether a page view is a checkout page: its ``page_group`` if set, else its URL's
+        first path segment (lower case), is one of ``checkout_groups``.
+
+        >>> SessionParams().is_checkout("https://shop.example/Checkout/pay?utm_campaign=x")
+        True
+        >>> SessionParams().is_checkout("https://shop.example/checkout", page_group="cart")
+        False
+        """
+        key = page_group.lower() if page_group else first_path_segment(url)
+        return key in self.checkout_groups
+
+
+def first_path_segment(url: str) -> str:
+    """The first segment of a URL's path, lower case ("" if none)."""
+    match = _FIRST_PATH_SEGMENT.match(url)
+    return match.group(1).lower() if match else ""
 
 
 @dataclass(slots=True)
@@ -118,7 +140,10 @@ class SessionState:
     ``log_lcp_sum`` summarise the LCP (ms, natural log) of the commerce page views.
     Once emitted, ``campaign``, ``start_ms``, ``lcp_ms``, ``commerce`` and ``device`` are what
     the session fact said and ``sent`` the order facts sent since (the first one is the
-    conversion): exactly what a ``retract`` must cancel.
+    conversion): exactly what a ``retract`` must cancel. ``checkout_ms`` is the event time of
+    the session's first checkout page, or, none seen, of its first order (docs/FUNNEL.md);
+    once emitted, the session's ``checkout`` fact has been sent whenever it is set, and it
+    no longer changes.
     """
 
     campaign: str | None = None
@@ -143,6 +168,7 @@ class SessionState:
     # the landing page was reached from the page's own origin (its referrer): the page where
     # the visitor really landed was not seen, so the session has no landing LCP
     landing_inner: bool = False
+    checkout_ms: int | None = None
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     # ``None`` for a list or dict: a new empty one (the fields' ``default_factory``).
@@ -154,6 +180,7 @@ class SessionState:
         sent: list[SentOrder] | None = None, converted: bool = False, revenue: float = 0.0,
         last_activity_ms: int = NO_WATERMARK, emitted: bool = False, lcp_count: int = 0,
         log_lcp_sum: float = 0.0, relanded_ms: int | None = None, landing_inner: bool = False,
+        checkout_ms: int | None = None,
     ) -> None:
         self.campaign = campaign
         self.campaign_ts = campaign_ts
@@ -175,6 +202,7 @@ class SessionState:
         self.log_lcp_sum = log_lcp_sum
         self.relanded_ms = relanded_ms
         self.landing_inner = landing_inner
+        self.checkout_ms = checkout_ms
 
     def to_state(self) -> dict[str, Any]:
         """Plain JSON-able data: one table row per live session.
@@ -193,13 +221,14 @@ class SessionState:
                 "so": [x for order in self.sent for x in order],
                 "cv": self.converted, "r": self.revenue, "a": self.last_activity_ms,
                 "e": self.emitted, "n": self.lcp_count, "ll": self.log_lcp_sum,
-                "rl": self.relanded_ms, "li": self.landing_inner}
+                "rl": self.relanded_ms, "li": self.landing_inner, "co": self.checkout_ms}
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> SessionState:
         """Rebuild the state :meth:`to_state` wrote (a row without ``"so"``, written by a version
         without retract facts, has no sent orders on record; one without ``"li"``, written
-        before referrers were read, a landing from elsewhere)."""
+        before referrers were read, a landing from elsewhere; one without ``"co"``, written
+        before checkout facts, no checkout known)."""
         flat, held, out = data["p"], data["po"], data.get("so", [])
         pages = {flat[i]: flat[i + 1:i + PAGE_STRIDE] for i in range(0, len(flat), PAGE_STRIDE)}
         pending = [(str(held[i]), int(held[i + 1]), float(held[i + 2]), held[i + 3])
@@ -211,7 +240,7 @@ class SessionState:
                    order_ids=list(data["o"]), pending=pending, sent=sent, converted=data["cv"],
                    revenue=data["r"], last_activity_ms=data["a"], emitted=data["e"],
                    lcp_count=data["n"], log_lcp_sum=data["ll"], relanded_ms=data.get("rl"),
-                   landing_inner=data.get("li", False))
+                   landing_inner=data.get("li", False), checkout_ms=data.get("co"))
 
 
 def merge_metrics(page: list[Any], st: SessionState, row: BeaconRow) -> bool:
@@ -267,3 +296,60 @@ def too_fast(st: SessionState, max_pages_per_minute: int) -> bool:
     times = sorted(page[TS] for page in st.pages.values())
     k = max_pages_per_minute
     return any(times[i + k] - times[i] < MINUTE_MS for i in range(len(times) - k))
+
+
+def reaches_checkout(st: SessionState, ts: int) -> bool:
+    """Whether a checkout at ``ts`` is the session's first: none known yet, or an earlier one
+    while its ``checkout`` fact was never sent (before the session's first emission; a
+    re-landed session keeps the checkout it sent)."""
+    known = st.checkout_ms
+    return known is None or (ts < known and not st.emitted and st.relanded_ms is None)
+
+
+def session_fact(kind: FactKind, sid: str, st: SessionState, watermark_ms: int,
+                 checkout_ms: int | None = None) -> SessionFact:
+    """A fact with the fields of the session's ``session`` fact: a ``session``, ``checkout``
+    or ``retract`` fact (the session's state once emitted)."""
+    return SessionFact(kind=kind, campaign=st.campaign or NONE_CAMPAIGN,
+                       watermark_ms=watermark_ms, session_id=sid, start_ms=st.start_ms,
+                       lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device,
+                       checkout_ms=checkout_ms)
+
+
+def release_held(sid: str, st: SessionState, watermark_ms: int) -> list[SessionFact]:
+    """What follows a session's ``session`` fact: its ``checkout`` fact if a checkout is known
+    (none seen: its first held order reached it), then its held orders by time."""
+    held = sorted(st.pending, key=pending_by_ts)
+    st.pending.clear()
+    if st.checkout_ms is None and held:
+        st.checkout_ms = held[0][1]
+    facts = [] if st.checkout_ms is None else [
+        session_fact("checkout", sid, st, watermark_ms, st.checkout_ms)]
+    for order_id, ts, revenue, _ in held:
+        facts.append(order_fact(sid, st, (order_id, ts, revenue), watermark_ms))
+    return facts
+
+
+def order_fact(sid: str, st: SessionState, order: SentOrder, watermark_ms: int) -> SessionFact:
+    """The fact of an order of the emitted session ``st``, noted among those sent (the first
+    is the conversion); it carries the session's checkout."""
+    order_id, ts, revenue = order
+    first, st.converted = not st.converted, True
+    st.revenue += revenue
+    st.sent.append(order)
+    return SessionFact(kind="order", campaign=st.campaign or NONE_CAMPAIGN,
+                       watermark_ms=watermark_ms, session_id=sid, start_ms=st.start_ms,
+                       lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device,
+                       order_id=order_id, order_ts_ms=ts, revenue=revenue,
+                       first_order=first, checkout_ms=st.checkout_ms)
+
+
+def orphan_facts(sid: str, st: SessionState, watermark_ms: int) -> list[SessionFact]:
+    """Held orders of a session that never showed a beacon: revenue under their own campaign
+    (no checkout known: ``checkout_ms`` None)."""
+    return [SessionFact(kind="order", campaign=clean_campaign(campaign) or NONE_CAMPAIGN,
+                        watermark_ms=watermark_ms, session_id=sid, start_ms=ts,
+                        order_id=order_id, order_ts_ms=ts, revenue=revenue,
+                        first_order=i == 0, known_session=False)
+            for i, (order_id, ts, revenue, campaign)
+            in enumerate(sorted(st.pending, key=pending_by_ts))]

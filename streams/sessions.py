@@ -7,6 +7,8 @@ keeps a :class:`SessionState` and emits (ARCHITECTURE.md, "Sessions"):
   its LCP, or ``lcp_wait_ms`` after the landing with ``lcp_ms=None``; a landing whose
   referrer is the page's own origin was reached from within the site, so the real landing
   was not seen (late or lost): its fact goes out as any other, with ``lcp_ms=None``;
+* one ``checkout`` fact per session that reached the checkout (docs/FUNNEL.md), right
+  after the session fact or when its first checkout page (or, none seen, order) comes;
 * one ``order`` fact per distinct order; ``first_order`` marks the conversion. Orders seen
   before the session fact wait and follow it; orders whose session never shows a beacon are
   emitted on expiry with ``known_session=False`` under the order's own campaign;
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from streams.bots import is_bot_user_agent
 from streams.late_landing import reland, retractions
-from streams.records import NONE_CAMPAIGN, Beacon, BeaconRow, Order, SessionFact, row_of_beacon
+from streams.records import Beacon, BeaconRow, Order, SessionFact, row_of_beacon
 from streams.session_state import (
     LCP,
     MINUTE_MS,
@@ -46,13 +48,18 @@ from streams.session_state import (
     SessionState,
     SessionStats,
     add_lcp,
+    first_path_segment,
     landing_lcp,
     merge_metrics,
     note_campaign,
-    pending_by_ts,
+    order_fact,
+    orphan_facts,
+    reaches_checkout,
+    release_held,
+    session_fact,
     too_fast,
 )
-from streams.urls import campaign_named, clean_campaign, same_origin
+from streams.urls import campaign_named, same_origin
 
 if TYPE_CHECKING:
     from streams.settings import Settings
@@ -115,8 +122,9 @@ class Sessionizer:
             self._flag_bot(st)
             return []
         page = st.pages.get(bid)
+        checkout = False  # a new checkout page (a page's later records add metrics only)
         if page is None:
-            page = self._add_page(row, st)
+            page, checkout = self._add_page(row, st)
         elif not merge_metrics(page, st, row):
             self.stats.duplicate_beacons += 1
             return []
@@ -125,15 +133,18 @@ class Sessionizer:
             self._flag_bot(st)
         if st.is_bot:
             return []
-        return self._after_page(sid, st, campaign, url, ts, ref=ref)
+        return self._after_page(sid, st, campaign, url, ts, ref=ref, checkout=checkout)
 
     def _after_page(self, sid: str, st: SessionState, campaign: str | None, url: str, ts: int,
-                    *, ref: str | None) -> list[SessionFact]:
-        """The session fact if the page made it due, or a late landing's re-sent facts."""
+                    *, ref: str | None, checkout: bool) -> list[SessionFact]:
+        """The session fact if the page made it due, a late landing's re-sent facts, or the
+        session's checkout fact if the page is its first checkout page."""
         if st.emitted:  # only a late landing naming another campaign changes what was sent
-            if ts < st.start_ms:
-                return self._late_landing(sid, st, campaign, url, ts, ref=ref)
-            return []
+            facts = self._late_landing(sid, st, campaign, url, ts, ref=ref) \
+                if ts < st.start_ms else []
+            return (facts + self._reach_checkout(sid, st, ts)) if checkout else facts
+        if checkout:
+            self._reach_checkout(sid, st, ts)  # noted: it follows the session fact
         if st.campaign_ts is None or ts < st.campaign_ts:
             note_campaign(st, campaign_named(campaign, url), ts)
         if st.pages[st.landing][LCP] is not None:
@@ -172,8 +183,9 @@ class Sessionizer:
             self.stats.duplicate_orders += 1
             return []
         st.order_ids.append(o.order_id)
-        if st.emitted:
-            return [self._order_fact(o.session_id, st, o.order_id, o.ts, o.revenue)]
+        if st.emitted:  # no checkout seen yet: the order reached it (docs/FUNNEL.md)
+            return [*self._reach_checkout(o.session_id, st, o.ts),
+                    order_fact(o.session_id, st, (o.order_id, o.ts, o.revenue), self._wm)]
         st.pending.append((o.order_id, o.ts, o.revenue, o.campaign))
         return []
 
@@ -267,12 +279,12 @@ class Sessionizer:
         self._changed.add(sid)
         return st
 
-    def _add_page(self, row: BeaconRow, st: SessionState) -> list[Any]:
+    def _add_page(self, row: BeaconRow, st: SessionState) -> tuple[list[Any], bool]:
+        """The new page view, and whether it is a checkout page."""
         bid, sid, ts, url, lcp, fcp, ttfb, inp, load, cls, _, _, group, device, _, ref = row
-        if group:  # what ``is_commerce`` gives, without a call or a look at the URL
-            commerce = group.lower() not in self.params.non_commerce_groups
-        else:
-            commerce = self.params.is_commerce(url, group)
+        # what ``is_commerce`` and ``is_checkout`` give, with one look at the URL at most
+        key = group.lower() if group else first_path_segment(url)
+        commerce = key not in self.params.non_commerce_groups
         page = [ts, lcp, fcp, ttfb, inp, load, cls, commerce]
         pages = st.pages
         pages[bid] = page
@@ -289,7 +301,7 @@ class Sessionizer:
         k = self.params.max_pages_per_minute
         if len(pages) > k and too_fast(st, k):
             self._flag_bot(st)
-        return page
+        return page, key in self.params.checkout_groups
 
     def _flag_bot(self, st: SessionState) -> None:
         if not st.is_bot:
@@ -300,28 +312,20 @@ class Sessionizer:
             st.pending.clear()
 
     def _emit_session(self, sid: str, st: SessionState) -> list[SessionFact]:
+        """The session fact, its checkout fact if known, then its held orders."""
         st.emitted = True
         st.lcp_ms = landing_lcp(st)
-        facts = [SessionFact(kind="session", campaign=st.campaign or NONE_CAMPAIGN,
-                             watermark_ms=self._wm, session_id=sid, start_ms=st.start_ms,
-                             lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device)]
-        if st.pending:
-            for order_id, ts, revenue, _ in sorted(st.pending, key=pending_by_ts):
-                facts.append(self._order_fact(sid, st, order_id, ts, revenue))
-            st.pending.clear()
+        facts = [session_fact("session", sid, st, self._wm), *release_held(sid, st, self._wm)]
         self._changed.add(sid)
         return facts
 
-    def _order_fact(self, sid: str, st: SessionState, order_id: str, ts: int,
-                    revenue: float) -> SessionFact:
-        first, st.converted = not st.converted, True
-        st.revenue += revenue
-        st.sent.append((order_id, ts, revenue))
-        return SessionFact(kind="order", campaign=st.campaign or NONE_CAMPAIGN,
-                           watermark_ms=self._wm, session_id=sid, start_ms=st.start_ms,
-                           lcp_ms=st.lcp_ms, commerce=st.commerce, device=st.device,
-                           order_id=order_id, order_ts_ms=ts, revenue=revenue,
-                           first_order=first)
+    def _reach_checkout(self, sid: str, st: SessionState, ts: int) -> list[SessionFact]:
+        """A checkout page (or order) at ``ts``: noted if it is the session's first (the
+        earliest until its checkout is sent); its ``checkout`` fact if the session is out."""
+        if not reaches_checkout(st, ts):
+            return []
+        st.checkout_ms = ts
+        return [session_fact("checkout", sid, st, self._wm, ts)] if st.emitted else []
 
     def _late_landing(self, sid: str, st: SessionState, campaign: str | None, url: str,
                       ts: int, *, ref: str | None) -> list[SessionFact]:
@@ -387,17 +391,6 @@ class Sessionizer:
             return []
         if st.landing and not st.emitted:
             return self._emit_session(sid, st)
-        return self._orphans(sid, st)
-
-    def _orphans(self, sid: str, st: SessionState) -> list[SessionFact]:
-        """Orders whose session never showed a beacon: revenue under their own campaign."""
-        if not st.pending:
-            return []
-        facts = [SessionFact(kind="order", campaign=clean_campaign(campaign) or NONE_CAMPAIGN,
-                             watermark_ms=self._wm, session_id=sid, start_ms=ts,
-                             order_id=order_id, order_ts_ms=ts, revenue=revenue,
-                             first_order=i == 0, known_session=False)
-                 for i, (order_id, ts, revenue, campaign)
-                 in enumerate(sorted(st.pending, key=pending_by_ts))]
+        facts = orphan_facts(sid, st, self._wm)  # orders whose session showed no beacon
         self.stats.orphan_orders += len(facts)
         return facts

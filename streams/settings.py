@@ -48,6 +48,9 @@ class Settings:
     rate_limit_per_minute: int = 600
     buffer_max_records: int = 100_000
     non_commerce_groups: tuple[str, ...] = ("blog", "content", "help")
+    # the page groups of the shop's checkout (docs/FUNNEL.md): a beacon's page_group, else its
+    # URL's first path segment
+    checkout_groups: tuple[str, ...] = ("checkout",)
     # the shop's origins when it has several (www. and the apex, a checkout host): a page
     # reached from one of them is no landing; a page's own origin always counts
     site_origins: tuple[str, ...] = ()

@@ -4,8 +4,9 @@
 (``received_at``); :func:`write_files` writes ``beacons.jsonl``, ``orders.jsonl`` and
 ``truth.json``; :func:`paced` releases records in (compressed) real time for a live feed.
 The model (rates, conversion curve, incidents, traps, scenarios) is in
-:mod:`streams.simulate_model`, the drawing in :mod:`streams.simulate_engine`, and what
-``truth.json`` holds in :mod:`streams.simulate_truth`.
+:mod:`streams.simulate_model`, the checkout funnel in :mod:`streams.simulate_funnel`, what
+pages and browsers look like in :mod:`streams.simulate_pages`, the drawing in
+:mod:`streams.simulate_engine`, and what ``truth.json`` holds in :mod:`streams.simulate_truth`.
 
 Everything comes from one ``numpy.random.default_rng(seed)``: the same scenario gives the
 same bytes.

@@ -3,7 +3,8 @@
 ``revwatch demo`` (and ``revwatch simulate --scenario demo``) play it. The incident is
 either what revwatch is for, **slow pages** that cost orders (``slow-pages``: LCP x2.5), or
 the case it must tell apart, a **checkout** that takes no orders while the pages stay fast
-(``checkout``: conversion x0, a payment provider down).
+(``checkout``: conversion x0 at the payment, a payment provider down: sessions still reach
+the checkout page, no order follows).
 """
 
 from __future__ import annotations
@@ -55,6 +56,6 @@ def demo_scenario(seed: int = 1, *, warmup_hours: float = 4.0,
                          inc_start, inc_end, lcp_factor=2.5, devices=devices)
             if incident == "slow-pages" else
             IncidentSpec("demo-checkout", "conversion_drop", ("spring_sale",), inc_start,
-                         inc_end, conversion_factor=0.0, devices=devices))
+                         inc_end, conversion_factor=0.0, devices=devices, funnel="payment"))
     days = (inc_end + round(DEMO_TAIL_MINUTES[incident] * MINUTE_MS) - start) / DAY_MS
     return Scenario(seed=seed, start_ms=start, days=days, campaigns=campaigns, incidents=(spec,))

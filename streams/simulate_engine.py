@@ -1,16 +1,17 @@
-"""The simulator's engine: draws sessions, page views and orders, shapes them into records.
+"""The simulator's engine: draws sessions, page views, checkouts and orders, shapes records.
 
 :class:`Run` makes one pass over a :class:`~streams.simulate_model.Scenario`, a block of
 minutes at a time, and releases records in arrival (``received_at``) order. Page views
 travel as collectors receive them: one metric per record (web-vitals) in
 ``split_metrics_fraction`` of page views, a load and an unload record (boomerang) in
 ``boomerang_fraction``, a single record otherwise; retries, late arrivals, bots, and
-nothing at all during a data gap. :class:`~streams.simulate_truth.Truth` is filled on the way.
+nothing at all during a data gap. A session that reaches the checkout
+(:mod:`streams.simulate_funnel`) shows the checkout page, and orders (or not) after it.
+:class:`~streams.simulate_truth.Truth` is filled on the way.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,26 +19,22 @@ from typing import Any, Literal
 
 import numpy as np
 
-from streams.records import MAX_TIMING_MS, NONE_CAMPAIGN
+from streams.records import NONE_CAMPAIGN
+from streams.simulate_funnel import (
+    BoolArray,
+    checkout_times,
+    draw_funnel,
+    order_times,
+    split_conversion,
+)
 from streams.simulate_model import (
-    BOT_USER_AGENTS,
-    DAY_MS,
     DEVICE_LCP_FACTOR,
     DEVICES,
-    FURTHER_COUNT_P,
-    FURTHER_GROUPS,
-    FURTHER_LCP_FACTOR,
-    FURTHER_URLS,
-    FURTHER_WEIGHTS,
-    HOUR_MS,
-    LANDING_REFERRERS,
     LCP_SD_LOG,
     MAX_P,
     MINUTE_MS,
     SECOND_ORDER_FRACTION,
-    SHOP_ORIGIN,
     TABLET_SHARE,
-    USER_AGENTS,
     CampaignSpec,
     FloatArray,
     IncidentSpec,
@@ -45,20 +42,28 @@ from streams.simulate_model import (
     Scenario,
     affected_campaigns,
     conversion_probability,
+    daily_conversion,
     human_rate,
     normal_rate,
     trap_factor,
 )
+from streams.simulate_pages import (
+    BOT_USER_AGENTS,
+    CHECKOUT_GROUP,
+    CHECKOUT_LCP_FACTOR,
+    CHECKOUT_URL,
+    FURTHER_COUNT_P,
+    FURTHER_GROUPS,
+    FURTHER_LCP_FACTOR,
+    FURTHER_URLS,
+    FURTHER_WEIGHTS,
+    LANDING_REFERRERS,
+    SHOP_ORIGIN,
+    USER_AGENTS,
+    page_metrics,
+    split_metrics,
+)
 from streams.simulate_truth import Truth
-
-
-def daily_conversion(amplitude: float, start: IntArray) -> FloatArray:
-    """Conversion's hour-of-day factor, ``1 + amplitude cos(2 pi (hour - 20) / 24)`` (UTC;
-    best at 20:00): ``Scenario.conversion_daily_amplitude``, 0 by default (flat)."""
-    hours = (start % DAY_MS) / HOUR_MS
-    factor: FloatArray = 1.0 + amplitude * np.cos(2.0 * np.pi * (hours - 20.0) / 24.0)
-    return factor
-
 
 Kind = Literal["beacon", "order"]
 Record = tuple[Kind, dict[str, Any]]
@@ -67,13 +72,14 @@ BLOCK_MINUTES = 15
 
 @dataclass(slots=True)
 class _Cohort:
-    """Human sessions of one campaign drawn together, with incident factors per session."""
+    """Human sessions of one campaign drawn together: when each would show its checkout
+    page, and its hour's conversion factor."""
 
     start: IntArray
     device: IntArray
     lcp_normal: FloatArray
-    lcp_factor: FloatArray
-    conv_factor: FloatArray
+    checkout_ms: IntArray
+    day: FloatArray
 
 
 @dataclass(slots=True)
@@ -167,67 +173,70 @@ class Run:
         return np.sort(start)
 
     def _humans(self, spec: CampaignSpec, start: IntArray) -> None:
-        rng = self.rng
+        rng, s = self.rng, self.s
         n = len(start)
         u = rng.random(n)
         device = np.where(u < spec.mobile_share, 1,
                           np.where(u < spec.mobile_share + TABLET_SHARE, 2, 0)).astype(np.int64)
         lcp_normal = spec.lcp_median_ms * DEVICE_LCP_FACTOR[device] * np.exp(
             LCP_SD_LOG * rng.standard_normal(n))
-        cohort = _Cohort(start, device, lcp_normal, *self._landing_effects(spec, start, device))
-        p = self._account_incidents(spec, cohort)
-        converted = rng.random(n) < p
+        cohort = _Cohort(start, device, lcp_normal,
+                         checkout_times(rng, start, s.funnel.to_checkout),
+                         daily_conversion(s.conversion_daily_amplitude, start))
+        p_reach, p_order = self._account_incidents(spec, cohort)
+        reached, ordered = draw_funnel(rng, p_reach, p_order)
         ids = self._session_ids(n)
-        self.truth.add_sessions(spec.name, n, float(p.sum()), int(converted.sum()))
+        self.truth.add_sessions(spec.name, n, float((p_reach * p_order).sum()),
+                                int(ordered.sum()), int(reached.sum()))
         uas = [USER_AGENTS[d][k % len(USER_AGENTS[d])] for d, k in
                zip(device.tolist(), rng.integers(0, 12, n).tolist(), strict=True)]
-        pages = self._human_pages(spec, start, device, lcp_normal * cohort.lcp_factor)
+        pages = self._human_pages(spec, start, device, lcp_normal * self._factors(spec, cohort)[0])
         self._emit_pages(spec, ids, device.tolist(), uas, pages)
-        self._orders(spec, [ids[i] for i in np.flatnonzero(converted)], start[converted])
+        if reached.any():
+            checkouts = self._checkout_pages(spec, cohort, reached, pages)
+            self._emit_pages(spec, ids, device.tolist(), uas, checkouts)
+        self._orders(spec, [ids[i] for i in np.flatnonzero(ordered)], cohort.checkout_ms[ordered])
 
-    def _landing_effects(self, spec: CampaignSpec, start: IntArray, device: IntArray
-                         ) -> tuple[FloatArray, FloatArray]:
-        """Per session: the product of active incidents' LCP and conversion factors."""
-        lcp_f = np.ones(len(start))
-        conv_f = np.ones(len(start))
+    def _factors(self, spec: CampaignSpec, c: _Cohort, without: IncidentSpec | None = None
+                 ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Per session, the products of the incidents' (``without``'s left out) landing LCP
+        and cart-side conversion factors (by session start), and of their payment-side
+        conversion factors (by checkout time)."""
+        n = len(c.start)
+        lcp, cart, payment = np.ones(n), np.ones(n), np.ones(n)
         for inc in self._incidents[spec.name]:
-            active = (start >= inc.start_ms) & (start < inc.end_ms) & inc.on_devices(device)
-            if inc.slows(spec.landing_group):
-                lcp_f[active] *= inc.lcp_factor
-            conv_f[active] *= inc.conversion_factor
-        return lcp_f, conv_f
-
-    def _account_incidents(self, spec: CampaignSpec, c: _Cohort) -> FloatArray:
-        """Conversion probabilities; truth: the expected conversions each incident takes."""
-        slope = self.s.curve_slope_per_s
-        day = daily_conversion(self.s.conversion_daily_amplitude, c.start)
-        p = np.minimum(day * conversion_probability(spec, c.lcp_normal * c.lcp_factor,
-                                                    c.device, slope), MAX_P)
-        p *= c.conv_factor
-        for inc in self._incidents[spec.name]:
-            active = (c.start >= inc.start_ms) & (c.start < inc.end_ms) & inc.on_devices(c.device)
-            if not active.any():
+            if inc is without:
                 continue
-            undo = inc.lcp_factor if inc.slows(spec.landing_group) else 1.0
-            lcp = c.lcp_normal[active] * c.lcp_factor[active] / undo
-            p_without = np.minimum(day[active] * conversion_probability(
-                spec, lcp, c.device[active], slope), MAX_P)
-            p_without *= self._conversion_without(spec, c, inc, active)
-            lost = float((p_without - p[active]).sum())
-            self.truth.add_incident_loss(inc.id, spec.name, int(active.sum()), lost)
-        return p
+            started = inc.active(c.start, c.device)
+            if inc.slows(spec.landing_group):
+                lcp[started] *= inc.lcp_factor
+            cart[started] *= inc.cart_factor
+            payment[inc.active(c.checkout_ms, c.device)] *= inc.payment_factor
+        return lcp, cart, payment
 
-    def _conversion_without(self, spec: CampaignSpec, c: _Cohort, inc: IncidentSpec,
-                            active: Any) -> FloatArray:
-        """For the sessions ``active`` in ``inc``: the product of the other incidents'
-        conversion factors (a checkout broken outright, factor 0, cannot be divided out)."""
-        factor = np.ones(int(active.sum()))
-        start, device = c.start[active], c.device[active]
-        for other in self._incidents[spec.name]:
-            if other is not inc:
-                hit = (start >= other.start_ms) & (start < other.end_ms) & other.on_devices(device)
-                factor[hit] *= other.conversion_factor
-        return factor
+    def _funnel(self, spec: CampaignSpec, c: _Cohort, without: IncidentSpec | None = None
+                ) -> tuple[FloatArray, FloatArray]:
+        """P(reach the checkout) and P(order | reached) per session: the conversion before
+        the payment (landing LCP, device, hour, cart-side incidents) over ``q``, and ``q``
+        times the payment-side incidents' factors (``without``: as if it had not happened)."""
+        lcp_factor, cart, payment = self._factors(spec, c, without)
+        p = np.minimum(c.day * conversion_probability(
+            spec, c.lcp_normal * lcp_factor, c.device, self.s.curve_slope_per_s), MAX_P)
+        return split_conversion(p * cart, self.s.order_given_checkout(spec), payment)
+
+    def _account_incidents(self, spec: CampaignSpec, c: _Cohort
+                           ) -> tuple[FloatArray, FloatArray]:
+        """The funnel's probabilities; truth: the expected conversions each incident takes
+        from the sessions it touches (a checkout broken outright is recomputed, not divided
+        out)."""
+        p_reach, p_order = self._funnel(spec, c)
+        for inc in self._incidents[spec.name]:
+            touched = inc.touches(c.start, c.checkout_ms, c.device)
+            if touched.any():
+                reach, order = self._funnel(spec, c, without=inc)
+                lost = float((reach * order - p_reach * p_order)[touched].sum())
+                self.truth.add_incident_loss(inc.id, spec.name, int(touched.sum()), lost)
+        return p_reach, p_order
 
     def _bots(self, spec: CampaignSpec, start: IntArray, in_burst: int) -> None:
         """Crawler and headless sessions: fast, many pages, never an order."""
@@ -277,7 +286,7 @@ class Run:
         dwell = np.append(gaps[1:], 0.0)
         last = np.append(first[1:], total) - 1
         dwell[last] = np.exp(np.log(30_000.0) + rng.standard_normal(len(counts)))
-        metrics = self._metrics(lcp, dwell, device)
+        metrics = page_metrics(rng, lcp, dwell, device)
         urls = [FURTHER_URLS[k] if k >= 0 else spec.landing_url for k in page.tolist()]
         number = (np.arange(total) - first[session]).tolist()
         return _Pages(session.tolist(), number, ts.tolist(), urls, groups, metrics)
@@ -290,29 +299,23 @@ class Run:
             if inc.lcp_factor == 1.0:
                 continue
             slowed = np.array([inc.slows(g) for g in groups], dtype=bool)
-            active = ((ts >= inc.start_ms) & (ts < inc.end_ms) & slowed & further
-                      & inc.on_devices(device))
-            lcp[active] *= inc.lcp_factor
+            lcp[inc.active(ts, device) & slowed & further] *= inc.lcp_factor
 
-    def _metrics(self, lcp: FloatArray, dwell: FloatArray, device: IntArray | None
-                 ) -> list[list[float]]:
-        """Columns lcp, fcp, ttfb, inp, cls, load, dwell (one row per page view)."""
+    def _checkout_pages(self, spec: CampaignSpec, c: _Cohort, reached: BoolArray,
+                        pages: _Pages) -> _Pages:
+        """The checkout page view of each session that reached it, numbered after its
+        other ``pages``."""
         rng = self.rng
-        n = len(lcp)
-        z = rng.standard_normal((5, n))
-        lcp = np.clip(lcp, 50.0, MAX_TIMING_MS)
-        ttfb = lcp * 0.25 * np.exp(0.2 * z[0])
-        fcp = np.minimum(lcp, np.maximum(ttfb * 1.2, lcp * 0.6 * np.exp(0.15 * z[1])))
-        load = np.minimum(lcp * 1.25 * np.exp(0.15 * np.abs(z[2])), MAX_TIMING_MS)
-        inp_median = 120.0 if device is None else np.where(device == 1, 220.0, 120.0)
-        inp = np.minimum(inp_median * np.exp(0.6 * z[3]), MAX_TIMING_MS)
-        inp[rng.random(n) < (1.0 if device is None else 0.25)] = np.nan
-        cls = np.where(rng.random(n) < 0.3, 0.0, 0.03 * np.exp(z[4]))
-        dwell = np.maximum(dwell, load + 500.0)
-        rows = np.column_stack([np.round(lcp, 1), np.round(fcp, 1), np.round(ttfb, 1),
-                                np.round(inp, 0), np.round(cls, 4), np.round(load, 1), dwell])
-        result: list[list[float]] = rows.tolist()
-        return result
+        who = np.flatnonzero(reached)
+        device, ts = c.device[who], c.checkout_ms[who]
+        lcp = spec.lcp_median_ms * CHECKOUT_LCP_FACTOR * DEVICE_LCP_FACTOR[device] * np.exp(
+            LCP_SD_LOG * rng.standard_normal(len(who)))
+        groups = [CHECKOUT_GROUP] * len(who)
+        self._slow_pages(spec.name, ts, groups, lcp, further=True, device=device)
+        dwell = np.exp(np.log(30_000.0) + rng.standard_normal(len(who)))
+        number = np.bincount(pages.session, minlength=len(reached))[who]
+        return _Pages(who.tolist(), number.tolist(), ts.tolist(), [CHECKOUT_URL] * len(who),
+                      groups, page_metrics(rng, lcp, dwell, device))
 
     # records ------------------------------------------------------------------------------
     def _emit_pages(self, spec: CampaignSpec, ids: list[str], device: list[int],
@@ -341,7 +344,7 @@ class Run:
             referrer = referrers[pages.number[i] > 0]
             if referrer is not None:
                 base["referrer"] = referrer
-            for k, (offset, metrics) in enumerate(_split(style[i], pages.metrics[i])):
+            for k, (offset, metrics) in enumerate(split_metrics(style[i], pages.metrics[i])):
                 record = {**base, "received_at": pages.ts[i] + int(offset) + delays[i][k],
                           **metrics}
                 self._push("beacon", campaign, record)
@@ -354,14 +357,13 @@ class Run:
         self.truth.records[f"duplicate_{kind}s"] += 1
         self._push(kind, campaign, {**record, "received_at": record["received_at"] + retry})
 
-    def _orders(self, spec: CampaignSpec, ids: list[str], start: IntArray) -> None:
+    def _orders(self, spec: CampaignSpec, ids: list[str], checkout_ms: IntArray) -> None:
+        """Orders of the sessions that order: after their checkout page, a few a second."""
         rng = self.rng
         n = len(ids)
         if not n:
             return
-        median_ms = self.s.order_lag_median_min * MINUTE_MS
-        lag = np.exp(np.log(median_ms) + self.s.order_lag_sigma * rng.standard_normal(n))
-        ts = start + np.clip(lag, 20_000.0, 90.0 * MINUTE_MS).astype(np.int64)
+        ts = order_times(rng, checkout_ms, self.s.funnel.to_order)
         second = rng.random(n) < SECOND_ORDER_FRACTION
         later = ts[second] + np.exp(np.log(10.0 * MINUTE_MS) + rng.standard_normal(
             int(second.sum()))).astype(np.int64)
@@ -389,22 +391,3 @@ class Run:
         self.truth.add_order(spec.name, order["revenue"])
         return order
 
-
-def _split(style: int, row: list[float]) -> list[tuple[float, dict[str, float]]]:
-    """How one page view's metrics travel: (send offset after ts in ms, metrics) per record.
-
-    web-vitals: one metric per record (TTFB and FCP after load, LCP after the first
-    interaction, CLS and INP on hide); boomerang: a load beacon and an unload beacon
-    carrying INP; a single record at load otherwise.
-    """
-    lcp, fcp, ttfb, inp, cls, load, dwell = row
-    has_inp = not math.isnan(inp)  # nan: no interaction, no INP
-    if style == 0:
-        records = [(fcp, {"ttfb_ms": ttfb}), (fcp, {"fcp_ms": fcp}),
-                   (min(lcp + 1_000.0, dwell), {"lcp_ms": lcp}), (dwell, {"cls": cls})]
-        return [*records, (dwell, {"inp_ms": inp})] if has_inp else records
-    timings = {"lcp_ms": lcp, "fcp_ms": fcp, "ttfb_ms": ttfb, "load_ms": load}
-    if style == 1:
-        unload = {"inp_ms": inp, "cls": cls} if has_inp else {"cls": cls}
-        return [(load, timings), (dwell, unload)]
-    return [(load, {**timings, "cls": cls})]

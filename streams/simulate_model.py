@@ -2,7 +2,8 @@
 
 A :class:`Scenario` names campaigns (:class:`CampaignSpec`), incidents with known effect
 (:class:`IncidentSpec`) and traps that must not raise an alert (:class:`TrapSpec`). The
-functions here are pure and vectorised; :mod:`streams.simulate` draws the sessions.
+functions here are pure and vectorised; :mod:`streams.simulate_engine` draws the sessions,
+:mod:`streams.simulate_pages` says what their browsers and pages look like.
 
 Model (per campaign, per event-time minute):
 
@@ -10,8 +11,11 @@ Model (per campaign, per event-time minute):
   blast x traffic-dip trap);
 * landing LCP ~ log-normal(campaign median x device factor x incident factors, sd_log 0.45);
 * conversion p = conversion_rate x device factor x exp(slope x (LCP_s - reference_s)),
-  capped at 0.95, times active conversion-drop factors. The reference is the campaign's
-  normal median LCP. Non-commerce landings (``/blog/...``) do not depend on LCP.
+  capped at 0.95. The reference is the campaign's normal median LCP. Non-commerce landings
+  (``/blog/...``) do not depend on LCP;
+* the checkout funnel (:mod:`streams.simulate_funnel`): a session reaches ``/checkout``
+  with probability p / q (times cart-side incident factors), then orders with probability
+  q (times payment-side ones), q = P(order | reached checkout), 0.5 by default.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streams.records import NONE_CAMPAIGN
+from streams.simulate_funnel import DEFAULT_FUNNEL, FunnelSpec
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -74,6 +79,13 @@ class CampaignSpec:
     blast_at_ms: int | None = None  # an e-mail blast: x blast_factor for blast_hours, decays
     blast_factor: float = 5.0
     blast_hours: float = 2.0
+    order_given_checkout: float | None = None  # q of the funnel; None: the scenario's
+
+    def __post_init__(self) -> None:
+        q = self.order_given_checkout
+        if q is not None and not 0.0 < q <= 1.0:
+            msg = f"campaign {self.name}: order_given_checkout must be in (0, 1], got {q!r}"
+            raise ValueError(msg)
 
     @property
     def landing_group(self) -> str:
@@ -99,7 +111,9 @@ class IncidentSpec:
 
     ``page_group`` None slows every commerce page of the campaigns, else that group only.
     ``devices`` empty: every device's sessions are affected, else those devices' only (a
-    heavy script that only phones feel).
+    heavy script that only phones feel). ``funnel``: where ``conversion_factor`` acts, at the
+    ``payment`` (reachers of the checkout in the window order less) or the ``cart`` (fewer
+    sessions started in the window reach the checkout); slow pages act on reaching.
     """
 
     id: str
@@ -112,12 +126,41 @@ class IncidentSpec:
     page_group: str | None = None
     scope: Literal["campaign", "site"] = "campaign"
     devices: tuple[str, ...] = ()
+    funnel: Literal["payment", "cart"] = "payment"
 
     def __post_init__(self) -> None:
         unknown = set(self.devices) - set(DEVICES)
         if unknown:
             msg = f"incident {self.id}: unknown devices {sorted(unknown)} (known: {DEVICES})"
             raise ValueError(msg)
+        if self.funnel not in ("payment", "cart"):
+            msg = f"incident {self.id}: funnel must be payment or cart, got {self.funnel!r}"
+            raise ValueError(msg)
+
+    @property
+    def payment_factor(self) -> float:
+        """What it multiplies P(order | reached the checkout) by."""
+        return self.conversion_factor if self.funnel == "payment" else 1.0
+
+    @property
+    def cart_factor(self) -> float:
+        """What it multiplies P(reach the checkout) by (besides its LCP's effect)."""
+        return self.conversion_factor if self.funnel == "cart" else 1.0
+
+    def active(self, t_ms: IntArray, device: IntArray) -> BoolArray:
+        """Which of these times (with their device codes) it covers."""
+        in_window: BoolArray = (t_ms >= self.start_ms) & (t_ms < self.end_ms)
+        return in_window & self.on_devices(device)
+
+    def touches(self, start_ms: IntArray, checkout_ms: IntArray, device: IntArray
+                ) -> BoolArray:
+        """The sessions it touches: those started in it, or at the payment those whose
+        checkout page (reached or not) would fall in it."""
+        started = self.active(start_ms, device)
+        if self.payment_factor == 1.0:
+            return started
+        at_checkout = self.active(checkout_ms, device)
+        return at_checkout | started if self.lcp_factor != 1.0 else at_checkout
 
     def on_devices(self, device: IntArray) -> BoolArray:
         """Which of these device codes (0 desktop, 1 mobile, 2 tablet) it affects."""
@@ -163,8 +206,7 @@ class Scenario:
     traps: tuple[TrapSpec, ...] = ()
     scale: float = 1.0
     curve_slope_per_s: float = -0.09
-    order_lag_median_min: float = 6.0
-    order_lag_sigma: float = 0.9
+    funnel: FunnelSpec = DEFAULT_FUNNEL
     late_fraction: float = 0.02
     duplicate_fraction: float = 0.02
     split_metrics_fraction: float = 0.3
@@ -181,6 +223,11 @@ class Scenario:
     @property
     def end_ms(self) -> int:
         return self.start_ms + self.minutes * MINUTE_MS
+
+    def order_given_checkout(self, spec: CampaignSpec) -> float:
+        """The campaign's ``q``: P(order | reached the checkout) in normal times."""
+        q = spec.order_given_checkout
+        return self.funnel.order_given_checkout if q is None else q
 
     def campaign(self, name: str) -> CampaignSpec:
         for spec in self.campaigns:
@@ -242,6 +289,14 @@ def conversion_probability(spec: CampaignSpec, lcp_ms: FloatArray, device: IntAr
         return np.minimum(base, MAX_P)
     curve = np.exp(slope_per_s * (lcp_ms - spec.lcp_median_ms) / 1000.0)
     return np.minimum(base * curve, MAX_P)
+
+
+def daily_conversion(amplitude: float, start: IntArray) -> FloatArray:
+    """Conversion's hour-of-day factor, ``1 + amplitude cos(2 pi (hour - 20) / 24)`` (UTC;
+    best at 20:00): ``Scenario.conversion_daily_amplitude``, 0 by default (flat)."""
+    hours = (start % DAY_MS) / HOUR_MS
+    factor: FloatArray = 1.0 + amplitude * np.cos(2.0 * np.pi * (hours - 20.0) / 24.0)
+    return factor
 
 
 def _h(start_ms: int, hours: float) -> int:
@@ -333,54 +388,3 @@ def default_scenario(seed: int = 1, *, days: float = 3.0, scale: float = 1.0,
     traps = tuple(t for t in _traps(start) if t.start_ms < end)
     return Scenario(seed=seed, start_ms=start, days=days, campaigns=campaigns,
                     incidents=incidents, traps=traps, scale=scale)
-
-
-# What the browsers look like -------------------------------------------------------------
-USER_AGENTS: tuple[tuple[str, ...], ...] = (  # by device code: desktop, mobile, tablet
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/124.0.0.0 Safari/537.36",
-     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-     "Version/17.4 Safari/605.1.15",
-     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
-     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.51"),
-    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
-     "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
-     "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/124.0.0.0 Mobile Safari/537.36",
-     "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "SamsungBrowser/24.0 Chrome/117.0.0.0 Mobile Safari/537.36"),
-    ("Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-     "Version/17.4 Mobile/15E148 Safari/604.1",
-     "Mozilla/5.0 (Linux; Android 13; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/124.0.0.0 Safari/537.36"),
-)
-BOT_USER_AGENTS = (
-    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "HeadlessChrome/124.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
-    "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
-)
-
-# Pages after the landing: path, LCP factor, weight after a commerce / a content landing.
-_FURTHER = (
-    ("/product/trail-runner-3000", 1.0, 0.08, 0.04), ("/product/rain-jacket", 1.0, 0.08, 0.04),
-    ("/product/wool-socks", 1.0, 0.07, 0.04), ("/product/headlamp", 1.0, 0.07, 0.04),
-    ("/product/tent-2p", 1.0, 0.07, 0.04), ("/product/bottle", 1.0, 0.07, 0.04),
-    ("/category/shoes", 0.9, 0.08, 0.04), ("/category/outdoor", 0.9, 0.07, 0.04),
-    ("/cart", 0.75, 0.12, 0.04), ("/checkout", 0.8, 0.06, 0.02), ("/", 0.9, 0.10, 0.10),
-    ("/search?q=jacket", 0.85, 0.07, 0.04),
-    ("/blog/how-to-choose-trail-shoes", 0.8, 0.03, 0.25),
-    ("/blog/packing-list", 0.8, 0.03, 0.23),
-)
-SHOP_ORIGIN = "https://shop.example"
-FURTHER_URLS = tuple(f"{SHOP_ORIGIN}{p[0]}" for p in _FURTHER)
-# A landing's referrer by utm_source (none: typed, e-mail, QR code); later pages: the shop.
-LANDING_REFERRERS = {s: f"https://{h}" for s, h in (
-    ("google", "www.google.com"), ("facebook", "www.facebook.com"), ("tiktok", "www.tiktok.com"),
-    ("affiliate", "deals.example"), ("partner", "partner.example"))}
-FURTHER_GROUPS = tuple(page_group(p[0]) for p in _FURTHER)
-FURTHER_LCP_FACTOR = np.array([p[1] for p in _FURTHER])
-FURTHER_WEIGHTS = (np.array([p[2] for p in _FURTHER]), np.array([p[3] for p in _FURTHER]))
-FURTHER_COUNT_P = np.array([0.5, 0.25, 0.12, 0.08, 0.05])  # 1..5 pages after the landing

@@ -1,18 +1,23 @@
 """What really happened in a simulation: the contents of ``truth.json``.
 
 :class:`Truth` is filled while :mod:`streams.simulate` draws the traffic. An incident's
-revenue lost is an expectation over the sessions actually drawn: for each session that
-started during the incident, its conversion probability without the incident (same LCP
-draw, no slowdown, no conversion drop) minus its probability with it, times the campaign's
-revenue per conversion (``aov`` x (1 + the share of sessions with a second order)).
+revenue lost is an expectation over the sessions actually drawn: for each session it
+touches (started during it; for a drop at the payment, whose checkout page, reached or not,
+would fall in it), its probability of ordering without the incident (same LCP and checkout
+time draws, no slowdown, no conversion drop) minus its probability with it, times the
+campaign's revenue per conversion (``aov`` x (1 + the share of sessions with a second
+order)). ``funnel``: where the incident acts, at the ``payment`` (P(order | reached the
+checkout)) or the ``cart`` (P(reach the checkout); slow pages act there).
 
-``campaigns`` counts human sessions, bot sessions and unique orders as drawn (including
-those a data gap then hid); ``records`` counts what was emitted (retries included), page
-views, late page views, retries and records dropped in data gaps.
+``campaigns`` counts human sessions, those that reached the checkout
+(``checkout_sessions``), bot sessions and unique orders as drawn (including those a data
+gap then hid); ``records`` counts what was emitted (retries included), page views, late
+page views, retries and records dropped in data gaps.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from streams.simulate_model import (
@@ -29,7 +34,8 @@ class Truth:
     def __init__(self, s: Scenario) -> None:
         self.s = s
         self.campaigns: dict[str, dict[str, Any]] = {c.name: {
-            "sessions": 0, "bot_sessions": 0, "expected_conversions": 0.0,
+            "sessions": 0, "checkout_sessions": 0, "bot_sessions": 0,
+            "expected_conversions": 0.0,
             "converted_sessions": 0, "orders": 0, "revenue": 0.0} for c in s.campaigns}
         self.incident_sessions: dict[str, dict[str, int]] = {
             i.id: dict.fromkeys(affected_campaigns(i, s), 0) for i in s.incidents}
@@ -40,9 +46,11 @@ class Truth:
             ("beacons", "orders", "page_views", "late_page_views", "duplicate_beacons",
              "duplicate_orders", "dropped_in_gaps"), 0)
 
-    def add_sessions(self, campaign: str, n: int, expected: float, converted: int) -> None:
+    def add_sessions(self, campaign: str, n: int, expected: float, converted: int,
+                     reached: int) -> None:
         row = self.campaigns[campaign]
         row["sessions"] += n
+        row["checkout_sessions"] += reached
         row["expected_conversions"] += expected
         row["converted_sessions"] += converted
 
@@ -74,8 +82,7 @@ class Truth:
         s = self.s
         return {"seed": s.seed, "start_ms": s.start_ms, "end_ms": s.end_ms, "days": s.days,
                 "scale": s.scale, "curve_slope_per_s": s.curve_slope_per_s,
-                "order_lag_median_min": s.order_lag_median_min,
-                "order_lag_sigma": s.order_lag_sigma, "currency": s.currency,
+                "funnel": asdict(s.funnel), "currency": s.currency,
                 "second_order_fraction": SECOND_ORDER_FRACTION}
 
     def _incident(self, index: int) -> dict[str, Any]:
@@ -86,6 +93,7 @@ class Truth:
                 "scope": inc.scope, "start_ms": inc.start_ms, "end_ms": inc.end_ms,
                 "lcp_factor": inc.lcp_factor, "conversion_factor": inc.conversion_factor,
                 "page_group": inc.page_group, "devices": list(inc.devices),
+                "funnel": "payment" if inc.payment_factor != 1.0 else "cart",
                 "sessions": dict(self.incident_sessions[inc.id]),
                 "revenue_lost_per_hour": {c: round(v / hours, 2) for c, v in lost.items()},
                 "revenue_lost_per_hour_total": round(sum(lost.values()) / hours, 2),
@@ -107,4 +115,5 @@ class Truth:
         return {**row, "expected_conversions": round(row["expected_conversions"], 2),
                 "revenue": round(row["revenue"], 2), "aov": spec.aov,
                 "conversion_rate": spec.conversion_rate, "landing_path": spec.landing_path,
-                "commerce": spec.commerce, "lcp_median_ms": spec.lcp_median_ms}
+                "commerce": spec.commerce, "lcp_median_ms": spec.lcp_median_ms,
+                "order_given_checkout": self.s.order_given_checkout(spec)}

@@ -105,7 +105,7 @@ class CampaignStage:
             self._apply_once(fact)
 
     def _apply_once(self, fact: SessionFact) -> None:
-        """Apply a session, order or retract fact unless its minute bucket already counted it.
+        """Apply a session, checkout, order or retract fact unless its bucket counted it.
 
         Facts are sent at least once: a sessionizer that crashed between sending facts and
         saving its state sends them again, and this stage re-reads the facts after its last
@@ -214,11 +214,17 @@ class IncidentStage:
 
 
 def _ident(fact: SessionFact) -> str:
-    """The id a bucket keeps for a counted fact: session id, ``o:`` order id, ``r:`` + the
-    id of the fact a retract cancels."""
-    if fact.kind == "retract":
-        return f"r:{fact.session_id}" if fact.order_id is None else f"r:o:{fact.order_id}"
-    return fact.session_id if fact.kind == "session" else f"o:{fact.order_id}"
+    """The id a bucket keeps for a counted fact: session id, ``c:`` session id of a checkout,
+    ``o:`` order id, ``r:`` + the id of the fact a retract cancels (an order's if it has an
+    ``order_id``, else a checkout's if it has a ``checkout_ms``, else a session's)."""
+    retract = fact.kind == "retract"
+    if fact.kind == "order" or (retract and fact.order_id is not None):
+        ident = f"o:{fact.order_id}"
+    elif fact.kind == "checkout" or (retract and fact.checkout_ms is not None):
+        ident = f"c:{fact.session_id}"
+    else:
+        ident = fact.session_id
+    return f"r:{ident}" if retract else ident
 
 
 def _is_bucket_key(key: str) -> bool:

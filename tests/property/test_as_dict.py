@@ -24,11 +24,12 @@ optional_floats = st.none() | floats
 # By field name (the compiled classes of the mypyc build carry no annotation strings): a
 # field added to a class and not here fails the test, which asks for it in the builder too.
 FACT_FIELDS: dict[str, st.SearchStrategy[object]] = {
-    "kind": st.sampled_from(["session", "order", "heartbeat", "retract"]),
+    "kind": st.sampled_from(["session", "checkout", "order", "heartbeat", "retract"]),
     "campaign": texts, "watermark_ms": ints, "session_id": texts, "start_ms": ints,
     "lcp_ms": optional_floats, "commerce": st.booleans(), "device": optional_texts,
     "order_id": optional_texts, "order_ts_ms": optional_ints, "revenue": floats,
     "first_order": st.booleans(), "known_session": st.booleans(),
+    "checkout_ms": optional_ints,
 }
 VERDICT_FIELDS: dict[str, st.SearchStrategy[object]] = {
     "campaign": texts, "tick_ms": ints, "warmed_up": st.booleans(),
@@ -46,6 +47,8 @@ VERDICT_FIELDS: dict[str, st.SearchStrategy[object]] = {
     "conversion_devices": st.none() | st.dictionaries(texts, st.tuples(floats, floats),
                                                       max_size=4),
     "conversion_day_known": st.booleans(), "conversion_lost_so_far": floats,
+    "checkout_p_value": floats, "checkout_observed": floats, "checkout_expected": floats,
+    "checkout_window_start_ms": optional_ints,
 }
 
 facts = st.builds(SessionFact, **{f.name: FACT_FIELDS[f.name] for f in fields(SessionFact)})

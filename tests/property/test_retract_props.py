@@ -8,7 +8,9 @@ order, once retracts are applied every campaign counts the sessions, conversions
 it counts when the records arrive in event-time order, its curve counts by device stratum
 included (each session is on one device, or none is known). Curve counts are compared by
 stratum, not by LCP bin: a late landing that names no other campaign is not retracted, so
-the session keeps the LCP of the page it was sent from.
+the session keeps the LCP of the page it was sent from. The checkout funnel's reachers and
+their orders are compared in total per campaign, not by minute: with no checkout page, a
+session reached the checkout at the time of the first of its orders to arrive.
 """
 
 from __future__ import annotations
@@ -60,12 +62,13 @@ def traffic(draw: st.DrawFn) -> list[Record]:
     return records + copies
 
 
-Totals = dict[str, tuple[int, int, int, dict[int, int], dict[int, int]]]
+Totals = dict[str, tuple[int, int, int, dict[int, int], dict[int, int], int, int]]
 
 
 def totals(records: list[Record], every: int) -> Totals:
-    """Sessions, conversions and LCPs per campaign, summed over the minute buckets, and its
-    curve counts (sessions, conversions) by device stratum."""
+    """Sessions, conversions and LCPs per campaign, summed over the minute buckets, its
+    curve counts (sessions, conversions) by device stratum, and its checkout reachers and
+    their orders."""
     sz, monitor = Sessionizer(), Monitor()
     facts = []
     for i, record in enumerate(records, start=1):
@@ -81,9 +84,11 @@ def totals(records: list[Record], every: int) -> Totals:
         buckets = [b for _, b in model.ring.span(0, 1 << 62)]
         row = (sum(b.sessions for b in buckets), sum(b.conversions for b in buckets),
                sum(b.lcp_n for b in buckets))
-        if any(row):
+        funnel = [] if model.funnel is None else list(model.funnel.counts.values())
+        if any(row) or any(r[0] for r in funnel):
             out[name] = (*row, _summed(b.commerce_sessions for b in buckets),
-                         _summed(b.commerce_conversions for b in buckets))
+                         _summed(b.commerce_conversions for b in buckets),
+                         sum(r[0] for r in funnel), sum(r[1] for r in funnel))
     return out
 
 
@@ -105,6 +110,8 @@ def test_totals_after_retracts_equal_the_in_order_totals(records: list[Record],
     assert sum(row[0] for row in expected.values()) == len(humans)  # each session once
     converted = {r.session_id for r in records if isinstance(r, Order)}
     assert sum(row[1] for row in expected.values()) == len(converted)
+    assert sum(row[5] for row in expected.values()) == len(converted)  # reached the checkout
+    assert sum(row[6] for row in expected.values()) == len(converted)
     strata = {device_stratum(r.device) for r in records if isinstance(r, Beacon)}
     assert {s for row in expected.values() for s in row[3]} <= strata  # their own strata
     assert sum(sum(row[3].values()) for row in expected.values()) == len(humans)

@@ -30,6 +30,7 @@ class Traffic:
     kinds: dict[str, str] = field(default_factory=dict)
     orders: dict[str, set[str]] = field(default_factory=dict)
     campaigns: dict[str, set[str]] = field(default_factory=dict)
+    checkouts: dict[str, set[int]] = field(default_factory=dict)  # checkout pages', order ts
 
 
 def page_records(draw: st.DrawFn, sid: str, kind: str, page: int, ts: int) -> list[Beacon]:
@@ -41,7 +42,8 @@ def page_records(draw: st.DrawFn, sid: str, kind: str, page: int, ts: int) -> li
     common: dict[str, Any] = {"received_at": ts + draw(st.integers(0, 20_000)), "device": "mobile",
               "user_agent": BOT_UA if kind == "ua_bot" else HUMAN_UA,
               "campaign": None if query else campaign}
-    url = f"https://shop.example/p/{page}{query}"
+    group = draw(st.sampled_from(["p", "checkout"]))
+    url = f"https://shop.example/{group}/{page}{query}"
     bid = f"{sid}-p{page}"
     if kind == "timing_bot" or not draw(st.booleans()):
         return [Beacon(bid, sid, ts, url, lcp_ms=lcp, ttfb_ms=ttfb, **common)]
@@ -60,11 +62,13 @@ def session_records(draw: st.DrawFn, sid: str, kind: str, truth: Traffic, *,
     for page in range(0 if kind == "orders_only" else draw(st.integers(1, 4))):
         pages = page_records(draw, sid, kind, page, start + draw(st.integers(0, 5 * MIN)))
         truth.campaigns[sid].update(named(b) for b in pages)
+        truth.checkouts[sid].update(b.ts for b in pages if "/checkout/" in b.page_url)
         records += pages
     for n in range(draw(st.integers(0, 2))):
         ts = start + draw(st.integers(0, order_delay_ms))
         records.append(Order(f"{sid}-o{n}", sid, ts, draw(st.floats(0, 500)), campaign="promo"))
         truth.orders[sid].add(f"{sid}-o{n}")
+        truth.checkouts[sid].add(ts)
     copies = draw(st.lists(st.sampled_from(records), max_size=3)) if records else []
     return records + copies
 
@@ -85,7 +89,7 @@ def traffic(draw: st.DrawFn, sessions: int = 6, span_ms: int = 10 * MIN,
     for i in range(draw(st.integers(1, sessions))):
         sid = f"s{i}"
         truth.kinds[sid] = draw(st.sampled_from(KINDS))
-        truth.orders[sid], truth.campaigns[sid] = set(), set()
+        truth.orders[sid], truth.campaigns[sid], truth.checkouts[sid] = set(), set(), set()
         truth.records += session_records(draw, sid, truth.kinds[sid], truth, span_ms=span_ms,
                                          order_delay_ms=order_delay_ms)
     if shuffled:
@@ -107,19 +111,22 @@ def feed(sz: Sessionizer, records: list[Record], every: int) -> list[SessionFact
     return facts + sz.advance()
 
 
-def cancelled(fact: SessionFact) -> tuple[str, str, str | None, int]:
-    return fact.campaign, fact.session_id, fact.order_id, fact.start_ms
+def cancelled(fact: SessionFact) -> tuple[str, str, str | None, int, bool]:
+    checkout = fact.kind == "checkout" or (fact.kind == "retract" and fact.order_id is None
+                                           and fact.checkout_ms is not None)
+    return fact.campaign, fact.session_id, fact.order_id, fact.start_ms, checkout
 
 
 def net(facts: list[SessionFact]) -> list[SessionFact]:
-    """The session and order facts not cancelled by a later ``retract`` (which must find
-    the fact it cancels)."""
+    """The session, checkout and order facts not cancelled by a later ``retract`` (which
+    must find the fact it cancels)."""
     live: list[SessionFact] = []
     for fact in facts:
         if fact.kind == "retract":
             match = [f for f in live if cancelled(f) == cancelled(fact)]
             assert len(match) == 1, fact
-            assert (match[0].lcp_ms, match[0].first_order) == (fact.lcp_ms, fact.first_order)
+            assert (match[0].lcp_ms, match[0].first_order, match[0].checkout_ms) == (
+                fact.lcp_ms, fact.first_order, fact.checkout_ms)
             live.remove(match[0])
         elif fact.kind != "heartbeat":
             live.append(fact)
@@ -146,11 +153,28 @@ def test_each_human_session_emits_once_and_memory_is_freed(t: Traffic, every: in
             assert own[0].kind == "session"  # held orders follow the session fact
             assert own[0].campaign in t.campaigns[sid]
             assert {f.campaign for f in own} == {own[0].campaign}
+            _check_checkout(own, t.checkouts[sid])
+        else:
+            assert all(f.checkout_ms is None for f in orders)  # orphans (bots send nothing)
+            assert not [f for f in facts if f.kind == "checkout" and f.session_id == sid]
     assert len(sz) == 0
     marks = [f.watermark_ms for f in all_facts]
     assert marks == sorted(marks)
     beats = [f.watermark_ms // MIN for f in all_facts if f.kind == "heartbeat"]
     assert beats == sorted(set(beats))
+
+
+def _check_checkout(own: list[SessionFact], times: set[int]) -> None:
+    """One checkout fact if the session showed a checkout page or an order, before its
+    orders, at one of those times; every order carries it."""
+    checkouts = [f for f in own if f.kind == "checkout"]
+    assert len(checkouts) == (len(times) > 0)
+    if checkouts:
+        [checkout] = checkouts
+        assert checkout.checkout_ms in times
+        assert own.index(checkout) < min((i for i, f in enumerate(own) if f.kind == "order"),
+                                         default=len(own))
+        assert all(f.checkout_ms == checkout.checkout_ms for f in own if f.kind == "order")
 
 
 def apply_drain(sz: Sessionizer, table: dict[str, bytes]) -> None:

@@ -53,21 +53,26 @@ def on_time_stream() -> list[Beacon | Order]:
 
 
 def shape(f: SessionFact) -> tuple[object, ...]:
-    return f.kind, f.campaign, f.start_ms, f.lcp_ms, f.order_id, f.first_order
+    return f.kind, f.campaign, f.start_ms, f.lcp_ms, f.order_id, f.first_order, f.checkout_ms
 
 
 # -- the sessionizer ----------------------------------------------------------------------
 
 def test_late_landing_retracts_the_session_and_its_orders_and_sends_them_again() -> None:
     facts = run(Sessionizer(), *late_stream())
+    checkout = T0 + 2 * MIN  # the order's: no checkout page came
     assert [shape(f) for f in facts] == [
-        ("session", "(none)", T0 + 30_000, 900.0, None, False),
-        ("order", "(none)", T0 + 30_000, 900.0, "o1", True),
-        ("retract", "(none)", T0 + 30_000, 900.0, "o1", True),  # orders first, then the session
-        ("retract", "(none)", T0 + 30_000, 900.0, None, False),
-        ("session", "spring", T0, 2_100.0, None, False),
-        ("order", "spring", T0, 2_100.0, "o1", True),
-        ("order", "spring", T0, 2_100.0, "o2", False)]
+        ("session", "(none)", T0 + 30_000, 900.0, None, False, None),
+        ("checkout", "(none)", T0 + 30_000, 900.0, None, False, checkout),
+        ("order", "(none)", T0 + 30_000, 900.0, "o1", True, checkout),
+        # orders first, then the checkout, then the session
+        ("retract", "(none)", T0 + 30_000, 900.0, "o1", True, checkout),
+        ("retract", "(none)", T0 + 30_000, 900.0, None, False, checkout),
+        ("retract", "(none)", T0 + 30_000, 900.0, None, False, None),
+        ("session", "spring", T0, 2_100.0, None, False, None),
+        ("checkout", "spring", T0, 2_100.0, None, False, checkout),
+        ("order", "spring", T0, 2_100.0, "o1", True, checkout),
+        ("order", "spring", T0, 2_100.0, "o2", False, checkout)]
     retracted_order = facts[2]
     assert (retracted_order.revenue, retracted_order.order_ts_ms) == (40.0, T0 + 2 * MIN)
 
@@ -103,7 +108,7 @@ def test_a_repeated_late_landing_retracts_once() -> None:
     facts = run(sz, *late_stream())
     assert run(sz, landing(late_ms=9 * MIN)) == []  # the duplicate beacon
     assert sz.stats.retracted_sessions == 1
-    assert sum(f.kind == "retract" for f in facts) == 2
+    assert sum(f.kind == "retract" for f in facts) == 3  # order, checkout, session
 
 
 def test_late_landing_without_its_lcp_is_sent_when_the_lcp_comes_or_is_due() -> None:
@@ -112,7 +117,7 @@ def test_late_landing_without_its_lcp_is_sent_when_the_lcp_comes_or_is_due() -> 
     retracts = run(sz, landing(lcp_ms=None, ttfb_ms=200.0))
     assert [f.kind for f in retracts] == ["retract"]  # the new fact waits for the LCP
     again = run(sz, landing(late_ms=8 * MIN + 500))
-    assert [shape(f) for f in again] == [("session", "spring", T0, 2_100.0, None, False)]
+    assert [shape(f) for f in again] == [("session", "spring", T0, 2_100.0, None, False, None)]
     sz = Sessionizer()
     run(sz, page2())
     run(sz, landing(lcp_ms=None, ttfb_ms=200.0))
@@ -123,7 +128,7 @@ def test_late_landing_without_its_lcp_is_sent_when_the_lcp_comes_or_is_due() -> 
     assert [f.kind for f in sz.advance(to_ms=arrived + MIN - 1_000)] == ["heartbeat"]
     due = sz.advance(to_ms=arrived + MIN)
     assert [shape(f) for f in due if f.kind == "session"] == [
-        ("session", "spring", T0, None, None, False)]
+        ("session", "spring", T0, None, None, False, None)]
 
 
 def test_sent_orders_survive_a_restore_so_the_retract_still_names_them() -> None:
@@ -134,8 +139,10 @@ def test_sent_orders_survive_a_restore_so_the_retract_still_names_them() -> None
     fresh = Sessionizer()
     fresh.restore(rows.items(), sz.snapshot_watermark())
     facts = run(fresh, landing())
-    assert [(f.kind, f.order_id) for f in facts] == [
-        ("retract", "o1"), ("retract", None), ("session", None), ("order", "o1")]
+    assert [(f.kind, f.order_id, f.checkout_ms) for f in facts] == [
+        ("retract", "o1", T0 + 2 * MIN), ("retract", None, T0 + 2 * MIN),
+        ("retract", None, None), ("session", None, None), ("checkout", None, T0 + 2 * MIN),
+        ("order", "o1", T0 + 2 * MIN)]
 
 
 def test_a_converted_row_from_before_retracts_is_left_alone() -> None:
@@ -302,7 +309,8 @@ def test_campaign_stage_applies_each_retract_once_even_when_facts_come_again() -
     assert buckets_of(stage.monitor) == once == buckets_of(fed(run(Sessionizer(),
                                                                    *on_time_stream())))
     assert stage.repeats == len(facts)
-    assert stage.seen[f"(none)|{minute_of(T0 + 30_000)}"] == {"s1", "o:o1", "r:s1", "r:o:o1"}
+    assert stage.seen[f"(none)|{minute_of(T0 + 30_000)}"] == {
+        "s1", "c:s1", "o:o1", "r:s1", "r:c:s1", "r:o:o1"}
 
 
 def test_campaign_stage_recognises_a_retract_again_after_a_restore() -> None:
@@ -313,7 +321,7 @@ def test_campaign_stage_recognises_a_retract_again_after_a_restore() -> None:
     restored.restore((k, v) for k, v in changes.items() if v is not None)
     restored.batch(events([f for f in facts if f.kind == "retract"]))
     assert buckets_of(restored.monitor) == buckets_of(stage.monitor)
-    assert restored.repeats == 2
+    assert restored.repeats == 3
 
 
 def test_campaign_stage_never_decrements_a_bucket_that_did_not_count_the_session() -> None:
@@ -322,7 +330,7 @@ def test_campaign_stage_never_decrements_a_bucket_that_did_not_count_the_session
     stage = CampaignStage(Monitor(), TOPICS, metrics())
     other = dataclasses.replace(facts[0], session_id="s9")  # another session, same bucket
     stage.batch(events([other, *retracts]))
-    assert stage.unproven_retracts == 2
+    assert stage.unproven_retracts == 3
     bucket = stage.monitor.models["(none)"].ring.get(minute_of(T0 + 30_000))
     assert bucket is not None
     assert bucket.sessions == 1
@@ -340,7 +348,7 @@ def test_campaign_stage_a_retract_read_before_its_fact_still_cancels_it() -> Non
     stage.batch(events(cancelled))
     assert buckets_of(stage.monitor) == buckets_of(fed(run(Sessionizer(), *on_time_stream())))
     assert stage.repeats == len(cancelled)
-    assert stage.seen[f"(none)|{minute_of(T0 + 30_000)}"] == {"r:s1", "r:o:o1"}
+    assert stage.seen[f"(none)|{minute_of(T0 + 30_000)}"] == {"r:s1", "r:c:s1", "r:o:o1"}
 
 
 def _warm_model(rng: np.random.Generator, minutes: int = 90) -> CampaignModel:

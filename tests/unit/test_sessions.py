@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -48,9 +49,12 @@ def test_utm_on_landing_carried_to_session_and_orders() -> None:
                            ttfb_ms=300.0, device="mobile"),
                 beacon("p2", ts=T0 + 30_000, url=f"{SHOP}/cart", lcp_ms=900.0),
                 order(ts=T0 + 2 * MIN))
-    session, placed = facts
+    session, checkout, placed = facts
     assert (session.kind, session.campaign, session.start_ms) == ("session", "Spring Sale", T0)
     assert (session.lcp_ms, session.commerce, session.device) == (2100.0, True, "mobile")
+    assert checkout == dataclasses.replace(session, kind="checkout", checkout_ms=T0 + 2 * MIN,
+                                           watermark_ms=placed.watermark_ms)
+    assert placed.checkout_ms == T0 + 2 * MIN
     assert (placed.kind, placed.campaign, placed.first_order) == ("order", "Spring Sale", True)
     assert (placed.start_ms, placed.order_ts_ms, placed.revenue) == (T0, T0 + 2 * MIN, 40.0)
     assert placed.lcp_ms == 2100.0
@@ -115,7 +119,8 @@ def test_exact_duplicate_beacons_and_orders_count_once() -> None:
     record = beacon(lcp_ms=2000.0, ttfb_ms=100.0)
     facts = run(sz, record, record, order("o1"), order("o1"), record, order("o2", revenue=5.0))
     assert [(f.kind, f.order_id, f.first_order) for f in facts] == [
-        ("session", None, False), ("order", "o1", True), ("order", "o2", False)]
+        ("session", None, False), ("checkout", None, False), ("order", "o1", True),
+        ("order", "o2", False)]
     assert (sz.stats.duplicate_beacons, sz.stats.duplicate_orders) == (2, 1)
     state = sz.session("s1")
     assert state is not None
@@ -127,7 +132,8 @@ def test_order_before_beacons_follows_the_session_fact() -> None:
     assert run(sz, order("o2", ts=T0 - 1_000, revenue=7.0), order("o1", ts=T0 - 2_000)) == []
     facts = run(sz, beacon(url=f"{SHOP}/?utm_campaign=c", lcp_ms=1000.0))
     assert [(f.kind, f.order_id, f.first_order, f.campaign) for f in facts] == [
-        ("session", None, False, "c"), ("order", "o1", True, "c"), ("order", "o2", False, "c")]
+        ("session", None, False, "c"), ("checkout", None, False, "c"),
+        ("order", "o1", True, "c"), ("order", "o2", False, "c")]
 
 
 def test_order_waits_for_the_lcp_deadline() -> None:
@@ -135,14 +141,14 @@ def test_order_waits_for_the_lcp_deadline() -> None:
     assert run(sz, beacon(ttfb_ms=100.0), order(ts=T0 + 10_000)) == []
     facts = sz.advance(to_ms=T0 + MIN)
     assert [(f.kind, f.first_order) for f in facts if f.kind != "heartbeat"] == [
-        ("session", False), ("order", True)]
+        ("session", False), ("checkout", False), ("order", True)]
 
 
 def test_late_order_within_grace_counts_then_session_expires() -> None:
     sz = Sessionizer()
     run(sz, beacon(lcp_ms=1000.0))
     sz.advance(to_ms=T0 + 85 * MIN)
-    [placed] = run(sz, order(ts=T0 + 85 * MIN, received_at=T0 + 85 * MIN))
+    _, placed = run(sz, order(ts=T0 + 85 * MIN, received_at=T0 + 85 * MIN))  # checkout first
     assert (placed.first_order, placed.known_session, placed.start_ms) == (True, True, T0)
     assert len(sz) == 1
     sz.advance(to_ms=T0 + 85 * MIN + 90 * MIN + 1)
@@ -276,7 +282,8 @@ def test_page_groups(url: str, page_group: str | None, group: str | None,
     params = SessionParams()
     assert params.page_group_of(url, page_group) == group
     assert params.is_commerce(url, page_group) == commerce
-    [session] = run(Sessionizer(), beacon(url=url, page_group=page_group, lcp_ms=1e3))
+    [session] = only(run(Sessionizer(), beacon(url=url, page_group=page_group, lcp_ms=1e3)),
+                     "session")
     assert session.commerce == commerce
 
 

@@ -19,11 +19,9 @@ from streams.records import NONE_CAMPAIGN, beacon_from_dict, order_from_dict
 from streams.simulate import Record, generate, main, paced, truth, write_files
 from streams.simulate_demo import demo_scenario
 from streams.simulate_model import (
-    BOT_USER_AGENTS,
     DEFAULT_START_MS,
     HOUR_MS,
     MINUTE_MS,
-    USER_AGENTS,
     CampaignSpec,
     IncidentSpec,
     Scenario,
@@ -31,6 +29,7 @@ from streams.simulate_model import (
     default_scenario,
     human_rate,
 )
+from streams.simulate_pages import BOT_USER_AGENTS, USER_AGENTS
 
 EVENING = DEFAULT_START_MS + 18 * HOUR_MS  # busy hours: more sessions per test second
 Records = Sequence[tuple[str, dict[str, Any]]]
@@ -173,10 +172,16 @@ def test_blog_landings_do_not_depend_on_lcp() -> None:
 
 
 def test_order_lag_median_is_the_configured_one(shop: tuple[Scenario, Records]) -> None:
+    """Session start to order: the funnel's two legs together (medians 4 + 2 min: about
+    6.7 min, was 6.0 without a funnel; each leg: tests/unit/test_simulate_funnel.py)."""
     s, records = shop
     lags = [(min(r["orders"]) - r["ts"]) / MINUTE_MS
             for r in _sessions(records).values() if r["orders"]]
-    assert float(np.median(lags)) == pytest.approx(s.order_lag_median_min, rel=0.1)
+    rng = np.random.default_rng(5)
+    legs = s.funnel.to_checkout.draw_ms(rng, 200_000) + s.funnel.to_order.draw_ms(rng, 200_000)
+    expected = float(np.median(legs)) / MINUTE_MS
+    assert expected == pytest.approx(6.7, abs=0.2)
+    assert float(np.median(lags)) == pytest.approx(expected, rel=0.1)
 
 
 def test_daily_cycle_is_visible() -> None:
@@ -225,22 +230,30 @@ def _monte_carlo_loss_per_hour(s: Scenario, inc: IncidentSpec) -> float:
     return float(loss.mean()) * sessions * spec.aov * 1.03 / hours
 
 
-@pytest.mark.parametrize(("kind", "lcp_factor", "conversion_factor", "path", "devices"), [
-    pytest.param("performance_conversion_loss", 2.0, 1.0, "/product/x", (), id="slowdown"),
-    pytest.param("conversion_drop", 1.0, 0.4, "/product/x", (), id="checkout-bug"),
-    pytest.param("conversion_drop", 1.0, 0.0, "/product/x", (), id="checkout-broken"),
-    pytest.param("conversion_drop", 1.0, 0.0, "/product/x", ("mobile",),
+@pytest.mark.parametrize(("kind", "lcp_factor", "conversion_factor", "path", "devices",
+                          "funnel"), [
+    pytest.param("performance_conversion_loss", 2.0, 1.0, "/product/x", (), "payment",
+                 id="slowdown"),
+    pytest.param("conversion_drop", 1.0, 0.4, "/product/x", (), "payment", id="checkout-bug"),
+    pytest.param("conversion_drop", 1.0, 0.4, "/product/x", (), "cart", id="cart-bug"),
+    pytest.param("conversion_drop", 1.0, 0.0, "/product/x", (), "payment", id="checkout-broken"),
+    pytest.param("conversion_drop", 1.0, 0.0, "/product/x", ("mobile",), "payment",
                  id="checkout-broken-on-phones"),
+    pytest.param("conversion_drop", 1.0, 0.0, "/product/x", ("mobile",), "cart",
+                 id="cart-broken-on-phones"),
     pytest.param("performance_conversion_loss", 2.0, 1.0, "/product/x", ("mobile", "tablet"),
-                 id="slowdown-on-phones-and-tablets"),
-    pytest.param("latency_regression", 2.5, 1.0, "/blog/y", (), id="blog-slowdown-costs-nothing"),
+                 "payment", id="slowdown-on-phones-and-tablets"),
+    pytest.param("latency_regression", 2.5, 1.0, "/blog/y", (), "payment",
+                 id="blog-slowdown-costs-nothing"),
 ])
 def test_truth_revenue_lost_matches_a_monte_carlo_recomputation(
-        kind: Any, lcp_factor: float, conversion_factor: float, path: str,
-        devices: tuple[str, ...]) -> None:
+        *, kind: Any, lcp_factor: float, conversion_factor: float, path: str,
+        devices: tuple[str, ...], funnel: Any) -> None:
+    """At the payment the incident touches the sessions whose checkout falls in its hour,
+    at the cart those started in it: about as many, as the traffic barely changes."""
     start = EVENING + 30 * MINUTE_MS
     inc = IncidentSpec("i1", kind, ("shop",), start, start + HOUR_MS, lcp_factor=lcp_factor,
-                       conversion_factor=conversion_factor, devices=devices)
+                       conversion_factor=conversion_factor, devices=devices, funnel=funnel)
     s = _scenario(_spec(rate=60.0, cr=0.05, mobile=0.5, path=path), incidents=(inc,),
                   split_metrics_fraction=0.0, boomerang_fraction=0.0)
     facts = truth(s)["incidents"][0]
@@ -251,6 +264,7 @@ def test_truth_revenue_lost_matches_a_monte_carlo_recomputation(
         assert facts["revenue_lost_per_hour_total"] == pytest.approx(expected, rel=0.1)
         assert facts["revenue_lost_per_hour"]["shop"] == facts["revenue_lost_per_hour_total"]
     assert facts["sessions"]["shop"] > (700 if devices else 2000)  # only those it affects
+    assert facts["funnel"] == (funnel if conversion_factor != 1.0 else "cart")
 
 
 def test_a_slowdown_really_lowers_conversion() -> None:
@@ -388,13 +402,15 @@ def test_main_writes_the_files_and_a_summary(tmp_path: Path,
 
 
 def test_an_incident_on_phones_leaves_the_other_devices_alone() -> None:
-    """A checkout broken on phones only: no mobile session of the hour orders, desktop
+    """A checkout broken on phones only: no mobile session whose checkout falls in the hour
+    (one started in its first 35 minutes: at most 25 to the checkout) orders, desktop
     sessions order as before; the truth file names the device."""
     start = EVENING + 30 * MINUTE_MS
     inc = IncidentSpec("i1", "conversion_drop", ("shop",), start, start + HOUR_MS,
                        conversion_factor=0.0, devices=("mobile",))
     s = _scenario(_spec(rate=60.0, cr=0.3, mobile=0.5), incidents=(inc,))
-    rows = [r for r in _sessions(list(generate(s))).values() if start <= r["ts"] < inc.end_ms]
+    rows = [r for r in _sessions(list(generate(s))).values()
+            if start <= r["ts"] < inc.end_ms - 25 * MINUTE_MS]
     phones = [bool(r["orders"]) for r in rows if r["ua"] in USER_AGENTS[1]]
     others = [bool(r["orders"]) for r in rows if r["ua"] not in USER_AGENTS[1]]
     assert len(phones) > 500

@@ -1,0 +1,200 @@
+"""The checkout funnel's test (``detectors.funnel``): the quasi-Poisson scan is the window
+scan of ``detectors.conversion`` when the reachers rarely order, keeps its size on
+binomial reachers where the Poisson scan is far too conservative, sees a stopped payment
+within minutes, and the funnel's counts, baseline and state behave like the campaign's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from detectors.campaign import CampaignModel, CampaignParams, CampaignVerdict
+from detectors.campaign_state import model_from_state, model_to_state
+from detectors.conversion import MINUTE_MS, ConversionVerdict, conversion_scan
+from detectors.funnel import Funnel, checkout_fields, funnel_scan, with_funnel
+from detectors.lag import LagModel
+
+WINDOWS = (10, 20, 30, 60, 120)
+HOLD = (10, 20, 30, 60)
+TO_ORDER = LagModel(prior_median_minutes=2.0, prior_sigma=0.7, prior_weight=1e6)
+MINUTES = np.arange(120, dtype=np.int64) * MINUTE_MS
+G = TO_ORDER.cdf_array((MINUTES[-1] - MINUTES) / MINUTE_MS + 0.5)
+
+
+def _reachers(rng: np.random.Generator, per_minute: float, q: float, factor: float = 1.0,
+              onset: int = 120) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Reachers per minute and their orders seen by the last minute (``factor`` x ``q`` from
+    minute ``onset`` on)."""
+    n = rng.poisson(per_minute, size=120)
+    rate = np.where(np.arange(120) >= onset, q * factor, q)
+    return n.astype(float), rng.binomial(n, rate * G).astype(float)
+
+
+def test_with_rare_orders_it_is_the_conversion_scan() -> None:
+    rng = np.random.default_rng(3)
+    n, orders = _reachers(rng, 200.0, 1e-4 * 2, factor=0.0, onset=100)
+    funnel, _ = funnel_scan(MINUTES, n, orders, G, 2.0, 1e4, windows_minutes=WINDOWS,
+                            hold_minutes=HOLD, tolerance=0.1)
+    poisson = conversion_scan(MINUTES, n, orders, G, 2.0, 1e4, windows_minutes=WINDOWS)
+    assert funnel.p_value == pytest.approx(poisson.p_value, rel=0.05)
+    assert funnel.window_start_ms == poisson.window_start_ms
+
+
+def _rejections(q: float, *, quasi: bool, runs: int = 3000) -> float:
+    rng = np.random.default_rng([7, int(q * 100)])
+    hits = 0
+    for _ in range(runs):
+        n, orders = _reachers(rng, 1.2, q)
+        base_reachers = rng.poisson(1.2 * 1000)
+        base_orders = float(rng.binomial(base_reachers, q))
+        if quasi:
+            p = funnel_scan(MINUTES, n, orders, G, base_orders, float(base_reachers),
+                            windows_minutes=WINDOWS, hold_minutes=(), tolerance=0.0)[0].p_value
+        else:
+            p = conversion_scan(MINUTES, n, orders, G, base_orders, float(base_reachers),
+                                windows_minutes=WINDOWS, tolerance=0.0).p_value
+        hits += p <= 0.05
+    return hits / runs
+
+
+def test_on_binomial_reachers_it_keeps_its_size_where_the_poisson_scan_is_too_careful() -> None:
+    quasi, poisson = _rejections(0.5, quasi=True), _rejections(0.5, quasi=False)
+    assert quasi <= 0.05 * 1.3  # Bonferroni over 5 windows: at most about its level
+    assert quasi > 2.0 * poisson, (quasi, poisson)
+
+
+def test_a_stopped_payment_is_seen_within_minutes() -> None:
+    rng = np.random.default_rng(5)
+    n, orders = _reachers(rng, 3.0, 0.5, factor=0.0, onset=100)
+    verdict, hold = funnel_scan(MINUTES, n, orders, G, 600.0, 1200.0, windows_minutes=WINDOWS,
+                                hold_minutes=HOLD, tolerance=0.1)
+    assert verdict.p_value < 1e-4
+    assert verdict.window_start_ms == MINUTES[-20]  # the 20-minute window: all stopped
+    assert verdict.observed == orders[-20:].sum() == 0
+    assert verdict.expected == pytest.approx(0.5 * float(n[-20:] @ G[-20:]))
+    assert verdict.statistic < 0
+    assert hold.p_value < 1e-4
+
+
+def test_no_drop_no_alarm_and_cold_baselines_give_none() -> None:
+    rng = np.random.default_rng(8)
+    n, orders = _reachers(rng, 1.2, 0.5)
+    verdict, _ = funnel_scan(MINUTES, n, orders, G, 600.0, 1200.0, windows_minutes=WINDOWS,
+                             hold_minutes=HOLD, tolerance=0.1)
+    assert verdict.p_value > 0.01
+    cold, cold_hold = funnel_scan(MINUTES, n, orders, G, 0.0, 0.0, windows_minutes=WINDOWS,
+                                  hold_minutes=HOLD, tolerance=0.1)
+    assert cold.p_value == cold_hold.p_value == 1.0
+    assert cold.window_start_ms is None
+
+
+def test_the_funnel_shares_the_campaign_level_by_weight() -> None:
+    campaign = ConversionVerdict(0.01, 10.0, 20.0, 0.5, 0, -2.0)
+    recent = ConversionVerdict(0.2, 10.0, 12.0, 0.8, 5, -0.5)
+    checkout = (ConversionVerdict(0.0003, 1.0, 9.0, 0.1, 7, -3.0),
+                ConversionVerdict(0.5, 1.0, 2.0, 0.5, 7, -0.5))
+    conv, held = with_funnel(campaign, recent, checkout, 0.3)
+    assert conv.p_value == pytest.approx(0.001)  # 0.0003 / 0.3 beats 0.01 / 0.7
+    assert held.p_value == pytest.approx(0.2 / 0.7)
+    assert (conv.observed, conv.expected, conv.window_start_ms) == (10.0, 20.0, 0)
+    cold = (ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0),) * 2
+    assert with_funnel(campaign, recent, cold, 0.3) == (campaign, recent)
+    assert with_funnel(campaign, recent, checkout, 0.0) == (campaign, recent)
+    assert checkout_fields(checkout[0])["checkout_window_start_ms"] == 7
+
+
+def test_counts_retractions_maturing_and_flags() -> None:
+    funnel = Funnel(horizon_minutes=10, keep_minutes=15, half_life_minutes=1e9)
+    for minute in range(20):
+        for _ in range(4):
+            funnel.observe_checkout(minute * MINUTE_MS + 5)
+        funnel.observe_order(minute * MINUTE_MS + 5, minute * MINUTE_MS + 125_000)
+        funnel.observe_order(minute * MINUTE_MS + 5, minute * MINUTE_MS + 185_000)
+    assert funnel.retract_checkout(3 * MINUTE_MS)
+    assert funnel.retract_order(3 * MINUTE_MS, 5 * MINUTE_MS)
+    funnel.flag(4 * MINUTE_MS, 6 * MINUTE_MS)  # minutes 4 and 5
+    funnel.mature(20 * MINUTE_MS)  # learns minutes 0..9 but 4 and 5
+    orders, reachers = funnel.base.values  # minutes 0-9 but 4 and 5, one of each retracted
+    assert [float(orders), float(reachers)] == pytest.approx([15.0, 31.0])
+    assert funnel.last_matured_minute == 9 * MINUTE_MS
+    assert min(funnel.counts) == 5 * MINUTE_MS  # keeps 15 minutes
+    assert not funnel.retract_checkout(9 * MINUTE_MS)  # matured: left as counted
+    funnel.observe_checkout(2 * MINUTE_MS)  # too old: not counted
+    assert 2 * MINUTE_MS not in funnel.counts
+    minutes, n, seen, completeness = funnel.series(20 * MINUTE_MS)
+    assert minutes.tolist() == [m * MINUTE_MS for m in range(10, 20)]
+    assert n.tolist() == [4.0] * 10
+    assert seen.tolist() == [2.0] * 10
+    assert completeness[0] > completeness[-1]
+    assert funnel.lag.weight == pytest.approx(39.0, abs=0.2)  # 40 learned (forgetting), 1 retracted
+
+
+def test_flagged_minutes_are_learned_once_the_change_is_accepted() -> None:
+    funnel = Funnel(horizon_minutes=10, keep_minutes=15, half_life_minutes=1e9)
+    funnel.observe_checkout(0)
+    funnel.flag(0, MINUTE_MS)
+    funnel.mature(12 * MINUTE_MS, learn_flagged=True)
+    assert funnel.base.values.tolist() == [0.0, 1.0]
+
+
+def _fed(model: CampaignModel, minutes: range, *, stop_from: int, rng: np.random.Generator
+         ) -> CampaignVerdict:
+    """Sessions at 30 a minute; 10% of them reach the checkout 4 minutes in and half of
+    those order 2 minutes later, none from minute ``stop_from`` of the checkout on; each
+    minute ticked. The last tick's verdict."""
+    verdict = None
+    for minute in minutes:
+        t = minute * MINUTE_MS
+        for s in range(30):
+            model.observe_session(t + s, 1500.0, True, device="desktop")
+        for _ in range(rng.poisson(3.0)):
+            checkout = t + 4 * MINUTE_MS
+            model.observe_checkout(checkout)
+            if minute + 4 < stop_from and rng.random() < 0.5:
+                model.observe_order(t, checkout + 2 * MINUTE_MS, 50.0, first_order=True,
+                                    known_session=True, lcp_ms=1500.0, device="desktop",
+                                    checkout_ms=checkout)
+        verdict = model.tick("c", t + MINUTE_MS, None)
+    assert verdict is not None
+    return verdict
+
+
+def test_a_campaign_sees_a_stopped_payment_through_its_funnel_and_keeps_it() -> None:
+    rng = np.random.default_rng(2)
+    model = CampaignModel(CampaignParams())
+    _fed(model, range(600), stop_from=10**9, rng=rng)
+    assert model.checkout_funnel().warm(20.0)
+    restored = model_from_state(model_to_state(model))
+    assert restored.checkout_funnel().to_state() == model.checkout_funnel().to_state()
+    verdicts = []
+    for minute in range(600, 615):
+        verdicts.append(_fed(model, range(minute, minute + 1), stop_from=600, rng=rng))
+    last = verdicts[-1]
+    assert last.checkout_p_value < 1e-3
+    assert last.checkout_observed < last.checkout_expected
+    assert last.conversion_p_value <= last.checkout_p_value / 0.3 + 1e-12
+    old = model_to_state(model)
+    del old["fn"]  # a row written before the funnel
+    assert model_from_state(old).funnel is None
+    assert model_from_state(model_to_state(CampaignModel())).funnel is None
+
+
+def _first_hot(weight: float) -> int:
+    """Minutes from a stopped payment to the campaign's first tick under the default level."""
+    rng = np.random.default_rng(4)
+    model = CampaignModel(CampaignParams(funnel_test_weight=weight))
+    _fed(model, range(600), stop_from=600, rng=rng)
+    for minute in range(600, 660):
+        if _fed(model, range(minute, minute + 1), stop_from=600,
+                rng=rng).conversion_p_value < 1.25e-3:
+            return minute - 600
+    return 60
+
+
+def test_the_funnel_sees_a_stopped_payment_sooner_than_the_orders_alone() -> None:
+    with_funnel_minutes, alone = _first_hot(0.3), _first_hot(0.0)
+    assert with_funnel_minutes + 3 <= alone, (with_funnel_minutes, alone)
