@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import streams  # noqa: F401  (first, so the compiled build is used)
+from detectors.campaign_params import CampaignParams
 from detectors.incidents import Alert
+from detectors.monitor import MonitorParams
 from detectors.severity import PAGE_FACTOR
 from streams.alertmanager import SEVERITIES, alert_severity
 from streams.pipeline import Pipeline
@@ -85,18 +87,22 @@ class IncidentResult:
 
 
 def run_seed(seed: int, days: float, scale: float, workers: int = 0, *, share: bool = False,
-             daily: float = 0.0, budget: float | None = None
+             daily: float = 0.0, budget: float | None = None, funnel_weight: float | None = None
              ) -> tuple[list[Episode], dict[str, Any], float]:
     """Replay one seed; ``workers`` > 0 splits the campaigns as that many workers would
     (``bench/split_monitor.py``: each fits the site curve on its own campaigns, or with
     ``share`` on its own campaigns and the others' slope shares). ``budget``: the setting
-    ``false_alarms_per_campaign_day`` (its default when ``None``)."""
+    ``false_alarms_per_campaign_day`` (its default when ``None``); ``funnel_weight``: the
+    checkout funnel's share of the conversion level (``CampaignParams.funnel_test_weight``;
+    0 tests the orders alone)."""
     scenario = replace(default_scenario(seed, days=days, scale=scale),
                        conversion_daily_amplitude=daily)
     settings = Settings()
     if budget is not None:
         settings = replace(settings, false_alarms_per_campaign_day=budget)
-    pipeline = Pipeline.from_settings(settings)
+    campaign = CampaignParams() if funnel_weight is None else CampaignParams(
+        funnel_test_weight=funnel_weight)
+    pipeline = Pipeline.from_settings(settings, MonitorParams(campaign=campaign))
     if workers:
         pipeline.monitor = SplitMonitor(
             workers, settings.partitions, share=share)  # type: ignore[assignment]
@@ -304,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="conversion x (1 + A cos(2 pi (hour - 20) / 24)) (default 0)")
     parser.add_argument("--false-alarms-per-campaign-day", type=float, metavar="B",
                         help="the setting of that name (default: its default)")
+    parser.add_argument("--funnel-weight", type=float, metavar="W",
+                        help="the checkout funnel test's share of the level (0: none)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="merge these per-seed outputs (one process per seed) into --out")
     args = parser.parse_args(argv)
@@ -315,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         episodes, tru, elapsed = run_seed(seed, args.days, args.scale, args.workers,
                                           share=args.share, daily=args.conversion_daily,
-                                          budget=args.false_alarms_per_campaign_day)
+                                          budget=args.false_alarms_per_campaign_day,
+                                          funnel_weight=args.funnel_weight)
         print(f"seed {seed}: replayed {tru['records']} in {elapsed:.0f} s; "
               f"{len(episodes)} episodes", file=sys.stderr)
         results.extend(judge(seed, inc, episodes) for inc in tru["incidents"])
