@@ -82,13 +82,9 @@ def _fact(item: object) -> Decoded:
     if item.get("kind") == SITE_KIND:
         return _share(item, raw)
     try:
-        fact = SessionFact(**item)
-        fact.check()
-    except TypeError as exc:
-        return raw, InvalidRecord(f"not a session fact: {exc}")
+        return SessionFact.from_dict(item)
     except InvalidRecord as exc:
         return raw, exc
-    return fact
 
 
 def _share(item: dict[str, object], raw: bytes) -> ShareFact | tuple[bytes, InvalidRecord]:

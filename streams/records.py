@@ -149,7 +149,11 @@ class SessionFact:
 
     @classmethod
     def from_json(cls, raw: bytes) -> SessionFact:
-        data = _load_object(raw)
+        return cls.from_dict(_load_object(raw))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SessionFact:
+        """A checked fact from its JSON object; :class:`InvalidRecord` if it is none."""
         if any(isinstance(data.get(key), bool) for key in _FACT_INTS):
             # before the class: compiled, it stores a bool given for an int as that int
             msg = "not a session fact: a field has the wrong type"
