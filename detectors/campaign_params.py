@@ -37,7 +37,7 @@ class CampaignParams:
     campaign_test_weight: float = 0.8
     # the share of that level the checkout funnel's test gets when warm (``detectors.funnel``;
     # 0: no funnel test); the campaign's and its devices' tests share the rest
-    funnel_test_weight: float = 0.3
+    funnel_test_weight: float = 0.5
     conversion_windows: tuple[int, ...] = (10, 20, 30, 60, 120)
     conversion_hold_minutes: int = 60  # the scan's windows up to this say if a drop goes on
     conversion_half_life_minutes: float = 720.0

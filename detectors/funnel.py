@@ -26,18 +26,50 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from scipy.special import xlogy
+from scipy.stats import betabinom
 
 from detectors.buckets import MINUTE_MS, minute_of
 from detectors.conversion import ConversionVerdict, window_p_values, window_starts
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
 
-__all__ = ["Funnel", "checkout_fields", "funnel_scan", "with_funnel"]
+__all__ = ["Funnel", "checkout_fields", "exact_p_values", "funnel_scan", "with_funnel"]
 
 FloatArray = npt.NDArray[np.float64]
 _NO_SCAN = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
 MIN_PHI = 0.05  # a window's dispersion is at least this (q near 1 is no reason to trust it 20x)
 REACHERS, ORDERS, FLAGGED = 0, 1, 2
+# the funnel's adjusted p-value counts in the campaign's at most this (its screen, and the
+# level an open drop is held at): above, the campaign's p-value (scaled) decides alone, so
+# the funnel's noise does not price or hold what the orders do not show; still valid
+COUNTS_BELOW = 0.05
+# the quasi-Poisson p-values screen; below this (Bonferroni-adjusted) the exact ones decide
+EXACT_BELOW = 0.05
+
+
+def exact_p_values(  # noqa: PLR0917 (the windows' arrays and the baseline)
+    observed: FloatArray, reachers: FloatArray, exposure: FloatArray, q: float,
+    baseline_reachers: float, r0: float,
+) -> FloatArray:
+    """``P(X <= observed)`` of each window's orders under "the reachers order at ``r0``
+    times the learned rate": ``X`` beta-binomial over the window's ``reachers``, each
+    ordering with probability ``r0 q G``-bar (the window's mean completeness: a binomial of
+    the mean probability has at least the variance of the reachers' own mixture, so the
+    test errs towards no alarm), the probability uncertain as the baseline's ``q`` is
+    (``Beta``'s relative variance ``(1 - q) / (q (n + 1))`` over ``n`` matured reachers).
+
+    The quasi-Poisson p-values of :func:`funnel_scan` match these in the bulk but not in
+    the tail of a small window: none of 12 reachers ordering at ``q`` 0.5 is ``2^-12``
+    (2.4e-4), where a Poisson of 12 pseudo-orders says ``exp(-12)`` (6e-6).
+    """
+    mean = np.divide(exposure, reachers, out=np.zeros_like(exposure), where=reachers > 0)
+    m = np.clip(r0 * q * mean, 1e-12, 1.0 - 1e-9)
+    relative = (1.0 - q) / (q * (baseline_reachers + 1.0))
+    kappa = np.maximum((1.0 - m) / (m * relative) - 1.0, 1e-6)
+    p_values: FloatArray = betabinom.cdf(observed, reachers.astype(np.int64), m * kappa,
+                                         (1.0 - m) * kappa)
+    p_values[(reachers <= 0) | (observed >= r0 * q * exposure)] = 1.0
+    return p_values
 
 
 def funnel_scan(  # noqa: PLR0917 (conversion_scan's arguments)
@@ -49,8 +81,10 @@ def funnel_scan(  # noqa: PLR0917 (conversion_scan's arguments)
     of them: the last hour's scan, which holds an open drop), Bonferroni-adjusted each.
 
     The p-values are those of the conditional test of :func:`detectors.conversion.conversion_scan`
-    on the quasi-Poisson counts (module docstring); the verdict's ``observed``, ``expected``
-    and ``ratio`` are the reachers' orders as counted, against ``q x sum(n G)``.
+    on the quasi-Poisson counts (module docstring), and where they say there may be a drop
+    (adjusted p below ``EXACT_BELOW``), those of :func:`exact_p_values`. The verdict's
+    ``observed``, ``expected`` and ``ratio`` are the reachers' orders as counted, against
+    ``q x sum(n G)``.
     """
     if minute_ms.shape[0] == 0 or baseline_reachers <= 0 or baseline_orders <= 0:
         return _NO_SCAN, _NO_SCAN
@@ -66,6 +100,9 @@ def funnel_scan(  # noqa: PLR0917 (conversion_scan's arguments)
     r0 = 1.0 - tolerance
     _, _, p_values = window_p_values(exposure / phi, observed / phi, baseline_orders / phi_base,
                                      baseline_reachers / phi_base, r0)
+    if float(p_values.min()) * starts.size < EXACT_BELOW:
+        count = reachers[::-1].cumsum()[lengths]
+        p_values = exact_p_values(observed, count, exposure, q, baseline_reachers, r0)
     expected = exposure * q
     kept = set(window_starts(minute_ms, hold_minutes).tolist()) if hold_minutes else set()
     hold = np.array([start in kept for start in starts.tolist()], dtype=np.bool_)
@@ -110,7 +147,9 @@ def with_funnel(conversion: ConversionVerdict, recent: ConversionVerdict,
 
 def _with_p(verdict: ConversionVerdict, checkout: ConversionVerdict, weight: float
             ) -> ConversionVerdict:
-    p_value = min(verdict.p_value / (1.0 - weight), checkout.p_value / weight, 1.0)
+    p_checkout = checkout.p_value / weight
+    p_value = min(verdict.p_value / (1.0 - weight),
+                  p_checkout if p_checkout <= COUNTS_BELOW else 1.0, 1.0)
     return ConversionVerdict(p_value, verdict.observed, verdict.expected, verdict.ratio,
                              verdict.window_start_ms, verdict.statistic)
 

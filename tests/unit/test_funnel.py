@@ -12,11 +12,12 @@ import math
 import numpy as np
 import numpy.typing as npt
 import pytest
+from scipy.stats import binom
 
 from detectors.campaign import CampaignModel, CampaignParams, CampaignVerdict
 from detectors.campaign_state import model_from_state, model_to_state
 from detectors.conversion import MINUTE_MS, ConversionVerdict, conversion_scan
-from detectors.funnel import Funnel, checkout_fields, funnel_scan, with_funnel
+from detectors.funnel import Funnel, checkout_fields, exact_p_values, funnel_scan, with_funnel
 from detectors.lag import LagModel
 
 WINDOWS = (10, 20, 30, 60, 120)
@@ -66,6 +67,17 @@ def test_on_binomial_reachers_it_keeps_its_size_where_the_poisson_scan_is_too_ca
     quasi, poisson = _rejections(0.5, quasi=True), _rejections(0.5, quasi=False)
     assert quasi <= 0.05 * 1.3  # Bonferroni over 5 windows: at most about its level
     assert quasi > 2.0 * poisson, (quasi, poisson)
+
+
+def test_the_exact_p_values_are_the_binomial_when_the_rate_is_known() -> None:
+    observed, reachers = np.array([0.0, 3.0, 9.0, 20.0]), np.array([12.0, 12.0, 30.0, 40.0])
+    exposure = reachers.copy()  # every order due: G = 1
+    p = exact_p_values(observed, reachers, exposure, 0.5, 1e9, 0.9)
+    assert p[:3] == pytest.approx(binom.cdf(observed[:3], reachers[:3], 0.45), rel=1e-4)
+    assert p[3] == 1.0  # 20 of 40 is no drop below 0.45
+    unsure = exact_p_values(observed, reachers, exposure, 0.5, 50.0, 0.9)
+    assert (unsure[:3] > p[:3]).all()  # a baseline of 50 reachers: a less sure rate
+    assert p[0] == pytest.approx(0.55**12, rel=1e-4)  # the Poisson of 12 pseudo-orders: 6e-6
 
 
 def test_a_stopped_payment_is_seen_within_minutes() -> None:
@@ -186,7 +198,7 @@ def test_a_campaign_sees_a_stopped_payment_through_its_funnel_and_keeps_it() -> 
     last = [shop.minute(minute) for minute in range(600, 620)][-1]
     assert last.checkout_p_value < 1e-3
     assert last.checkout_observed < last.checkout_expected
-    assert last.conversion_p_value <= last.checkout_p_value / 0.3 + 1e-12
+    assert last.conversion_p_value <= last.checkout_p_value / 0.5 + 1e-12
     old = model_to_state(model)
     del old["fn"]  # a row written before the funnel
     assert model_from_state(old).funnel is None
@@ -205,6 +217,6 @@ def _first_hot(weight: float, seed: int) -> int:
 
 
 def test_the_funnel_sees_a_stopped_payment_sooner_than_the_orders_alone() -> None:
-    minutes = [(_first_hot(0.3, seed), _first_hot(0.0, seed)) for seed in (4, 5, 6)]
+    minutes = [(_first_hot(0.5, seed), _first_hot(0.0, seed)) for seed in (4, 5, 6)]
     with_funnel_minutes, alone = (float(np.median(m)) for m in zip(*minutes, strict=True))
     assert with_funnel_minutes + 3 <= alone, minutes
