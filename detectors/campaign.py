@@ -21,19 +21,19 @@ import numpy as np
 
 from detectors.buckets import MINUTE_MS, MinuteBucket, MinuteRing, minute_of
 from detectors.campaign_params import CampaignParams
-from detectors.conv_season import ConversionSeason, mean_factor
+from detectors.conv_season import ConversionSeason
 from detectors.conversion import ConversionVerdict
 from detectors.device_scan import DeviceDrop, price_device_drop, scan_campaign
 from detectors.elasticity import CurveFit
 from detectors.ewcounts import EwVector
-from detectors.funnel import Funnel, checkout_fields, with_funnel
+from detectors.funnel import Funnel, checkout_fields, scan_funnel, with_funnel
 from detectors.held import HeldMinutes
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
-from detectors.localize import device_conversions, device_shifts
-from detectors.pricing import onset_window, price_conversion_loss, price_slow_pages
+from detectors.localize import device_conversions
+from detectors.pricing import onset_window, price_conversion_loss, price_slowdown
 from detectors.revenue import average_order_value
-from detectors.strata import CURVE_SIZE, by_stratum, device_stratum, shrunk_strata_fit
+from detectors.strata import CURVE_SIZE, by_stratum, device_stratum
 from detectors.verdicts import CampaignVerdict, ConversionRow, DeviceRow, Estimate
 from detectors.window import TickWindow, recent_p75, recent_rate
 
@@ -170,7 +170,7 @@ class CampaignModel:
         window = TickWindow(self.ring, self.lag, tick_ms, self.params.horizon_minutes,
                             self._factors())
         conversion, drop, recent = self._scan_conversion(window)
-        checkout = self._scan_funnel(tick_ms)
+        checkout = scan_funnel(self.funnel, self.params, tick_ms)
         conversion, recent = with_funnel(conversion, recent, checkout,
                                          self.params.funnel_test_weight)
         if conversion.p_value < self.params.flag_conversion_p and conversion.window_start_ms:
@@ -251,23 +251,10 @@ class CampaignModel:
             campaign_weight=p.campaign_test_weight)
 
     def checkout_funnel(self) -> Funnel:
-        """The campaign's funnel, made at its first checkout (a campaign without any, such
-        as one a client invents, keeps none)."""
+        """The campaign's funnel, made at its first checkout (``detectors.funnel``)."""
         if self.funnel is None:
-            p = self.params
-            self.funnel = Funnel(horizon_minutes=p.horizon_minutes, keep_minutes=p.keep_minutes,
-                                 half_life_minutes=p.conversion_half_life_minutes)
+            self.funnel = Funnel.of(self.params)
         return self.funnel
-
-    def _scan_funnel(self, tick_ms: int) -> tuple[ConversionVerdict, ConversionVerdict]:
-        """The checkout reachers' scan and its last hour's (``detectors.funnel``); none
-        while the funnel test is off or its baseline is cold."""
-        p = self.params
-        if p.funnel_test_weight <= 0 or self.funnel is None:
-            return _NO_SCAN, _NO_SCAN
-        return self.funnel.scan(tick_ms, windows_minutes=p.conversion_windows,
-                                hold_minutes=p.hold_windows, tolerance=p.conversion_tolerance,
-                                min_baseline_orders=p.min_baseline_conversions)
 
     # -- reporting ------------------------------------------------------------------------
     def _verdict(self, campaign: str, window: TickWindow, conv: ConversionVerdict,  # noqa: PLR0917
@@ -390,24 +377,10 @@ class CampaignModel:
 
     def _slow_page_loss(self, tick_ms: int, site_fit: CurveFit | None, aov: float,
                         aov_se: float) -> tuple[Estimate, dict[str, DeviceRow]]:
-        """The slow-page loss, and the slowdown by device (``detectors.localize``), both
-        from the recent commerce landings against the learned curve data."""
-        current_window = self._current_window(tick_ms)
-        current = np.zeros(CURVE_SIZE)
-        for _, bucket in current_window:
-            for index, count in bucket.commerce_sessions.items():
-                current[index] += count
-        if not (_SUM(current) > 0 and _SUM(self.curve_sessions.values) > 0):
-            return Estimate.zero(), {}  # what the pricing says without the fit
-        devices = device_shifts(self.curve_sessions.values, current)
-        fit = shrunk_strata_fit(self.curve_sessions.values, self.curve_conversions.values,
-                                site_fit)
-        loss = price_slow_pages(fit, self.curve_sessions.values, current,
-                                minutes=max(len(current_window), 1), aov=aov, aov_se=aov_se)
-        factors = self._factors()  # the curve's level is the day's; these minutes' is theirs
-        if factors is None:
-            return loss, devices
-        return loss.scaled(mean_factor(factors, current_window)), devices
+        """The slow-page loss and the slowdown by device (``pricing.price_slowdown``)."""
+        return price_slowdown(self._current_window(tick_ms), self.curve_sessions.values,
+                              self.curve_conversions.values, site_fit, self._factors(),
+                              aov=aov, aov_se=aov_se)
 
     def _current_window(self, tick_ms: int) -> list[tuple[int, MinuteBucket]]:
         """Minutes that show the latency now: the last ``price_minutes`` closed minutes, or

@@ -29,11 +29,13 @@ from scipy.special import xlogy
 from scipy.stats import betabinom
 
 from detectors.buckets import MINUTE_MS, minute_of
+from detectors.campaign_params import CampaignParams
 from detectors.conversion import ConversionVerdict, window_p_values, window_starts
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
 
-__all__ = ["Funnel", "checkout_fields", "exact_p_values", "funnel_scan", "with_funnel"]
+__all__ = ["Funnel", "checkout_fields", "exact_p_values", "funnel_scan", "scan_funnel",
+           "with_funnel"]
 
 FloatArray = npt.NDArray[np.float64]
 _NO_SCAN = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
@@ -154,6 +156,17 @@ def _with_p(verdict: ConversionVerdict, checkout: ConversionVerdict, weight: flo
                              verdict.window_start_ms, verdict.statistic)
 
 
+def scan_funnel(funnel: Funnel | None, params: CampaignParams, tick_ms: int
+                ) -> tuple[ConversionVerdict, ConversionVerdict]:
+    """A campaign's funnel scan and its last hour's at ``tick_ms``, with its parameters;
+    none while the funnel test is off, or the campaign has no funnel or a cold one."""
+    if params.funnel_test_weight <= 0 or funnel is None:
+        return _NO_SCAN, _NO_SCAN
+    return funnel.scan(tick_ms, windows_minutes=params.conversion_windows,
+                       hold_minutes=params.hold_windows, tolerance=params.conversion_tolerance,
+                       min_baseline_orders=params.min_baseline_conversions)
+
+
 def checkout_fields(checkout: ConversionVerdict) -> dict[str, Any]:
     """The funnel's verdict as the campaign verdict's ``checkout_*`` fields."""
     return {"checkout_p_value": checkout.p_value, "checkout_observed": checkout.observed,
@@ -177,6 +190,12 @@ class Funnel:
         self.lag = LagModel(horizon_minutes=horizon_minutes, prior_median_minutes=2.0)
         self.base = EwVector(2, half_life_minutes=half_life_minutes)  # [orders, reachers]
         self.last_matured_minute: int | None = None
+
+    @classmethod
+    def of(cls, params: CampaignParams) -> Funnel:
+        """A campaign's funnel: its horizon, the minutes it keeps, its conversion half-life."""
+        return cls(horizon_minutes=params.horizon_minutes, keep_minutes=params.keep_minutes,
+                   half_life_minutes=params.conversion_half_life_minutes)
 
     # -- facts ---------------------------------------------------------------------------
     def observe_checkout(self, checkout_ms: int) -> None:

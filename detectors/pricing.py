@@ -11,10 +11,14 @@ import math
 
 import numpy as np
 
+from detectors.buckets import MinuteBucket
+from detectors.conv_season import mean_factor
 from detectors.conversion import ConversionVerdict
+from detectors.elasticity import CurveFit
+from detectors.localize import device_shifts
 from detectors.revenue import conversion_loss, stratified_slow_page_loss
-from detectors.strata import StrataFit
-from detectors.verdicts import Estimate
+from detectors.strata import CURVE_SIZE, StrataFit, shrunk_strata_fit
+from detectors.verdicts import DeviceRow, Estimate
 from detectors.window import TickWindow
 
 HOUR_MS = 3_600_000
@@ -97,3 +101,26 @@ def onset_window(conv: ConversionVerdict, window: TickWindow, baseline_rate: flo
     seen, due = float(np.add.reduce(conversions[first:])), float(np.add.reduce(expected[first:]))
     return ConversionVerdict(conv.p_value, seen, due, seen / due if due > 0 else math.nan,
                              window.minutes[first], conv.statistic)
+
+
+def price_slowdown(
+    current_window: list[tuple[int, MinuteBucket]], curve_sessions: np.ndarray,
+    curve_conversions: np.ndarray, site_fit: CurveFit | None, factors: np.ndarray | None, *,
+    aov: float, aov_se: float,
+) -> tuple[Estimate, dict[str, DeviceRow]]:
+    """The slow-page loss, and the slowdown by device (``detectors.localize``), both from
+    the commerce landings of ``current_window`` against the learned curve data; scaled by
+    the hour-of-day ``factors`` (the curve's level is the day's, these minutes' is theirs)."""
+    current = np.zeros(CURVE_SIZE)
+    for _, bucket in current_window:
+        for index, count in bucket.commerce_sessions.items():
+            current[index] += count
+    if not (np.add.reduce(current) > 0 and np.add.reduce(curve_sessions) > 0):
+        return Estimate.zero(), {}  # what the pricing says without the fit
+    devices = device_shifts(curve_sessions, current)
+    fit = shrunk_strata_fit(curve_sessions, curve_conversions, site_fit)
+    loss = price_slow_pages(fit, curve_sessions, current,
+                            minutes=max(len(current_window), 1), aov=aov, aov_se=aov_se)
+    if factors is None:
+        return loss, devices
+    return loss.scaled(mean_factor(factors, current_window)), devices
