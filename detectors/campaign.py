@@ -26,7 +26,7 @@ from detectors.conversion import ConversionVerdict
 from detectors.device_scan import DeviceDrop, price_device_drop, scan_campaign
 from detectors.elasticity import CurveFit
 from detectors.ewcounts import EwVector
-from detectors.funnel import Funnel, checkout_fields, scan_funnel, with_funnel
+from detectors.funnel import Funnel, checkout_fields, price_funnel_drop, scan_funnel, with_funnel
 from detectors.held import HeldMinutes
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
@@ -286,11 +286,13 @@ class CampaignModel:
             conversion_expected=conv.expected, conversion_ratio=conv.ratio,
             conversion_window_start_ms=conv.window_start_ms, conversion_recent_p_value=recent_p,
             conversion_day_known=not p.conversion_seasonality or self.season.day_known(),
-            **self._money(tick_ms, conv, site_fit, window, drop), **checkout_fields(checkout),
+            **self._money(tick_ms, conv, site_fit, window, drop, checkout),
+            **checkout_fields(checkout),
         )
 
-    def _money(self, tick_ms: int, conv: ConversionVerdict, site_fit: CurveFit | None,
-               window: TickWindow, drop: DeviceDrop | None) -> dict[str, Any]:
+    def _money(self, tick_ms: int, conv: ConversionVerdict, site_fit: CurveFit | None,  # noqa: PLR0917
+               window: TickWindow, drop: DeviceDrop | None, checkout: ConversionVerdict
+               ) -> dict[str, Any]:
         """Price what the tests see; a figure with no evidence behind it is zero (and not
         computed: most ticks of most campaigns need neither).
 
@@ -298,7 +300,9 @@ class CampaignModel:
         within ``price_hold_minutes`` (all a latency episode reads, from its first hot tick
         until it resolves) or a conversion shortfall is priced (which the slow pages may
         explain: the alert's ``explained_fraction``). A shortfall a device's own test found
-        (``drop``) is priced on the dropped devices, and put on devices, from its window.
+        (``drop``) is priced on the dropped devices, and put on devices, from its window;
+        one the session minutes do not show yet, from the checkout's reachers
+        (``funnel.price_funnel_drop``).
         """
         aov, aov_se = self.average_order_value()
         slow = lost = Estimate.zero()
@@ -324,6 +328,9 @@ class CampaignModel:
                 baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
                 aov=aov, aov_se=aov_se)
             so_far = max(priced.expected - priced.observed, 0.0) * aov
+        if priced_shortfall and lost.value <= 0 and self.funnel is not None:
+            lost, so_far = price_funnel_drop(self.funnel, checkout, self.params, tick_ms=tick_ms,
+                                             aov=aov, aov_se=aov_se)
         return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
                 "conversion_loss_per_hour": lost, "devices": devices,
                 "conversion_devices": conversion_devices,

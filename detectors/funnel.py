@@ -33,9 +33,11 @@ from detectors.campaign_params import CampaignParams
 from detectors.conversion import ConversionVerdict, window_p_values, window_starts
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
+from detectors.pricing import price_conversion_loss
+from detectors.verdicts import Estimate
 
-__all__ = ["Funnel", "checkout_fields", "exact_p_values", "funnel_scan", "scan_funnel",
-           "with_funnel"]
+__all__ = ["Funnel", "checkout_fields", "exact_p_values", "funnel_scan", "price_funnel_drop",
+           "scan_funnel", "with_funnel"]
 
 FloatArray = npt.NDArray[np.float64]
 _NO_SCAN = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
@@ -165,6 +167,27 @@ def scan_funnel(funnel: Funnel | None, params: CampaignParams, tick_ms: int
     return funnel.scan(tick_ms, windows_minutes=params.conversion_windows,
                        hold_minutes=params.hold_windows, tolerance=params.conversion_tolerance,
                        min_baseline_orders=params.min_baseline_conversions)
+
+
+def price_funnel_drop(funnel: Funnel, checkout: ConversionVerdict, params: CampaignParams, *,
+                      tick_ms: int, aov: float, aov_se: float) -> tuple[Estimate, float]:
+    """Revenue per hour missing among the reachers of the funnel's best window, scaled to
+    their eventual orders (``pricing.price_conversion_loss``), and the money of the orders
+    missing there by now; zero unless the funnel's evidence counts in the campaign's
+    p-value (``COUNTS_BELOW``). For a drop the funnel sees before the session minutes
+    show a shortfall to price (a payment that stopped minutes ago)."""
+    base_orders, base_reachers = (float(v) for v in funnel.base.values)
+    start = checkout.window_start_ms
+    if start is None or params.funnel_test_weight <= 0 or \
+            checkout.p_value / params.funnel_test_weight > COUNTS_BELOW:
+        return Estimate.zero(), 0.0
+    minutes, reachers, _, _ = funnel.series(tick_ms)
+    first = int(minutes.searchsorted(start))
+    lost = price_conversion_loss(checkout, tick_ms=tick_ms,
+                                 window_sessions=float(reachers[first:].sum()),
+                                 baseline_conversions=base_orders,
+                                 baseline_sessions=base_reachers, aov=aov, aov_se=aov_se)
+    return lost, max(checkout.expected - checkout.observed, 0.0) * aov if lost.value > 0 else 0.0
 
 
 def checkout_fields(checkout: ConversionVerdict) -> dict[str, Any]:

@@ -261,7 +261,9 @@ def test_session_facts_per_campaign(outcome: Outcome) -> None:
 def test_first_records_of_a_fresh_worker_are_not_expired(outcome: Outcome) -> None:
     facts = [f for f in outcome.facts if f.get("session_id") == "s-first"]
     seen = sorted((f["kind"], f["campaign"], f["known_session"]) for f in facts)
-    assert seen == [("order", "first-camp", True), ("session", "first-camp", True)], (
+    # its order, with no checkout page before it, marks the checkout (docs/FUNNEL.md)
+    assert seen == [("checkout", "first-camp", True), ("order", "first-camp", True),
+                    ("session", "first-camp", True)], (
         "the session of a fresh worker's first batch must live on (one session fact, its "
         f"order attributed to it), got {facts}")
 

@@ -198,6 +198,7 @@ def test_a_campaign_sees_a_stopped_payment_through_its_funnel_and_keeps_it() -> 
     last = [shop.minute(minute) for minute in range(600, 620)][-1]
     assert last.checkout_p_value < 1e-3
     assert last.checkout_observed < last.checkout_expected
+    assert last.conversion_loss_per_hour.value > 0  # priced, from the reachers if need be
     assert last.conversion_p_value <= last.checkout_p_value / 0.5 + 1e-12
     old = model_to_state(model)
     del old["fn"]  # a row written before the funnel
