@@ -110,7 +110,11 @@ def test_the_phones_checkout_fires_put_on_mobile_and_priced(outcome: Outcome) ->
     assert 0 < fired[0]["ts"] - start <= 60 * MINUTE, brief
     assert any(placed_on_mobile(a) for a in fired), [a["evidence"].get("drop_devices")
                                                       for a in fired]
-    assert all(a["revenue_at_risk_per_hour"] > 0 for a in fired), \
+    # priced while the phones cannot pay; an update in the quiet minutes before it resolves,
+    # the orders back, may say nothing is at risk any more
+    during = [a for a in fired if a["ts"] <= outcome.incident.end_ms]
+    assert during, brief
+    assert all(a["revenue_at_risk_per_hour"] > 0 for a in during), \
         [a["revenue_at_risk_per_hour"] for a in fired]
     assert "; on mobile (orders " in next(a for a in fired if placed_on_mobile(a))["summary"]
 
