@@ -17,8 +17,16 @@ from scipy.stats import binom
 from detectors.campaign import CampaignModel, CampaignParams, CampaignVerdict
 from detectors.campaign_state import model_from_state, model_to_state
 from detectors.conversion import MINUTE_MS, ConversionVerdict, conversion_scan
-from detectors.funnel import Funnel, checkout_fields, exact_p_values, funnel_scan, with_funnel
+from detectors.funnel import (
+    Funnel,
+    checkout_fields,
+    exact_p_values,
+    funnel_scan,
+    price_funnel_drop,
+    with_funnel,
+)
 from detectors.lag import LagModel
+from detectors.verdicts import Estimate
 
 WINDOWS = (10, 20, 30, 60, 120)
 HOLD = (10, 20, 30, 60)
@@ -118,6 +126,26 @@ def test_the_funnel_shares_the_campaign_level_by_weight() -> None:
     assert with_funnel(campaign, recent, cold, 0.3) == (campaign, recent)
     assert with_funnel(campaign, recent, checkout, 0.0) == (campaign, recent)
     assert checkout_fields(checkout[0])["checkout_window_start_ms"] == 7
+
+
+def test_a_drop_only_the_funnel_shows_is_priced_from_its_reachers() -> None:
+    funnel = Funnel(horizon_minutes=120, keep_minutes=140, half_life_minutes=1e9)
+    funnel.base.add(0, np.array([600.0, 1200.0]))  # q = 0.5
+    tick = 200 * MINUTE_MS
+    for minute in range(180, 200):
+        for _ in range(3):
+            funnel.observe_checkout(minute * MINUTE_MS)
+    window = tick - 20 * MINUTE_MS
+    seen = ConversionVerdict(1e-6, 0.0, 24.0, 0.0, window, -7.0)  # 0 of 24 due: a stop
+    params = CampaignParams()
+    lost, so_far = price_funnel_drop(funnel, seen, params, tick_ms=tick, aov=80.0, aov_se=1.0)
+    # 60 reachers in 20 minutes, half of whom would order: 90 orders an hour at $80
+    assert lost.value == pytest.approx(90 * 80.0, rel=0.01)
+    assert lost.low < lost.value < lost.high
+    assert so_far == pytest.approx(24 * 80.0)
+    weak = ConversionVerdict(0.2, 20.0, 24.0, 0.83, window, -0.8)  # does not count: no price
+    assert price_funnel_drop(funnel, weak, params, tick_ms=tick, aov=80.0,
+                             aov_se=1.0) == (Estimate.zero(), 0.0)
 
 
 def test_counts_retractions_maturing_and_flags() -> None:

@@ -442,6 +442,23 @@ def test_an_update_after_the_pages_sped_up_says_so(kind: str, summary: str) -> N
     assert text == summary
 
 
+@pytest.mark.parametrize(("seen", "clause"), [
+    (1.0, "; 1 order vs 11 expected after the checkout in the last 10 min"),
+    (3.0, "; 3 orders vs 11 expected after the checkout in the last 10 min"),
+    (10.5, ""),  # not under 90% of the 11.2 expected: the reachers show no drop
+])
+def test_a_drop_line_says_what_the_checkouts_reachers_showed(seen: float, clause: str) -> None:
+    tick = dropped("spring_sale", T0, checkout_p_value=1e-5, checkout_observed=seen,
+                   checkout_expected=11.2, checkout_window_start_ms=T0 - 10 * MIN)
+    facts = evidence(tick, True)
+    assert (facts["checkout_orders_observed"], facts["checkout_window_minutes"]) == (seen, 10)
+    assert firing_summary("spring_sale", "conversion_drop", Estimate(2300, 1800, 2900),
+                          facts, "USD") == (
+        "spring_sale: checkout? conversion 1.2% vs 3.1% in the last 20 min (14 orders, 37 "
+        f"expected){clause} with normal page speed (p75 LCP 2.3 s vs 2.3 s); ~$2,300/h at "
+        "risk (90%: $1,800-$2,900)")
+
+
 def test_a_drop_line_falls_back_to_the_hour_without_a_window_that_shows_it() -> None:
     """An episode held open by the last hour's test, its best window no longer short of
     orders, and an older worker's evidence without the window: the last hour's rates."""

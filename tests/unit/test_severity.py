@@ -64,6 +64,18 @@ def test_orders_stopped_on_the_campaign_or_on_a_device(
     assert orders_stopped(drop) is stopped
 
 
+@pytest.mark.parametrize(("seen", "expected", "stopped"), [
+    (0.0, 22.0, True),  # the checkout's reachers stopped ordering
+    (0.0, 15.0, False),  # none of 15: not yet sure under a quarter
+    (9.0, 22.0, False),  # a partial drop
+])
+def test_orders_stopped_among_the_checkouts_reachers(seen: float, expected: float,
+                                                     stopped: bool) -> None:
+    drop = dropped("c", T0, conversion_observed=14.0, checkout_observed=seen,
+                   checkout_expected=expected)
+    assert orders_stopped(drop) is stopped
+
+
 def test_a_partial_drop_in_the_first_day_is_a_ticket_that_says_why() -> None:
     first_day = _alerts(dropped("c", T0, conversion_day_known=False))
     known = _alerts(dropped("c", T0))
