@@ -84,6 +84,8 @@ class IncidentResult:
     first_estimate_per_hour: float | None = None
     first_interval: tuple[float, float] | None = None
     first_covered: bool | None = None
+    # the first episode's ``started_at`` against the true start, in minutes (under 0: early)
+    onset_minutes: float | None = None
 
 
 def run_seed(seed: int, days: float, scale: float, workers: int = 0, *, share: bool = False,
@@ -140,6 +142,7 @@ def judge(seed: int, inc: dict[str, Any], episodes: list[Episode]) -> IncidentRe
         return base
     first = min(matched, key=lambda e: e.first_ts)
     base.detect_minutes = (first.first_ts - start) / MINUTE
+    base.onset_minutes = (first.started_at - start) / MINUTE
     during = [u for e in matched for u in e.updates
               if u["state"] == "firing" and u["ts"] <= end + 15 * MINUTE]
     kinds = Counter(u["kind"] for u in during) or Counter([first.updates[0]["kind"]])
@@ -270,14 +273,20 @@ def summarise(results: list[IncidentResult], alarms: list[dict[str, Any]], days:
 def _first_alerts(results: list[IncidentResult]) -> dict[str, Any]:
     """The money of each caught incident's first alert against the truth: the median
     estimate / truth by kind (under 1: too low), the median relative error and the 90%
-    intervals' coverage."""
+    intervals' coverage; and by kind the median error of the first episode's onset
+    (``started_at``) in minutes, early or late."""
     first = [r for r in results if r.caught and r.first_estimate_per_hour is not None
              and r.true_loss_per_hour > 0]
     ratios: dict[str, list[float]] = defaultdict(list)
     for r in first:
         ratios[r.kind].append((r.first_estimate_per_hour or 0.0) / r.true_loss_per_hour)
     covered = [r.first_covered for r in first if r.first_covered is not None]
-    return {"first_alert_median_ratio": {k: statistics.median(v) for k, v in ratios.items()},
+    onsets: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        if r.onset_minutes is not None:
+            onsets[r.kind].append(abs(r.onset_minutes))
+    return {"median_onset_error_minutes": {k: statistics.median(v) for k, v in onsets.items()},
+            "first_alert_median_ratio": {k: statistics.median(v) for k, v in ratios.items()},
             "first_alert_median_relative_error": statistics.median(
                 abs(x - 1.0) for v in ratios.values() for x in v) if first else None,
             "first_alert_interval_coverage": sum(covered) / len(covered) if covered else None}

@@ -26,7 +26,7 @@ from detectors.conversion import ConversionVerdict
 from detectors.device_scan import DeviceDrop, price_device_drop, scan_campaign
 from detectors.elasticity import CurveFit
 from detectors.ewcounts import EwVector
-from detectors.funnel import Funnel, checkout_fields, price_funnel_drop, scan_funnel, with_funnel
+from detectors.funnel import Funnel, checkout_fields, combine_funnel, price_funnel_drop
 from detectors.held import HeldMinutes
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
@@ -170,9 +170,8 @@ class CampaignModel:
         window = TickWindow(self.ring, self.lag, tick_ms, self.params.horizon_minutes,
                             self._factors())
         conversion, drop, recent = self._scan_conversion(window)
-        checkout = scan_funnel(self.funnel, self.params, tick_ms)
-        conversion, recent = with_funnel(conversion, recent, checkout,
-                                         self.params.funnel_test_weight)
+        conversion, recent, checkout, onset = combine_funnel(
+            self.funnel, self.params, tick_ms, conversion, recent, drop)
         if conversion.p_value < self.params.flag_conversion_p and conversion.window_start_ms:
             # flags only: the window holds; a device's window may start before the campaign's
             start = min(conversion.window_start_ms, drop.start_ms if drop else tick_ms,
@@ -181,7 +180,7 @@ class CampaignModel:
             if self.funnel is not None:
                 self.funnel.flag(start, tick_ms)
         return self._verdict(campaign, window, conversion, site_fit, recent.p_value, drop,
-                             checkout[0])
+                             checkout[0], onset)
 
     def _flag(self, start_ms: int, end_ms: int) -> None:
         for minute, bucket in self.ring.span(minute_of(start_ms), end_ms):
@@ -259,7 +258,7 @@ class CampaignModel:
     # -- reporting ------------------------------------------------------------------------
     def _verdict(self, campaign: str, window: TickWindow, conv: ConversionVerdict,  # noqa: PLR0917
                  site_fit: CurveFit | None, recent_p: float, drop: DeviceDrop | None,
-                 checkout: ConversionVerdict) -> CampaignVerdict:
+                 checkout: ConversionVerdict, onset: int | None) -> CampaignVerdict:
         p = self.params
         tick_ms, buckets = window.tick_ms, window.buckets
         first_recent = window.first_from(tick_ms - p.recent_minutes * MINUTE_MS)
@@ -287,7 +286,7 @@ class CampaignModel:
             conversion_window_start_ms=conv.window_start_ms, conversion_recent_p_value=recent_p,
             conversion_day_known=not p.conversion_seasonality or self.season.day_known(),
             **self._money(tick_ms, conv, site_fit, window, drop, checkout),
-            **checkout_fields(checkout),
+            **checkout_fields(checkout), conversion_onset_ms=onset,
         )
 
     def _money(self, tick_ms: int, conv: ConversionVerdict, site_fit: CurveFit | None,  # noqa: PLR0917

@@ -193,8 +193,9 @@ def classify(verdict: CampaignVerdict, conversion_rejected: bool,
     """The kind of a campaign-tick, or ``None`` when it is not hot.
 
     A data gap (no sessions in the window) is never hot. The start is the earliest of the
-    latency change point (if latency regressed) and the conversion window's start (if the
-    conversion test rejected).
+    latency change point (if latency regressed) and the conversion drop's onset (if the
+    conversion test rejected): the window start of the test that decided its p-value
+    (``funnel.onset_of``), or the campaign's window's from a verdict without one.
     """
     if verdict.sessions_in_window <= 0:
         return None
@@ -206,8 +207,10 @@ def classify(verdict: CampaignVerdict, conversion_rejected: bool,
         kind = PERFORMANCE if costly else LATENCY
     else:
         return None
+    onset = verdict.conversion_onset_ms
     starts = [verdict.latency_started_ms if latency else None,
-              verdict.conversion_window_start_ms if conversion_rejected else None]
+              (verdict.conversion_window_start_ms if onset is None else onset)
+              if conversion_rejected else None]
     known = [start for start in starts if start is not None]
     return Heat(kind, min(known) if known else None)
 

@@ -90,6 +90,11 @@ class CampaignVerdict:
     checkout_observed: float = 0.0
     checkout_expected: float = 0.0
     checkout_window_start_ms: int | None = None
+    # where the drop began by the test that decided the campaign's conversion p-value (the
+    # first minute of its best window: the campaign's scan, a device's, or the funnel's
+    # checkout minutes; ``funnel.onset_of``); None without a window (and from a worker before
+    # 2026-12-07: the conversion window's start is read then)
+    conversion_onset_ms: int | None = None
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
@@ -106,6 +111,7 @@ class CampaignVerdict:
         conversion_day_known: bool = True, conversion_lost_so_far: float = 0.0,
         checkout_p_value: float = 1.0, checkout_observed: float = 0.0,
         checkout_expected: float = 0.0, checkout_window_start_ms: int | None = None,
+        conversion_onset_ms: int | None = None,
     ) -> None:
         object.__setattr__(self, "campaign", campaign)
         object.__setattr__(self, "tick_ms", int(tick_ms))
@@ -138,6 +144,7 @@ class CampaignVerdict:
         object.__setattr__(self, "checkout_observed", float(checkout_observed))
         object.__setattr__(self, "checkout_expected", float(checkout_expected))
         object.__setattr__(self, "checkout_window_start_ms", checkout_window_start_ms)
+        object.__setattr__(self, "conversion_onset_ms", conversion_onset_ms)
 
     @property
     def explained_fraction(self) -> float:

@@ -22,6 +22,7 @@ from detectors.funnel import (
     checkout_fields,
     exact_p_values,
     funnel_scan,
+    onset_of,
     price_funnel_drop,
     with_funnel,
 )
@@ -126,6 +127,24 @@ def test_the_funnel_shares_the_campaign_level_by_weight() -> None:
     assert with_funnel(campaign, recent, cold, 0.3) == (campaign, recent)
     assert with_funnel(campaign, recent, checkout, 0.0) == (campaign, recent)
     assert checkout_fields(checkout[0])["checkout_window_start_ms"] == 7
+
+
+def test_the_onset_is_the_window_of_the_test_that_decided() -> None:
+    """The campaign's window (0) unless a device's test won (its window, 3) or the funnel's
+    adjusted p-value counts and is the smaller (its checkout minutes, 7)."""
+    campaign = ConversionVerdict(0.01, 10.0, 20.0, 0.5, 0, -2.0)
+    funnel = ConversionVerdict(0.0003, 1.0, 9.0, 0.1, 7, -3.0)
+    assert onset_of(campaign, None, funnel, 0.3) == 7  # 0.0003 / 0.3 < 0.01 / 0.7
+    assert onset_of(campaign, 3, funnel, 0.3) == 7
+    weak = ConversionVerdict(0.006, 1.0, 9.0, 0.1, 7, -3.0)  # 0.02 > 0.01 / 0.7
+    assert onset_of(campaign, None, weak, 0.3) == 0
+    assert onset_of(campaign, 3, weak, 0.3) == 3
+    assert onset_of(campaign, 3, funnel, 0.0) == 3  # the funnel's test off
+    uncounted = ConversionVerdict(0.3, 1.0, 2.0, 0.5, 7, -0.5)
+    assert onset_of(ConversionVerdict(0.9, 1.0, 1.0, 1.0, 0, 0.0), None, uncounted, 0.3) == 0
+    cold = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
+    assert onset_of(cold, 3, funnel, 0.3) is None
+    assert onset_of(campaign, None, cold, 0.3) == 0
 
 
 def test_a_drop_only_the_funnel_shows_is_priced_from_its_reachers() -> None:

@@ -187,6 +187,27 @@ def test_quiet_verdict_is_not_hot() -> None:
     assert classify(verdict(), conversion_rejected=False, params=IncidentParams()) is None
 
 
+def test_a_drop_starts_where_the_test_that_decided_saw_it() -> None:
+    """The onset of the deciding test (a device's, the funnel's) over the campaign scan's
+    window; the window's start from a verdict without one (a worker before 2026-12-07)."""
+    params = IncidentParams()
+    decided = dropped("s", T0, conversion_onset_ms=T0 - 7 * MIN)
+    heat = classify(decided, conversion_rejected=True, params=params)
+    assert heat is not None
+    assert heat.start_ms == T0 - 7 * MIN
+    older = classify(dropped("s", T0), conversion_rejected=True, params=params)
+    assert older is not None
+    assert older.start_ms == T0 - 20 * MIN
+    both = classify(slow("s", T0, conversion_p_value=1e-9, conversion_onset_ms=T0 - 2 * MIN),
+                    conversion_rejected=True, params=params)
+    assert both is not None
+    assert both.start_ms == T0 - 5 * MIN  # the latency's, earlier
+    (alert,) = IncidentManager(ONE_TICK).process_tick(T0, [decided])
+    assert alert.started_at == T0 - 7 * MIN
+    state = CampaignVerdict.from_state(json.loads(json.dumps(decided.to_state())))
+    assert state.conversion_onset_ms == T0 - 7 * MIN
+
+
 # ---------------------------------------------------------------- episode life cycle
 
 

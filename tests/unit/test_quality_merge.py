@@ -123,3 +123,16 @@ def test_first_alerts_are_summarised_and_older_files_still_merge(tmp_path: Path)
     assert summary["first_alert_interval_coverage"] == 0.5
     assert [r["first_interval"] for r in merged["incidents"]] == [[300.0, 900.0],
                                                                  [800.0, 1600.0], None]
+
+
+def test_onset_errors_are_medians_of_their_size_by_kind(tmp_path: Path) -> None:
+    """Early and late count alike; a row written before ``onset_minutes`` has none."""
+    rows = [asdict(incident(1, True, 0.1)) | {"onset_minutes": m} for m in (-12.0, 2.0, 5.0)]
+    older = {k: v for k, v in asdict(incident(1, True, 0.1)).items() if k != "onset_minutes"}
+    path = tmp_path / "seed-1.json"
+    path.write_text(json.dumps({"summary": {}, "false_alarms": [],
+                                "incidents": [*rows, older]}))
+    out = tmp_path / "merged.json"
+    assert main(["--merge", str(path), "--days", "3", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["median_onset_error_minutes"] == {"performance_conversion_loss": 5.0}
