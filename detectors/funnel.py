@@ -165,18 +165,22 @@ def onset_of(conversion: ConversionVerdict, drop_start_ms: int | None,
     """
     if conversion.window_start_ms is None:
         return None
-    if 0 < weight < 1 and checkout.window_start_ms is not None:
-        p_checkout = checkout.p_value / weight
-        if p_checkout <= COUNTS_BELOW and p_checkout < conversion.p_value / (1.0 - weight):
-            return checkout.window_start_ms
+    if weight > 0 and checkout.window_start_ms is not None and \
+            _funnel_p(checkout, weight) < min(conversion.p_value / (1.0 - weight), 1.0):
+        return checkout.window_start_ms
     return conversion.window_start_ms if drop_start_ms is None else drop_start_ms
+
+
+def _funnel_p(checkout: ConversionVerdict, weight: float) -> float:
+    """The funnel's p-value adjusted for its share of the level where it counts (at most
+    ``COUNTS_BELOW``), else 1: what ``with_funnel`` and ``onset_of`` compare."""
+    p_checkout = checkout.p_value / weight
+    return p_checkout if p_checkout <= COUNTS_BELOW else 1.0
 
 
 def _with_p(verdict: ConversionVerdict, checkout: ConversionVerdict, weight: float
             ) -> ConversionVerdict:
-    p_checkout = checkout.p_value / weight
-    p_value = min(verdict.p_value / (1.0 - weight),
-                  p_checkout if p_checkout <= COUNTS_BELOW else 1.0, 1.0)
+    p_value = min(verdict.p_value / (1.0 - weight), _funnel_p(checkout, weight), 1.0)
     return ConversionVerdict(p_value, verdict.observed, verdict.expected, verdict.ratio,
                              verdict.window_start_ms, verdict.statistic)
 
