@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import betainc, xlogy
+from scipy.special import betainc
 
-__all__ = ["MINUTE_MS", "ConversionVerdict", "conversion_scan", "conversion_scan_rows",
-           "window_p_values", "window_starts"]
+__all__ = ["MINUTE_MS", "ConversionVerdict", "argmin_of", "conversion_scan",
+           "conversion_scan_rows", "start_indices", "window_p_values", "window_starts", "xlogy"]
 
 MINUTE_MS = 60_000
 
@@ -150,12 +150,23 @@ def window_starts(
     minute: npt.NDArray[np.int64], windows_minutes: Sequence[int]
 ) -> npt.NDArray[np.intp]:
     """Distinct first indices of the windows, longest window first."""
+    return np.array(start_indices(minute, windows_minutes), dtype=np.intp)
+
+
+def start_indices(minute: npt.NDArray[np.int64], windows_minutes: Sequence[int]) -> list[int]:
+    """:func:`window_starts` as a list (one search of the minutes; the rest on a handful of
+    ints, which a tick does four times per campaign)."""
     if not windows_minutes or min(windows_minutes) <= 0:
         msg = f"windows_minutes must be non-empty positive ints, got {windows_minutes!r}"
         raise ValueError(msg)
-    cutoffs = [int(minute[-1]) - w * MINUTE_MS for w in sorted(set(windows_minutes), reverse=True)]
-    starts = minute.searchsorted(cutoffs, side="right")
-    distinct: npt.NDArray[np.intp] = starts[np.concatenate(([True], starts[1:] != starts[:-1]))]
+    last = int(minute[-1])
+    cutoffs = [last - w * MINUTE_MS for w in sorted(set(windows_minutes), reverse=True)]
+    found: list[int] = minute.searchsorted(np.array(cutoffs, dtype=np.int64),
+                                           side="right").tolist()
+    distinct = found[:1]
+    for start in found[1:]:
+        if start != distinct[-1]:
+            distinct.append(start)
     return distinct
 
 
@@ -172,8 +183,9 @@ def _best_window(
     """Conditional binomial p-value of every window; the smallest one, adjusted."""
     expected, p0, p_values = window_p_values(exposure, observed, baseline_conversions,
                                               baseline_sessions, r0)
-    return _verdict_of(minute, starts, expected, observed, p0, p_values,
-                       baseline_conversions, r0)
+    first = minute[starts].tolist()
+    return _verdict_of(first, range(len(first)), expected.tolist(), observed.tolist(),
+                       p0.tolist(), p_values.tolist(), baseline_conversions, r0)
 
 
 def window_p_values(
@@ -192,24 +204,41 @@ def window_p_values(
     return expected, p0, p_values
 
 
-def _verdict_of(  # noqa: PLR0917 (one row of the windows' arrays)
-    minute: npt.NDArray[np.int64], starts: npt.NDArray[np.intp],
-    expected: npt.NDArray[np.float64], observed: npt.NDArray[np.float64],
-    p0: npt.NDArray[np.float64], p_values: npt.NDArray[np.float64],
+def _verdict_of(  # noqa: PLR0917 (one row of the windows' figures)
+    first_minutes: list[int], cols: Sequence[int], expected: list[float],
+    observed: list[float], p0: list[float], p_values: list[float],
     baseline_conversions: float, r0: float,
 ) -> ConversionVerdict:
-    """The verdict of the window with the smallest p-value, Bonferroni-adjusted."""
-    best = int(p_values.argmin())
-    obs, exp_, p_best = float(observed[best]), float(expected[best]), float(p_values[best])
-    statistic = _signed_root_deviance(obs, obs + baseline_conversions, float(p0[best]))
+    """The verdict of the window (of ``cols``, indices into the lists, one per window) with
+    the smallest p-value, Bonferroni-adjusted over ``cols``. Plain lists: a tick reads a
+    few windows of a few rows, where numpy's per-call cost is most of the work."""
+    best = argmin_of(p_values, cols)
+    obs, exp_, p_best = observed[best], expected[best], p_values[best]
+    statistic = _signed_root_deviance(obs, obs + baseline_conversions, p0[best])
     return ConversionVerdict(
-        p_value=min(1.0, p_best * starts.size),
+        p_value=min(1.0, p_best * len(cols)),
         observed=obs,
         expected=exp_,
         ratio=obs / exp_ if exp_ > 0 else math.nan,
-        window_start_ms=int(minute[starts[best]]),
+        window_start_ms=first_minutes[best],
         statistic=statistic if obs < r0 * exp_ else 0.0,
     )
+
+
+def argmin_of(values: list[float], cols: Sequence[int]) -> int:
+    """The index in ``cols`` of the smallest of ``values`` there, as ``numpy.argmin``
+    picks it: the first nan if there is one, else the first of the smallest."""
+    best = cols[0]
+    low = values[best]
+    if math.isnan(low):
+        return best
+    for j in cols[1:]:
+        value = values[j]
+        if math.isnan(value):
+            return j
+        if value < low:
+            best, low = j, value
+    return best
 
 
 def conversion_scan_rows(  # noqa: PLR0917 (conversion_scan's, a row each)
@@ -248,8 +277,8 @@ def conversion_scan_rows(  # noqa: PLR0917 (conversion_scan's, a row each)
         raise ValueError(msg)
     if minute_ms.shape[0] == 0 or not warm.any():
         return [_NO_DATA] * rows, [_NO_DATA] * rows if hold_minutes else []
-    starts = window_starts(minute_ms, windows_minutes)
-    lengths = minute_ms.shape[0] - 1 - starts
+    starts = start_indices(minute_ms, windows_minutes)
+    lengths = minute_ms.shape[0] - 1 - np.array(starts, dtype=np.intp)
     exposure = (sessions * completeness)[:, ::-1].cumsum(axis=1)[:, lengths]
     observed = conversions[:, ::-1].cumsum(axis=1)[:, lengths]
     base_c, base_s = baseline_conversions[:, None], baseline_sessions[:, None]
@@ -257,31 +286,34 @@ def conversion_scan_rows(  # noqa: PLR0917 (conversion_scan's, a row each)
     expected, p0, p_values = window_p_values(
         exposure, observed, np.where(warm[:, None], base_c, 1.0),
         np.where(warm[:, None], base_s, 1.0), r0)
-    by_row = (expected, observed, p0, p_values)
-    main = _row_verdicts(minute_ms, starts, slice(None), by_row, base_c[:, 0], warm, r0)
+    table = _Rows(minute_ms[starts].tolist(), expected.tolist(), observed.tolist(),
+                  p0.tolist(), p_values.tolist(), baseline_conversions.tolist(), warm.tolist())
+    main = table.verdicts(range(len(starts)), r0)
     if not hold_minutes:
         return main, []
-    kept = set(window_starts(minute_ms, hold_minutes).tolist())
-    held = np.array([start in kept for start in starts.tolist()])
-    return main, _row_verdicts(minute_ms, starts, held, by_row, base_c[:, 0], warm, r0)
+    kept = set(start_indices(minute_ms, hold_minutes))
+    return main, table.verdicts([j for j, start in enumerate(starts) if start in kept], r0)
 
 
-def _row_verdicts(  # noqa: PLR0917 (the rows' arrays)
-    minute: npt.NDArray[np.int64], starts: npt.NDArray[np.intp],
-    cols: slice | npt.NDArray[np.bool_], by_row: tuple[npt.NDArray[np.float64], ...],
-    baseline_conversions: npt.NDArray[np.float64], warm: npt.NDArray[np.bool_], r0: float,
-) -> list[ConversionVerdict]:
-    """:func:`_verdict_of` of each warm row of ``by_row`` (expected, observed, p0 and p,
-    a row a series) over the windows ``cols`` (``_NO_DATA`` for a cold row)."""
-    out = []
-    for i in range(warm.shape[0]):
-        if not warm[i]:
-            out.append(_NO_DATA)
-            continue
-        expected, observed, p0, p_values = (a[i][cols] for a in by_row)
-        out.append(_verdict_of(minute, starts[cols], expected, observed, p0, p_values,
-                               float(baseline_conversions[i]), r0))
-    return out
+class _Rows:
+    """The windows' figures of every row of a scan, as lists (``table.verdicts``)."""
+
+    __slots__ = ("baseline", "expected", "first_minutes", "observed", "p0", "p_values", "warm")
+
+    def __init__(  # noqa: PLR0917 (the rows' figures)
+        self, first_minutes: list[int], expected: list[list[float]],
+        observed: list[list[float]], p0: list[list[float]], p_values: list[list[float]],
+        baseline: list[float], warm: list[bool],
+    ) -> None:
+        self.first_minutes, self.expected, self.observed = first_minutes, expected, observed
+        self.p0, self.p_values, self.baseline, self.warm = p0, p_values, baseline, warm
+
+    def verdicts(self, cols: Sequence[int], r0: float) -> list[ConversionVerdict]:
+        """:func:`_verdict_of` of each warm row over the windows ``cols`` (``_NO_DATA`` for
+        a cold row)."""
+        return [_verdict_of(self.first_minutes, cols, self.expected[i], self.observed[i],
+                            self.p0[i], self.p_values[i], self.baseline[i], r0)
+                if self.warm[i] else _NO_DATA for i in range(len(self.warm))]
 
 
 def _signed_root_deviance(observed: float, total: float, p0: float) -> float:
@@ -293,4 +325,12 @@ def _signed_root_deviance(observed: float, total: float, p0: float) -> float:
         xlogy(observed, observed / mean)
         + xlogy(total - observed, (total - observed) / (total - mean))
     )
-    return -math.sqrt(max(0.0, float(deviance)))
+    return -math.sqrt(max(0.0, deviance))
+
+
+def xlogy(x: float, y: float) -> float:
+    """``x log(y)``, 0 where ``x`` is 0 (``scipy.special.xlogy`` on floats, without a
+    ufunc call per number)."""
+    if x == 0 and not math.isnan(y):
+        return 0.0
+    return x * math.log(y) if y > 0 else (math.nan if y < 0 or math.isnan(y) else -math.inf)

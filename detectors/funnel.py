@@ -21,16 +21,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import xlogy
 from scipy.stats import betabinom
 
 from detectors.buckets import MINUTE_MS, minute_of
 from detectors.campaign_params import CampaignParams
-from detectors.conversion import ConversionVerdict, window_p_values, window_starts
+from detectors.conversion import (
+    ConversionVerdict,
+    argmin_of,
+    start_indices,
+    window_p_values,
+    xlogy,
+)
 from detectors.device_scan import DeviceDrop
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
@@ -94,8 +100,8 @@ def funnel_scan(  # noqa: PLR0917 (conversion_scan's arguments)
     if minute_ms.shape[0] == 0 or baseline_reachers <= 0 or baseline_orders <= 0:
         return _NO_SCAN, _NO_SCAN
     q = min(baseline_orders / baseline_reachers, 1.0)
-    starts = window_starts(minute_ms, windows_minutes)
-    lengths = minute_ms.shape[0] - 1 - starts
+    starts = start_indices(minute_ms, windows_minutes)
+    lengths = minute_ms.shape[0] - 1 - np.array(starts, dtype=np.intp)
     exposure = (reachers * completeness)[::-1].cumsum()[lengths]
     second = (reachers * completeness * completeness)[::-1].cumsum()[lengths]
     observed = orders[::-1].cumsum()[lengths]
@@ -105,33 +111,39 @@ def funnel_scan(  # noqa: PLR0917 (conversion_scan's arguments)
     r0 = 1.0 - tolerance
     _, _, p_values = window_p_values(exposure / phi, observed / phi, baseline_orders / phi_base,
                                      baseline_reachers / phi_base, r0)
-    if float(p_values.min()) * starts.size < EXACT_BELOW:
+    if float(p_values.min()) * len(starts) < EXACT_BELOW:
         count = reachers[::-1].cumsum()[lengths]
         p_values = exact_p_values(observed, count, exposure, q, baseline_reachers, r0)
-    expected = exposure * q
-    kept = set(window_starts(minute_ms, hold_minutes).tolist()) if hold_minutes else set()
-    hold = np.array([start in kept for start in starts.tolist()], dtype=np.bool_)
-    return (_best(minute_ms, starts, expected, observed, p_values, r0),
-            _best(minute_ms, starts, expected, observed, p_values, r0, hold))
+    kept = set(start_indices(minute_ms, hold_minutes)) if hold_minutes else set()
+    windows = _Windows(minute_ms[starts].tolist(), (exposure * q).tolist(), observed.tolist(),
+                       p_values.tolist())
+    return (windows.best(range(len(starts)), r0),
+            windows.best([j for j, start in enumerate(starts) if start in kept], r0))
 
 
-def _best(  # noqa: PLR0917 (the windows' arrays)
-    minute_ms: npt.NDArray[np.int64], starts: npt.NDArray[np.intp], expected: FloatArray,
-    observed: FloatArray, p_values: FloatArray, r0: float,
-    among: npt.NDArray[np.bool_] | None = None,
-) -> ConversionVerdict:
-    """The verdict of the window with the smallest p-value (of ``among``, all if None); its
-    statistic is the signed root of the Poisson deviance of the orders (0 without a drop)."""
-    rows = np.arange(starts.size) if among is None else np.flatnonzero(among)
-    if rows.size == 0:
-        return _NO_SCAN
-    best = int(rows[int(p_values[rows].argmin())])
-    obs, exp_ = float(observed[best]), float(expected[best])
-    drop = obs < r0 * exp_
-    return ConversionVerdict(
-        min(1.0, float(p_values[best]) * rows.size), obs, exp_,
-        obs / exp_ if exp_ > 0 else math.nan, int(minute_ms[starts[best]]),
-        -math.sqrt(2.0 * (float(xlogy(obs, obs / exp_)) - obs + exp_)) if drop else 0.0)
+class _Windows:
+    """The windows' first minutes, expected and observed orders and p-values, as lists."""
+
+    __slots__ = ("expected", "first_minutes", "observed", "p_values")
+
+    def __init__(self, first_minutes: list[int], expected: list[float], observed: list[float],
+                 p_values: list[float]) -> None:
+        self.first_minutes, self.expected = first_minutes, expected
+        self.observed, self.p_values = observed, p_values
+
+    def best(self, cols: Sequence[int], r0: float) -> ConversionVerdict:
+        """The verdict of the window with the smallest p-value of ``cols`` (indices of
+        windows; ``_NO_SCAN`` when none), Bonferroni-adjusted over them; its statistic is
+        the signed root of the Poisson deviance of the orders (0 without a drop)."""
+        if not cols:
+            return _NO_SCAN
+        best = argmin_of(self.p_values, cols)
+        obs, exp_ = self.observed[best], self.expected[best]
+        drop = obs < r0 * exp_
+        return ConversionVerdict(
+            min(1.0, self.p_values[best] * len(cols)), obs, exp_,
+            obs / exp_ if exp_ > 0 else math.nan, self.first_minutes[best],
+            -math.sqrt(2.0 * (xlogy(obs, obs / exp_) - obs + exp_)) if drop else 0.0)
 
 
 def with_funnel(conversion: ConversionVerdict, recent: ConversionVerdict,
@@ -333,9 +345,11 @@ class Funnel:
         """The closed minutes of the last ``horizon_minutes`` before ``tick_ms``: minutes,
         reachers, their orders and ``G(age)`` of each."""
         first = tick_ms - self.horizon_minutes * MINUTE_MS
-        minutes = sorted(m for m in self.counts if first <= m < tick_ms)
+        counts = self.counts
+        minutes = sorted(m for m in counts if first <= m < tick_ms)
         minute_array = np.array(minutes, dtype=np.int64)
-        rows = np.array([self.counts[m][:2] for m in minutes], dtype=np.float64).reshape(-1, 2)
+        rows = np.fromiter(chain.from_iterable(counts[m] for m in minutes), np.int64,
+                           3 * len(minutes)).astype(np.float64).reshape(-1, 3)
         completeness = self.lag.cdf_array((tick_ms - minute_array) / MINUTE_MS - 0.5)
         return minute_array, rows[:, REACHERS], rows[:, ORDERS], completeness
 
