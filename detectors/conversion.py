@@ -10,8 +10,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import betainc
 
-__all__ = ["MINUTE_MS", "ConversionVerdict", "argmin_of", "conversion_scan",
-           "conversion_scan_rows", "start_indices", "window_p_values", "window_starts", "xlogy"]
+from detectors.scan_lists import argmin_of, p_values_rows, xlogy
+
+__all__ = ["MINUTE_MS", "ConversionVerdict", "conversion_scan", "conversion_scan_rows",
+           "start_indices", "window_p_values", "window_starts"]
 
 MINUTE_MS = 60_000
 
@@ -225,22 +227,6 @@ def _verdict_of(  # noqa: PLR0917 (one row of the windows' figures)
     )
 
 
-def argmin_of(values: list[float], cols: Sequence[int]) -> int:
-    """The index in ``cols`` of the smallest of ``values`` there, as ``numpy.argmin``
-    picks it: the first nan if there is one, else the first of the smallest."""
-    best = cols[0]
-    low = values[best]
-    if math.isnan(low):
-        return best
-    for j in cols[1:]:
-        value = values[j]
-        if math.isnan(value):
-            return j
-        if value < low:
-            best, low = j, value
-    return best
-
-
 def conversion_scan_rows(  # noqa: PLR0917 (conversion_scan's, a row each)
     minute_ms: npt.NDArray[np.int64],
     sessions: npt.NDArray[np.float64],
@@ -279,15 +265,17 @@ def conversion_scan_rows(  # noqa: PLR0917 (conversion_scan's, a row each)
         return [_NO_DATA] * rows, [_NO_DATA] * rows if hold_minutes else []
     starts = start_indices(minute_ms, windows_minutes)
     lengths = minute_ms.shape[0] - 1 - np.array(starts, dtype=np.intp)
-    exposure = (sessions * completeness)[:, ::-1].cumsum(axis=1)[:, lengths]
-    observed = conversions[:, ::-1].cumsum(axis=1)[:, lengths]
-    base_c, base_s = baseline_conversions[:, None], baseline_sessions[:, None]
+    exposure = (sessions * completeness)[:, ::-1].cumsum(axis=1)[:, lengths].tolist()
+    observed = conversions[:, ::-1].cumsum(axis=1)[:, lengths].tolist()
+    warm_rows: list[bool] = warm.tolist()
+    base_c = [c if w else 1.0 for c, w in zip(baseline_conversions.tolist(), warm_rows,
+                                              strict=True)]
+    base_s = [s if w else 1.0 for s, w in zip(baseline_sessions.tolist(), warm_rows,
+                                              strict=True)]
     r0 = 1.0 - tolerance
-    expected, p0, p_values = window_p_values(
-        exposure, observed, np.where(warm[:, None], base_c, 1.0),
-        np.where(warm[:, None], base_s, 1.0), r0)
-    table = _Rows(minute_ms[starts].tolist(), expected.tolist(), observed.tolist(),
-                  p0.tolist(), p_values.tolist(), baseline_conversions.tolist(), warm.tolist())
+    expected, p0, p_values = p_values_rows(exposure, observed, base_c, base_s, r0)
+    table = _Rows(minute_ms[starts].tolist(), expected, observed, p0, p_values,
+                  baseline_conversions.tolist(), warm_rows)
     main = table.verdicts(range(len(starts)), r0)
     if not hold_minutes:
         return main, []
@@ -327,10 +315,3 @@ def _signed_root_deviance(observed: float, total: float, p0: float) -> float:
     )
     return -math.sqrt(max(0.0, deviance))
 
-
-def xlogy(x: float, y: float) -> float:
-    """``x log(y)``, 0 where ``x`` is 0 (``scipy.special.xlogy`` on floats, without a
-    ufunc call per number)."""
-    if x == 0 and not math.isnan(y):
-        return 0.0
-    return x * math.log(y) if y > 0 else (math.nan if y < 0 or math.isnan(y) else -math.inf)

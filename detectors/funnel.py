@@ -30,17 +30,12 @@ from scipy.stats import betabinom
 
 from detectors.buckets import MINUTE_MS, minute_of
 from detectors.campaign_params import CampaignParams
-from detectors.conversion import (
-    ConversionVerdict,
-    argmin_of,
-    start_indices,
-    window_p_values,
-    xlogy,
-)
+from detectors.conversion import ConversionVerdict, start_indices
 from detectors.device_scan import DeviceDrop
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
 from detectors.pricing import price_conversion_loss
+from detectors.scan_lists import argmin_of, min_or_nan, p_values_rows, xlogy
 from detectors.verdicts import Estimate
 
 __all__ = ["Funnel", "checkout_fields", "combine_funnel", "exact_p_values", "funnel_scan",
@@ -102,21 +97,23 @@ def funnel_scan(  # noqa: PLR0917 (conversion_scan's arguments)
     q = min(baseline_orders / baseline_reachers, 1.0)
     starts = start_indices(minute_ms, windows_minutes)
     lengths = minute_ms.shape[0] - 1 - np.array(starts, dtype=np.intp)
-    exposure = (reachers * completeness)[::-1].cumsum()[lengths]
-    second = (reachers * completeness * completeness)[::-1].cumsum()[lengths]
-    observed = orders[::-1].cumsum()[lengths]
-    phi = np.maximum(1.0 - q * np.divide(second, exposure, out=np.zeros_like(second),
-                                         where=exposure > 0), MIN_PHI)
+    weighted = reachers * completeness
+    exposure, second, observed = np.stack(
+        (weighted, weighted * completeness, orders))[:, ::-1].cumsum(axis=1)[:, lengths].tolist()
+    phi = [max(1.0 - q * (s / e if e > 0 else 0.0), MIN_PHI)
+           for s, e in zip(second, exposure, strict=True)]
     phi_base = max(1.0 - q, MIN_PHI)
     r0 = 1.0 - tolerance
-    _, _, p_values = window_p_values(exposure / phi, observed / phi, baseline_orders / phi_base,
-                                     baseline_reachers / phi_base, r0)
-    if float(p_values.min()) * len(starts) < EXACT_BELOW:
+    p_values = p_values_rows([[e / f for e, f in zip(exposure, phi, strict=True)]],
+                             [[o / f for o, f in zip(observed, phi, strict=True)]],
+                             [baseline_orders / phi_base], [baseline_reachers / phi_base], r0)[2][0]
+    if min_or_nan(p_values) * len(starts) < EXACT_BELOW:
         count = reachers[::-1].cumsum()[lengths]
-        p_values = exact_p_values(observed, count, exposure, q, baseline_reachers, r0)
+        p_values = exact_p_values(np.array(observed), count, np.array(exposure), q,
+                                  baseline_reachers, r0).tolist()
     kept = set(start_indices(minute_ms, hold_minutes)) if hold_minutes else set()
-    windows = _Windows(minute_ms[starts].tolist(), (exposure * q).tolist(), observed.tolist(),
-                       p_values.tolist())
+    windows = _Windows(minute_ms[starts].tolist(), [e * q for e in exposure], observed,
+                       p_values)
     return (windows.best(range(len(starts)), r0),
             windows.best([j for j, start in enumerate(starts) if start in kept], r0))
 

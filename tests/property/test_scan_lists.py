@@ -11,7 +11,8 @@ import scipy.special
 from hypothesis import given
 from hypothesis import strategies as st
 
-from detectors.conversion import MINUTE_MS, argmin_of, start_indices, window_starts, xlogy
+from detectors.conversion import MINUTE_MS, start_indices, window_p_values, window_starts
+from detectors.scan_lists import argmin_of, min_or_nan, p_values_rows, xlogy
 
 p_values = st.floats(min_value=0.0, max_value=1.0) | st.just(math.nan)
 
@@ -55,3 +56,26 @@ def test_start_indices_are_the_distinct_window_starts(minutes: set[int], windows
     assert start_indices(minute, windows) == expected
     assert window_starts(minute, windows).tolist() == expected
     assert window_starts(minute, windows).dtype == np.intp
+
+
+counts = st.floats(min_value=0.0, max_value=1e4, allow_subnormal=False)
+
+
+@given(st.lists(st.tuples(counts, counts), min_size=1, max_size=6),
+       st.floats(min_value=1.0, max_value=1e4), st.floats(min_value=10.0, max_value=1e6),
+       st.floats(min_value=0.5, max_value=1.0))
+def test_p_values_rows_are_window_p_values(windows: list[tuple[float, float]], base_c: float,
+                                           base_s: float, r0: float) -> None:
+    exposure = [e for e, _ in windows]
+    observed = [o for _, o in windows]
+    expected, p0, p_values = window_p_values(np.array(exposure), np.array(observed), base_c,
+                                             base_s, r0)
+    got = p_values_rows([exposure], [observed], [base_c], [base_s], r0)
+    assert got == ([expected.tolist()], [p0.tolist()], [p_values.tolist()])
+
+
+@given(st.lists(p_values, min_size=1, max_size=12))
+def test_min_or_nan_is_numpy_min(values: list[float]) -> None:
+    expected = float(np.min(np.array(values)))
+    got = min_or_nan(values)
+    assert (math.isnan(got) and math.isnan(expected)) or got == expected
