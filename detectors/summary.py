@@ -15,6 +15,10 @@ from detectors.verdicts import Estimate
 from detectors.where import drop_place, slowdown_place
 
 _CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
+# an open drop's update when no shortfall is priced at this tick (the orders of the last
+# minutes came in as expected) but the last hour's test still holds the episode open: "$0/h
+# at risk" read as "it is over" while the alert stays firing
+HELD_OPEN = "orders as expected in the last minutes, held open while the last hour shows the drop"
 
 
 def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, Any],
@@ -35,8 +39,9 @@ def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, An
         speed = (f"more than slower pages explain ({lcp})" if facts["latency_regressed"]
                  else f"with normal page speed ({lcp})")
         note = NOTE if first_day_drop(kind, facts) else ""
+        money = f"~{value}/h at risk {band}" if risk.high > 0 else HELD_OPEN
         return (f"{campaign}: checkout? {_as_tested(facts, rates)}{_at_checkout(facts)} "
-                f"{speed}; ~{value}/h at risk {band}{drop_place(facts)}{note}")
+                f"{speed}; {money}{drop_place(facts)}{note}")
     if recovering:
         return (f"{campaign}: the latency test no longer finds pages slower ({lcp} normal); "
                 f"resolves once quiet")

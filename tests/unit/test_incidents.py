@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy.stats import false_discovery_control
 
-from detectors.episodes import PERFORMANCE, benjamini_hochberg, classify, evidence
+from detectors.episodes import CONVERSION, PERFORMANCE, benjamini_hochberg, classify, evidence
 from detectors.incidents import Alert, IncidentManager, IncidentParams
-from detectors.summary import firing_summary
+from detectors.summary import HELD_OPEN, firing_summary
 from detectors.verdicts import CampaignVerdict, Estimate
 
 MIN = 60_000
@@ -678,3 +678,17 @@ def test_the_last_hour_rule_leaves_slow_pages_alone() -> None:
     opened = [a for alerts in run(IncidentManager(IncidentParams()), ticks) for a in alerts]
     assert opened
     assert opened[0].kind in {"performance_conversion_loss", "latency_regression"}
+
+
+def test_a_drop_held_open_without_a_priced_shortfall_says_so_not_zero_at_risk() -> None:
+    """An update of an open conversion drop at a tick where no shortfall is priced (the
+    last minutes' orders came in; the last hour's test holds the episode) reads that it is
+    held open, not "~$0/h at risk (90%: $0-$0)", which a person reads as over."""
+    params = IncidentParams(open_ticks_conversion=1)
+    (alert,) = IncidentManager(params).process_tick(T0, [dropped("spring_sale", T0)])
+    held = firing_summary("spring_sale", CONVERSION, Estimate.zero(), alert.evidence, "USD")
+    assert held.endswith(f"(p75 LCP 2.3 s vs 2.3 s); {HELD_OPEN}")
+    assert "$0" not in held
+    priced = firing_summary("spring_sale", CONVERSION, Estimate(0.0, 0.0, 150.0),
+                            alert.evidence, "USD")
+    assert priced.endswith("~$0/h at risk (90%: $0-$150)")  # a band above 0 is still money
