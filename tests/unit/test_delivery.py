@@ -266,6 +266,26 @@ def test_firing_payload_shape() -> None:
         "baseline 2.10 s. 5,400 sessions in the window.")
 
 
+def test_a_drop_held_open_with_nothing_priced_says_so_in_the_description() -> None:
+    """The description of an open drop's update with no shortfall priced at its tick says
+    it is held open, as its summary does, not "Revenue at risk 0 USD/h (0 to 0)"; a
+    slowdown, or a drop whose band is above 0, keeps the figures."""
+    held = alertmanager_alert(make_alert(revenue=0.0), now_ms=NOW)["annotations"]
+    assert held["description"].startswith(
+        "No shortfall priced at this minute: the orders of the last minutes came in; held open "
+        "while the last hour shows the drop. 0 USD lost since 2024-05-01T09:00:00.000Z.")
+    assert held["revenue_at_risk_per_hour"] == "0.00"  # the figures stay for rules
+    slow = make_alert(revenue=0.0, kind="performance_conversion_loss")
+    assert alertmanager_alert(slow, now_ms=NOW)["annotations"]["description"].startswith(
+        "Revenue at risk 0 USD/h")
+    banded = make_alert(revenue=0.0, revenue_at_risk_per_hour_high=150.0)
+    assert alertmanager_alert(banded, now_ms=NOW)["annotations"]["description"].startswith(
+        "Revenue at risk 0 USD/h (90% interval 0 to 150)")
+    resolved = make_alert(revenue=0.0, state="resolved")
+    assert alertmanager_alert(resolved, now_ms=NOW)["annotations"]["description"].startswith(
+        "Revenue at risk 0 USD/h")
+
+
 def test_resolved_payload_ends_at_ts() -> None:
     item = alertmanager_alert(make_alert(state="resolved"), now_ms=NOW)
     assert item["endsAt"] == iso_utc(T0 + 10 * MINUTE)
