@@ -13,7 +13,7 @@ from scipy.special import betainc
 from detectors.scan_lists import argmin_of, p_values_rows, xlogy
 
 __all__ = ["MINUTE_MS", "ConversionVerdict", "conversion_scan", "conversion_scan_rows",
-           "start_indices", "window_p_values", "window_starts"]
+           "hold_columns", "start_indices", "window_p_values", "window_starts"]
 
 MINUTE_MS = 60_000
 
@@ -148,6 +148,15 @@ def conversion_scan(  # noqa: PLR0917  # six positional arguments: the agreed si
     )
 
 
+def hold_columns(minute: npt.NDArray[np.int64], starts: list[int],
+                 hold_minutes: Sequence[int]) -> list[int]:
+    """The indices into ``starts`` (:func:`start_indices` of a scan's windows) of the
+    windows that start where one of ``hold_minutes`` does: the last hour's scan, which
+    holds an open drop (none without ``hold_minutes``)."""
+    kept = set(start_indices(minute, hold_minutes)) if hold_minutes else set()
+    return [j for j, start in enumerate(starts) if start in kept]
+
+
 def window_starts(
     minute: npt.NDArray[np.int64], windows_minutes: Sequence[int]
 ) -> npt.NDArray[np.intp]:
@@ -279,8 +288,7 @@ def conversion_scan_rows(  # noqa: PLR0917 (conversion_scan's, a row each)
     main = table.verdicts(range(len(starts)), r0)
     if not hold_minutes:
         return main, []
-    kept = set(start_indices(minute_ms, hold_minutes))
-    return main, table.verdicts([j for j, start in enumerate(starts) if start in kept], r0)
+    return main, table.verdicts(hold_columns(minute_ms, starts, hold_minutes), r0)
 
 
 class _Rows:
@@ -314,4 +322,3 @@ def _signed_root_deviance(observed: float, total: float, p0: float) -> float:
         + xlogy(total - observed, (total - observed) / (total - mean))
     )
     return -math.sqrt(max(0.0, deviance))
-

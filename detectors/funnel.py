@@ -30,7 +30,7 @@ from scipy.stats import betabinom
 
 from detectors.buckets import MINUTE_MS, minute_of
 from detectors.campaign_params import CampaignParams
-from detectors.conversion import ConversionVerdict, start_indices
+from detectors.conversion import ConversionVerdict, hold_columns, start_indices
 from detectors.device_scan import DeviceDrop
 from detectors.ewcounts import EwVector
 from detectors.lag import LagModel
@@ -111,11 +111,10 @@ def funnel_scan(  # noqa: PLR0917 (conversion_scan's arguments)
         count = reachers[::-1].cumsum()[lengths]
         p_values = exact_p_values(np.array(observed), count, np.array(exposure), q,
                                   baseline_reachers, r0).tolist()
-    kept = set(start_indices(minute_ms, hold_minutes)) if hold_minutes else set()
     windows = _Windows(minute_ms[starts].tolist(), [e * q for e in exposure], observed,
                        p_values)
     return (windows.best(range(len(starts)), r0),
-            windows.best([j for j, start in enumerate(starts) if start in kept], r0))
+            windows.best(hold_columns(minute_ms, starts, hold_minutes), r0))
 
 
 class _Windows:

@@ -21,6 +21,13 @@ _CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
 HELD_OPEN = "orders as expected in the last minutes, held open while the last hour shows the drop"
 
 
+def held_open(kind: str, risk_high: float) -> bool:
+    """Whether a firing update is :data:`HELD_OPEN`'s case: a conversion drop with no
+    shortfall priced at its tick (nothing above 0 even in its interval). The summary and
+    Alertmanager's description both say so instead of "0/h at risk"."""
+    return kind == CONVERSION and not risk_high > 0
+
+
 def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, Any],
                    currency: str) -> str:
     """One phone-sized line for a firing alert (``facts`` is the :func:`evidence` object)."""
@@ -39,7 +46,7 @@ def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, An
         speed = (f"more than slower pages explain ({lcp})" if facts["latency_regressed"]
                  else f"with normal page speed ({lcp})")
         note = NOTE if first_day_drop(kind, facts) else ""
-        money = f"~{value}/h at risk {band}" if risk.high > 0 else HELD_OPEN
+        money = HELD_OPEN if held_open(kind, risk.high) else f"~{value}/h at risk {band}"
         return (f"{campaign}: checkout? {_as_tested(facts, rates)}{_at_checkout(facts)} "
                 f"{speed}; {money}{drop_place(facts)}{note}")
     if recovering:

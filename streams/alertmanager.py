@@ -17,6 +17,7 @@ import orjson
 
 from detectors.severity import SEVERITIES, SEVERITY, escalated, severity
 from detectors.severity import alert_severity as detector_severity
+from detectors.summary import HELD_OPEN, held_open
 
 Alert = dict[str, Any]
 
@@ -121,9 +122,9 @@ def _description(alert: Alert, currency: str) -> str:
         return f"{float(alert.get(name) or 0.0):,.0f}"
 
     since = f"{money('revenue_lost')} {currency} lost since {iso_utc(int(alert['started_at']))}."
-    if _held_open(alert):
-        parts = [f"No shortfall priced at this minute: the orders of the last minutes came in; "
-                 f"held open while the last hour shows the drop. {since}"]
+    risk_high = float(alert.get("revenue_at_risk_per_hour_high") or 0.0)
+    if alert.get("state") == "firing" and held_open(str(alert.get("kind")), risk_high):
+        parts = [f"No shortfall priced at this minute: {HELD_OPEN}. {since}"]
     else:
         parts = [
             f"Revenue at risk {money('revenue_at_risk_per_hour')} {currency}/h (90% interval "
@@ -148,13 +149,6 @@ def _description(alert: Alert, currency: str) -> str:
         cost = "" if total is None else f", {total:,.0f} {currency}/h at risk in all"
         parts.append(f"Part of site-wide incident {alert['incident_id']}{cost}.")
     return " ".join(parts)
-
-
-def _held_open(alert: Alert) -> bool:
-    """A firing conversion drop with nothing priced at its tick (``detectors.summary``'s
-    ``HELD_OPEN`` case): "0 USD/h (0 to 0)" would read as over."""
-    return (alert.get("state") == "firing" and alert.get("kind") == "conversion_drop"
-            and not float(alert.get("revenue_at_risk_per_hour_high") or 0.0) > 0)
 
 
 def _device_notes(evidence: dict[str, Any]) -> list[str]:

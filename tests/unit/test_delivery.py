@@ -272,7 +272,7 @@ def test_a_drop_held_open_with_nothing_priced_says_so_in_the_description() -> No
     slowdown, or a drop whose band is above 0, keeps the figures."""
     held = alertmanager_alert(make_alert(revenue=0.0), now_ms=NOW)["annotations"]
     assert held["description"].startswith(
-        "No shortfall priced at this minute: the orders of the last minutes came in; held open "
+        "No shortfall priced at this minute: orders as expected in the last minutes, held open "
         "while the last hour shows the drop. 0 USD lost since 2024-05-01T09:00:00.000Z.")
     assert held["revenue_at_risk_per_hour"] == "0.00"  # the figures stay for rules
     slow = make_alert(revenue=0.0, kind="performance_conversion_loss")
