@@ -86,6 +86,10 @@ class IncidentResult:
     first_covered: bool | None = None
     # the first episode's ``started_at`` against the true start, in minutes (under 0: early)
     onset_minutes: float | None = None
+    # what its episodes said was lost when they ended (each episode's last ``revenue_lost``,
+    # summed) against the truth's ``revenue_lost_total``
+    lost: float | None = None
+    true_lost: float | None = None
 
 
 def run_seed(seed: int, days: float, scale: float, workers: int = 0, *, share: bool = False,
@@ -158,6 +162,8 @@ def judge(seed: int, inc: dict[str, Any], episodes: list[Episode]) -> IncidentRe
     if base.first_interval is not None:
         base.first_covered = base.first_interval[0] <= loss <= base.first_interval[1]
     base.one_incident_id = len({e.incident_id for e in matched}) == 1
+    base.lost = sum(float(e.updates[-1]["revenue_lost"]) for e in matched)
+    base.true_lost = float(inc["revenue_lost_total"])
     base.severity = max((severity_of(e) for e in matched), key=SEVERITIES.index)
     return base
 
@@ -265,6 +271,7 @@ def summarise(results: list[IncidentResult], alarms: list[dict[str, Any]], days:
         "interval_coverage": sum(covered) / len(covered) if covered else None,
         **_first_alerts(results),
         **_placed(results),
+        **_lost(results),
     }
     print(json.dumps(summary, indent=1))
     return summary
@@ -290,6 +297,19 @@ def _first_alerts(results: list[IncidentResult]) -> dict[str, Any]:
             "first_alert_median_relative_error": statistics.median(
                 abs(x - 1.0) for v in ratios.values() for x in v) if first else None,
             "first_alert_interval_coverage": sum(covered) / len(covered) if covered else None}
+
+
+def _lost(results: list[IncidentResult]) -> dict[str, Any]:
+    """What the caught incidents' episodes said was lost at their end (the resolve line's
+    "~$N lost") against the truth, by kind: the median ratio (under 1: too low) and the
+    median relative error."""
+    ratios: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        if r.caught and r.lost is not None and r.true_lost:
+            ratios[r.kind].append(r.lost / r.true_lost)
+    errors = {k: statistics.median(abs(x - 1.0) for x in v) for k, v in ratios.items()}
+    return {"lost_median_ratio": {k: statistics.median(v) for k, v in ratios.items()},
+            "lost_median_relative_error": errors}
 
 
 def _placed(results: list[IncidentResult]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.quality import Episode, IncidentResult, main, severity_of
+from bench.quality import Episode, IncidentResult, judge, main, severity_of
 
 MIN = 60_000
 
@@ -136,3 +136,44 @@ def test_onset_errors_are_medians_of_their_size_by_kind(tmp_path: Path) -> None:
     assert main(["--merge", str(path), "--days", "3", "--out", str(out)]) == 0
     summary = json.loads(out.read_text())["summary"]
     assert summary["median_onset_error_minutes"] == {"performance_conversion_loss": 5.0}
+
+
+def test_what_episodes_said_was_lost_is_read_against_the_truth(tmp_path: Path) -> None:
+    """The resolve line's money: each caught incident's episodes' last ``revenue_lost``
+    against the true total, by kind; a missed incident and a row written before the fields
+    count for nothing."""
+    low = asdict(incident(1, True, 0.0)) | {"lost": 800.0, "true_lost": 1000.0}
+    high = asdict(incident(1, True, 0.0)) | {"lost": 1300.0, "true_lost": 1000.0}
+    missed = asdict(incident(1, False, 0.0)) | {"lost": None, "true_lost": 1000.0}
+    older = asdict(incident(1, True, 0.0))
+    del older["lost"], older["true_lost"]
+    path = tmp_path / "seed-1.json"
+    path.write_text(json.dumps({"summary": {}, "false_alarms": [],
+                                "incidents": [low, high, missed, older]}))
+    out = tmp_path / "merged.json"
+    assert main(["--merge", str(path), "--days", "3", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())["summary"]
+    kind = "performance_conversion_loss"
+    assert abs(summary["lost_median_ratio"][kind] - 1.05) < 1e-9  # median of 0.8, 1.3
+    assert abs(summary["lost_median_relative_error"][kind] - 0.25) < 1e-9  # of 0.2, 0.3
+
+
+def test_the_lost_of_every_matched_episode_is_summed() -> None:
+    start = 100 * MIN
+    inc = {"id": "site-slow", "kind": "performance_conversion_loss", "scope": "site",
+           "campaigns": ["a", "b"], "start_ms": start, "end_ms": start + 30 * MIN,
+           "revenue_lost_per_hour_total": 2000.0, "revenue_lost_total": 1000.0}
+
+    def episode(campaign: str, lost: list[float]) -> Episode:
+        ep = Episode(f"id-{campaign}", "inc", campaign, start, start + 5 * MIN)
+        for i, value in enumerate(lost):
+            ep.updates.append({"ts": start + (5 + i) * MIN, "state": "firing", "kind": inc["kind"],
+                               "revenue_lost": value, "evidence": {},
+                               "revenue_at_risk_per_hour": 1000.0,
+                               "revenue_at_risk_per_hour_low": 500.0,
+                               "revenue_at_risk_per_hour_high": 1500.0, "severity": "page"})
+        return ep
+
+    result = judge(1, inc, [episode("a", [100.0, 400.0]), episode("b", [300.0]),
+                            episode("c", [900.0])])
+    assert (result.lost, result.true_lost) == (700.0, 1000.0)  # c is not the incident's
