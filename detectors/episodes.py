@@ -286,8 +286,13 @@ def lost_so_far(kind: str, verdict: CampaignVerdict | None, risk: Estimate, befo
     return before + risk.value / 60 * minutes
 
 
-def evidence(verdict: CampaignVerdict, conversion_rejected: bool) -> dict[str, Any]:
-    """The alert's evidence object: rates, p75s, window size, test statistics."""
+def evidence(verdict: CampaignVerdict, conversion_rejected: bool, *,
+             stopped: bool = False) -> dict[str, Any]:
+    """The alert's evidence object: rates, p75s, window size, test statistics.
+    ``orders_stopped`` is true from the tick the orders surely stopped to the end of the
+    episode (``stopped``: they did at an earlier tick of it), so a first-day drop that
+    paged does not go back to "may be the shop's daily rhythm" when a later window, with
+    some orders of the minutes before the stop in it, no longer proves it."""
     values: dict[str, Any] = {
         "conversion_rate": verdict.conversion_rate,
         "conversion_rate_baseline": verdict.conversion_rate_baseline,
@@ -307,7 +312,7 @@ def evidence(verdict: CampaignVerdict, conversion_rejected: bool) -> dict[str, A
         "latency_regressed": verdict.latency_regressed,
         "conversion_significant": conversion_rejected,
         "day_known": verdict.conversion_day_known,
-        "orders_stopped": orders_stopped(verdict),
+        "orders_stopped": stopped or orders_stopped(verdict),
         "checkout_p_value": verdict.checkout_p_value,
         "checkout_orders_observed": verdict.checkout_observed,
         "checkout_orders_expected": verdict.checkout_expected,

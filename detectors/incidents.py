@@ -171,7 +171,8 @@ class IncidentManager:
         for name, episode in list(self._episodes.items()):
             verdict, heat = latest.get(name), heats.get(name)
             if verdict is not None:
-                episode.facts = evidence(verdict, name in rejected)
+                episode.facts = evidence(verdict, name in rejected,
+                                         stopped=bool(episode.facts.get("orders_stopped")))
             if heat is not None:
                 episode.quiet_ticks = 0
                 episode.kind = next_kind(episode.kind, heat.kind)

@@ -284,3 +284,24 @@ def test_an_older_episode_resolving_before_its_first_update_says_who_it_woke() -
     (resolved,) = restored.process_tick(at(1), [verdict("c", at(1))])
     assert resolved.state == "resolved"
     assert resolved.evidence["severity"] == "page"
+
+
+def _first_day_updates(observed: list[float]) -> list[dict[str, Any]]:
+    """The alerts of one first-day drop whose window saw ``observed`` orders, tick by tick."""
+    ticks = [[dropped("c", at(i), conversion_day_known=False, conversion_observed=seen)]
+             for i, seen in enumerate(observed)]
+    return [alert.to_dict() for alerts in run(IncidentManager(), ticks) for alert in alerts]
+
+
+def test_once_the_orders_surely_stopped_the_episode_stops_saying_it_may_be_the_day() -> None:
+    """The demo's checkout stop paged at 16:20 with 0 of 15 orders; at 16:25 the window
+    held 6 orders of the minutes before the stop, no longer proof that they stopped, and
+    the update said "first day here: may be the shop's daily rhythm" again."""
+    updates = _first_day_updates([2.0] * 3 + [14.0] * 12)
+    later = [u for u in updates if u["evidence"]["conversion_observed"] == 14.0]
+    assert later, "no update after the window stopped proving the stop"
+    assert all(u["evidence"]["orders_stopped"] is True for u in later)
+    assert not any(NOTE in u["summary"] for u in updates)
+    assert {_severity(u) for u in updates} == {"page"}
+    never = _first_day_updates([14.0] * 15)  # the control: a partial drop all along
+    assert never and all(u["summary"].endswith(NOTE) for u in never)
