@@ -33,6 +33,7 @@ from detectors.latency_track import LatencyTrack
 from detectors.localize import device_conversions
 from detectors.pricing import onset_window, price_conversion_loss, price_slowdown
 from detectors.revenue import average_order_value
+from detectors.shortfall import ShortfallLedger, range_shortfall
 from detectors.strata import CURVE_SIZE, by_stratum, device_stratum
 from detectors.verdicts import CampaignVerdict, ConversionRow, DeviceRow, Estimate
 from detectors.window import TickWindow, recent_p75, recent_rate
@@ -72,6 +73,7 @@ class CampaignModel:
         self.funnel: Funnel | None = None  # from the campaign's first checkout reacher
         self.last_matured_minute: int | None = None
         self.last_alarm_ms: int | None = None  # the latest tick with a latency alarm
+        self.shortfall = ShortfallLedger()  # a drop's minutes that left the window
         self.last_seen_ms = 0
         self.touched: set[int] = set()  # minutes whose buckets changed since the last drain
         self.dropped: list[int] = []  # minutes whose buckets were dropped since the last drain
@@ -177,6 +179,7 @@ class CampaignModel:
             start = min(conversion.window_start_ms, drop.start_ms if drop else tick_ms,
                         checkout[0].window_start_ms or tick_ms)
             self._flag(start, tick_ms)
+            self.shortfall.flagged(tick_ms, self.params.conversion_hold_minutes * MINUTE_MS)
             if self.funnel is not None:
                 self.funnel.flag(start, tick_ms)
         return self._verdict(campaign, window, conversion, site_fit, recent.p_value, drop,
@@ -317,6 +320,7 @@ class CampaignModel:
         if priced_shortfall and drop is not None:
             lost, so_far = price_device_drop(window, drop, self._device_baseline(),
                                              tick_ms=tick_ms, aov=aov, aov_se=aov_se)
+            so_far = self._lost_of_run(window, drop, so_far / aov if aov else 0.0) * aov
         elif priced_shortfall:
             base_conv, base_sessions = self._baseline()
             priced = self._pricing_window(tick_ms, conv, window)
@@ -326,7 +330,8 @@ class CampaignModel:
                 window_sessions=float(window.sessions[first:] @ window.season[first:]),
                 baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
                 aov=aov, aov_se=aov_se)
-            so_far = max(priced.expected - priced.observed, 0.0) * aov
+            so_far = max(self._lost_of_run(window, None, priced.expected - priced.observed,
+                                           first), 0.0) * aov
         if priced_shortfall and lost.value <= 0 and self.funnel is not None:
             lost, so_far = price_funnel_drop(self.funnel, checkout, self.params, tick_ms=tick_ms,
                                              aov=aov, aov_se=aov_se)
@@ -334,6 +339,16 @@ class CampaignModel:
                 "conversion_loss_per_hour": lost, "devices": devices,
                 "conversion_devices": conversion_devices,
                 "conversion_lost_so_far": so_far if lost.value > 0 else 0.0}
+
+    def _lost_of_run(self, window: TickWindow, drop: DeviceDrop | None, in_range: float,
+                     first: int = 0) -> float:
+        """The orders missing of a drop priced from ``first`` (the campaign's) or on
+        ``drop``'s devices, with those of its minutes that left the window during the run
+        (``detectors.shortfall``); ``in_range`` outside a run."""
+        run = self.shortfall.missing(window, *range_shortfall(
+            window, first, drop, self._baseline(), self._device_baseline()),
+            self.params.conversion_hold_minutes * MINUTE_MS)
+        return in_range if run is None else run
 
     def _conversions_by_device(self, window: TickWindow, start_ms: int
                                ) -> dict[str, ConversionRow]:

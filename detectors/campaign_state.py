@@ -22,6 +22,7 @@ from detectors.ewcounts import EwVector
 from detectors.held import HeldMinutes
 from detectors.lag import LagModel
 from detectors.latency import LatencyCusum, LatencyVerdict
+from detectors.shortfall import ShortfallLedger
 from detectors.strata import fold_strata, padded_curve
 
 
@@ -43,6 +44,7 @@ def model_to_state(model: CampaignModel) -> dict[str, Any]:
         "rf": lat.rescore_from,
         "la": model.last_alarm_ms,
         "fn": None if model.funnel is None else model.funnel.to_state(),
+        "sf": model.shortfall.to_state(),
     }
 
 
@@ -72,6 +74,7 @@ def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
         for minute, stat, started, verdict in state.get("ck", [])}
     lat.rescore_from = state.get("rf")
     model.last_alarm_ms = state["la"] if "la" in state else _assumed_alarm(model)
+    model.shortfall = ShortfallLedger.from_state(state.get("sf"))  # absent: written before
     if state.get("fn") is not None:  # none yet, or a row written before the checkout funnel
         model.checkout_funnel().restore(state["fn"])
     return model

@@ -90,7 +90,7 @@ def price_device_drop(window: TickWindow, drop: DeviceDrop,
     base_sessions, base_conversions = (float(b[rows].sum()) for b in baseline)
     if first == len(window) or base_sessions <= 0:
         return Estimate.zero(), 0.0
-    sessions, conversions = (a[rows, first:].sum(axis=0) for a in window.device_series())
+    sessions, conversions = drop_series(window, drop, first)
     expected = float(sessions @ window.weights[first:]) * base_conversions / base_sessions
     observed = float(conversions.sum())
     ratio = observed / expected if expected > 0 else math.nan
@@ -99,6 +99,14 @@ def price_device_drop(window: TickWindow, drop: DeviceDrop,
         tick_ms=tick_ms, window_sessions=float(sessions @ window.season[first:]),
         baseline_conversions=base_conversions, baseline_sessions=base_sessions,
         aov=aov, aov_se=aov_se), max(expected - observed, 0.0) * aov
+
+
+def drop_series(window: TickWindow, drop: DeviceDrop, first: int
+                ) -> tuple[FloatArray, FloatArray]:
+    """The dropped devices' commerce landings and conversions per minute from ``first``."""
+    sessions, conversions = window.device_series()
+    rows = list(drop.strata)
+    return sessions[rows, first:].sum(axis=0), conversions[rows, first:].sum(axis=0)
 
 
 def scan_campaign(

@@ -40,9 +40,8 @@ MODULES = ("streams/records.py", "streams/session_state.py", "streams/sessions.p
                "baseline", "buckets", "campaign", "campaign_params", "campaign_state",
                "conv_season", "conversion", "device_scan", "elasticity", "episodes", "ewcounts",
                "ewstats", "first_day", "funnel", "held", "incidents", "lag", "latency",
-               "latency_track",
-               "localize", "monitor", "pricing", "revenue", "scan_lists", "severity", "site",
-               "site_season",
+               "latency_track", "localize", "monitor", "pricing", "revenue", "scan_lists",
+               "severity", "shortfall", "site", "site_season",
                "sketch", "stakes", "strata", "summary", "verdicts", "where", "window")))
 GROUP = "revwatch_native"  # mypyc's shared library: revwatch_native__mypyc
 MANIFEST = "manifest.json"
