@@ -4,7 +4,8 @@
 learned of the campaign's normal: a seasonal baseline of log-LCP, the order-lag
 distribution, the conversion rate of matured sessions, the latency-to-conversion data and
 the order value. At each tick it runs the latency CUSUM on newly closed minutes, the
-conversion window scan on the recent ones, and prices what it sees (``CampaignVerdict``).
+conversion window scan on the recent ones, and prices what it sees (``CampaignVerdict``;
+the pricing is ``detectors.campaign_money``).
 
 Learning is protected: a minute the latency test or the conversion test flags is not
 learned into the baselines (the river habit of keeping anomalies out of the baseline),
@@ -15,36 +16,30 @@ then learned as the new normal (``detectors.held``).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from detectors.buckets import MINUTE_MS, MinuteBucket, MinuteRing, minute_of
+from detectors.campaign_money import PLACE_CONVERSION_P, PRICE_CONVERSION_P, price_tick
 from detectors.campaign_params import CampaignParams
 from detectors.conv_season import ConversionSeason
 from detectors.conversion import ConversionVerdict
-from detectors.device_scan import DeviceDrop, price_device_drop, scan_campaign
+from detectors.device_scan import DeviceDrop, scan_campaign
 from detectors.elasticity import CurveFit
 from detectors.ewcounts import EwVector
-from detectors.funnel import Funnel, checkout_fields, combine_funnel, price_funnel_drop
+from detectors.funnel import Funnel, checkout_fields, combine_funnel
 from detectors.held import HeldMinutes
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
-from detectors.localize import device_conversions
-from detectors.pricing import onset_window, price_conversion_loss, price_slowdown
 from detectors.revenue import average_order_value
-from detectors.shortfall import ShortfallLedger, range_shortfall
+from detectors.shortfall import ShortfallLedger
 from detectors.strata import CURVE_SIZE, by_stratum, device_stratum
-from detectors.verdicts import CampaignVerdict, ConversionRow, DeviceRow, Estimate
+from detectors.verdicts import CampaignVerdict
 from detectors.window import TickWindow, recent_p75, recent_rate
 
 __all__ = ["PLACE_CONVERSION_P", "PRICE_CONVERSION_P", "CampaignModel", "CampaignParams",
            "CampaignVerdict"]
 
-PRICE_CONVERSION_P = 0.5  # price a conversion shortfall only when the scan sees one
-# say which devices it is on only when it is clear enough to matter: an open drop is held
-# while its last hour's p is at most 0.05 (``IncidentParams.conversion_hold_p``)
-PLACE_CONVERSION_P = 0.05
 _NO_SCAN = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
 
 
@@ -170,7 +165,7 @@ class CampaignModel:
             self.last_alarm_ms = tick_ms
         self._mature(tick_ms)
         window = TickWindow(self.ring, self.lag, tick_ms, self.params.horizon_minutes,
-                            self._factors())
+                            self.factors())
         conversion, drop, recent = self._scan_conversion(window)
         conversion, recent, checkout, onset = combine_funnel(
             self.funnel, self.params, tick_ms, conversion, recent, drop)
@@ -243,11 +238,11 @@ class CampaignModel:
         drop on devices when a device's test says most, and the last hour's scan (which
         holds an open drop), combined the same way."""
         p = self.params
-        base_conv, base_sessions = self._baseline()
+        base_conv, base_sessions = self.baseline()
         if base_conv < p.min_baseline_conversions or not len(window):
             return _NO_SCAN, None, _NO_SCAN
         return scan_campaign(
-            window, (float(base_conv), float(base_sessions)), self._device_baseline(),
+            window, (float(base_conv), float(base_sessions)), self.device_baseline(),
             windows_minutes=p.conversion_windows, hold_minutes=p.hold_windows,
             tolerance=p.conversion_tolerance, min_baseline_conversions=p.min_baseline_conversions,
             campaign_weight=p.campaign_test_weight)
@@ -266,7 +261,7 @@ class CampaignModel:
         tick_ms, buckets = window.tick_ms, window.buckets
         first_recent = window.first_from(tick_ms - p.recent_minutes * MINUTE_MS)
         recent = buckets[first_recent:]
-        base_conv, base_sessions = self._baseline()
+        base_conv, base_sessions = self.baseline()
         lat = self.latency.last
         expected = self.latency.expected(tick_ms)
         return CampaignVerdict(
@@ -288,94 +283,25 @@ class CampaignModel:
             conversion_expected=conv.expected, conversion_ratio=conv.ratio,
             conversion_window_start_ms=conv.window_start_ms, conversion_recent_p_value=recent_p,
             conversion_day_known=not p.conversion_seasonality or self.season.day_known(),
-            **self._money(tick_ms, conv, site_fit, window, drop, checkout),
+            **price_tick(self, tick_ms, conv, site_fit, window, drop, checkout),
             **checkout_fields(checkout), conversion_onset_ms=onset,
         )
 
-    def _money(self, tick_ms: int, conv: ConversionVerdict, site_fit: CurveFit | None,  # noqa: PLR0917
-               window: TickWindow, drop: DeviceDrop | None, checkout: ConversionVerdict
-               ) -> dict[str, Any]:
-        """Price what the tests see; a figure with no evidence behind it is zero (and not
-        computed: most ticks of most campaigns need neither).
-
-        Slow pages are priced while the latency CUSUM is above 0 and either it alarmed
-        within ``price_hold_minutes`` (all a latency episode reads, from its first hot tick
-        until it resolves) or a conversion shortfall is priced (which the slow pages may
-        explain: the alert's ``explained_fraction``). A shortfall a device's own test found
-        (``drop``) is priced on the dropped devices, and put on devices, from its window;
-        one the session minutes do not show yet, from the checkout's reachers
-        (``funnel.price_funnel_drop``).
-        """
-        aov, aov_se = self.average_order_value()
-        slow = lost = Estimate.zero()
-        devices: dict[str, DeviceRow] | None = None
-        priced_shortfall = conv.p_value < PRICE_CONVERSION_P and conv.window_start_ms is not None
-        if self.latency.last.statistic > 0 and (priced_shortfall or self._alarmed_lately(tick_ms)):
-            slow, devices = self._slow_page_loss(tick_ms, site_fit, aov, aov_se)
-        conversion_devices: dict[str, ConversionRow] | None = None
-        so_far = 0.0
-        if priced_shortfall and conv.p_value <= PLACE_CONVERSION_P:
-            conversion_devices = self._conversions_by_device(
-                window, drop.start_ms if drop else conv.window_start_ms or tick_ms)
-        if priced_shortfall and drop is not None:
-            lost, so_far = price_device_drop(window, drop, self._device_baseline(),
-                                             tick_ms=tick_ms, aov=aov, aov_se=aov_se)
-            so_far = self._lost_of_run(window, drop, so_far / aov if aov else 0.0) * aov
-        elif priced_shortfall:
-            base_conv, base_sessions = self._baseline()
-            priced = self._pricing_window(tick_ms, conv, window)
-            first = window.first_from(priced.window_start_ms or tick_ms)
-            lost = price_conversion_loss(
-                priced, tick_ms=tick_ms,
-                window_sessions=float(window.sessions[first:] @ window.season[first:]),
-                baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
-                aov=aov, aov_se=aov_se)
-            so_far = max(self._lost_of_run(window, None, priced.expected - priced.observed,
-                                           first), 0.0) * aov
-        if priced_shortfall and lost.value <= 0 and self.funnel is not None:
-            lost, so_far = price_funnel_drop(self.funnel, checkout, self.params, tick_ms=tick_ms,
-                                             aov=aov, aov_se=aov_se)
-        return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
-                "conversion_loss_per_hour": lost, "devices": devices,
-                "conversion_devices": conversion_devices,
-                "conversion_lost_so_far": so_far if lost.value > 0 else 0.0}
-
-    def _lost_of_run(self, window: TickWindow, drop: DeviceDrop | None, in_range: float,
-                     first: int = 0) -> float:
-        """The orders missing of a drop priced from ``first`` (the campaign's) or on
-        ``drop``'s devices, with those of its minutes that left the window during the run
-        (``detectors.shortfall``); ``in_range`` outside a run."""
-        run = self.shortfall.missing(window, *range_shortfall(
-            window, first, drop, self._baseline(), self._device_baseline()),
-            self.params.conversion_hold_minutes * MINUTE_MS)
-        return in_range if run is None else run
-
-    def _conversions_by_device(self, window: TickWindow, start_ms: int
-                               ) -> dict[str, ConversionRow]:
-        """The shortfall's window by device (``detectors.localize``): commerce landings
-        weighted by their completeness, and their conversions, against each device's
-        learned rate."""
-        first = window.first_from(start_ms)
-        sessions, conversions = window.device_series()
-        return device_conversions(*self._device_baseline(),
-                                  sessions[:, first:] @ window.weights[first:],
-                                  conversions[:, first:].sum(axis=1))
-
-    def _baseline(self) -> tuple[float, float]:
+    def baseline(self) -> tuple[float, float]:
         """The learned conversions and their (seasonal) sessions."""
         conversions, sessions = self.conv_base.values
-        if self._factors() is None:
+        if self.factors() is None:
             return float(conversions), float(sessions)
         return float(conversions), float(sessions) * self.season.base_factor()
 
-    def _factors(self) -> np.ndarray | None:
+    def factors(self) -> np.ndarray | None:
         """The hour-of-day conversion factors (None before a whole day is learned and
         without a site pattern, or when the campaign is set to have none)."""
         if self.params.conversion_seasonality and self.season.in_use():
             return self.season.factors()
         return None
 
-    def _device_baseline(self) -> tuple[np.ndarray, np.ndarray]:
+    def device_baseline(self) -> tuple[np.ndarray, np.ndarray]:
         """The learned commerce landings and their conversions per device stratum."""
         return (by_stratum(self.curve_sessions.values).sum(axis=1),
                 by_stratum(self.curve_conversions.values).sum(axis=1))
@@ -384,34 +310,6 @@ class CampaignModel:
         """The tick that scored the latest closed minute (``None`` before the first)."""
         last = self.latency.last_minute
         return None if last is None else last + (self.params.latency_delay_minutes + 1) * MINUTE_MS
-
-    def _alarmed_lately(self, tick_ms: int) -> bool:
-        last = self.last_alarm_ms
-        return last is not None and tick_ms - last <= self.params.price_hold_minutes * MINUTE_MS
-
-    def _pricing_window(self, tick_ms: int, conv: ConversionVerdict,
-                        window: TickWindow) -> ConversionVerdict:
-        """The shortfall to price (``pricing.onset_window``)."""
-        base_conv, base_sessions = self._baseline()
-        return onset_window(conv, window, float(base_conv / base_sessions),
-                            tick_ms - self.params.price_onset_min_minutes * MINUTE_MS + 1)
-
-    def _slow_page_loss(self, tick_ms: int, site_fit: CurveFit | None, aov: float,
-                        aov_se: float) -> tuple[Estimate, dict[str, DeviceRow]]:
-        """The slow-page loss and the slowdown by device (``pricing.price_slowdown``)."""
-        return price_slowdown(self._current_window(tick_ms), self.curve_sessions.values,
-                              self.curve_conversions.values, site_fit, self._factors(),
-                              aov=aov, aov_se=aov_se)
-
-    def _current_window(self, tick_ms: int) -> list[tuple[int, MinuteBucket]]:
-        """Minutes that show the latency now: the last ``price_minutes`` closed minutes, or
-        fewer when the shift began more recently (so an early estimate is not diluted)."""
-        closed = tick_ms - (self.params.latency_delay_minutes + 1) * MINUTE_MS
-        start = closed - (self.params.price_minutes - 1) * MINUTE_MS
-        started = self.latency.last.started_ms
-        if started is not None:
-            start = max(start, minute_of(started))
-        return list(self.ring.span(start, closed + MINUTE_MS))
 
     def average_order_value(self) -> tuple[float, float]:
         n, total, total_sq = self.orders.values

@@ -37,7 +37,8 @@ MODULES = ("streams/records.py", "streams/session_state.py", "streams/sessions.p
            "streams/urls.py", "streams/replay.py", "streams/beacons.py", "streams/client_fields.py",
            "streams/scrub.py", "streams/collector.py",
            *(f"detectors/{name}.py" for name in (
-               "baseline", "buckets", "campaign", "campaign_params", "campaign_state",
+               "baseline", "buckets", "campaign", "campaign_money", "campaign_params",
+               "campaign_state",
                "conv_season", "conversion", "device_scan", "elasticity", "episodes", "ewcounts",
                "ewstats", "first_day", "funnel", "held", "incidents", "lag", "latency",
                "latency_track", "localize", "monitor", "pricing", "revenue", "scan_lists",

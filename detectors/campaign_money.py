@@ -1,0 +1,136 @@
+"""What a campaign's tick prices (``CampaignModel.tick``'s money): the slow-page loss, the
+conversion shortfall per hour and what a drop has cost so far, each only where the tests
+see something (most ticks of most campaigns need none of it).
+
+Pure functions of the model at its tick; they read its learned state and write only the
+shortfall ledger (``detectors.shortfall``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from detectors.buckets import MINUTE_MS, MinuteBucket, minute_of
+from detectors.conversion import ConversionVerdict
+from detectors.device_scan import DeviceDrop, price_device_drop
+from detectors.elasticity import CurveFit
+from detectors.funnel import price_funnel_drop
+from detectors.localize import device_conversions
+from detectors.pricing import onset_window, price_conversion_loss, price_slowdown
+from detectors.shortfall import range_shortfall
+from detectors.verdicts import ConversionRow, DeviceRow, Estimate
+from detectors.window import TickWindow
+
+if TYPE_CHECKING:
+    from detectors.campaign import CampaignModel
+
+__all__ = ["PLACE_CONVERSION_P", "PRICE_CONVERSION_P", "price_tick"]
+
+PRICE_CONVERSION_P = 0.5  # price a conversion shortfall only when the scan sees one
+# say which devices it is on only when it is clear enough to matter: an open drop is held
+# while its last hour's p is at most 0.05 (``IncidentParams.conversion_hold_p``)
+PLACE_CONVERSION_P = 0.05
+
+
+def price_tick(model: CampaignModel, tick_ms: int, conv: ConversionVerdict,  # noqa: PLR0917
+               site_fit: CurveFit | None, window: TickWindow, drop: DeviceDrop | None,
+               checkout: ConversionVerdict) -> dict[str, Any]:
+    """Price what the tests see; a figure with no evidence behind it is zero (and not
+    computed: most ticks of most campaigns need neither).
+
+    Slow pages are priced while the latency CUSUM is above 0 and either it alarmed
+    within ``price_hold_minutes`` (all a latency episode reads, from its first hot tick
+    until it resolves) or a conversion shortfall is priced (which the slow pages may
+    explain: the alert's ``explained_fraction``). A shortfall a device's own test found
+    (``drop``) is priced on the dropped devices, and put on devices, from its window;
+    one the session minutes do not show yet, from the checkout's reachers
+    (``funnel.price_funnel_drop``).
+    """
+    aov, aov_se = model.average_order_value()
+    slow = lost = Estimate.zero()
+    devices: dict[str, DeviceRow] | None = None
+    priced_shortfall = conv.p_value < PRICE_CONVERSION_P and conv.window_start_ms is not None
+    if model.latency.last.statistic > 0 and (priced_shortfall or _alarmed_lately(model, tick_ms)):
+        slow, devices = _slow_page_loss(model, tick_ms, site_fit, aov, aov_se)
+    conversion_devices: dict[str, ConversionRow] | None = None
+    so_far = 0.0
+    if priced_shortfall and conv.p_value <= PLACE_CONVERSION_P:
+        conversion_devices = _conversions_by_device(
+            model, window, drop.start_ms if drop else conv.window_start_ms or tick_ms)
+    if priced_shortfall and drop is not None:
+        lost, so_far = price_device_drop(window, drop, model.device_baseline(),
+                                         tick_ms=tick_ms, aov=aov, aov_se=aov_se)
+        so_far = _lost_of_run(model, window, drop, so_far / aov if aov else 0.0) * aov
+    elif priced_shortfall:
+        base_conv, base_sessions = model.baseline()
+        priced = _pricing_window(model, tick_ms, conv, window)
+        first = window.first_from(priced.window_start_ms or tick_ms)
+        lost = price_conversion_loss(
+            priced, tick_ms=tick_ms,
+            window_sessions=float(window.sessions[first:] @ window.season[first:]),
+            baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
+            aov=aov, aov_se=aov_se)
+        so_far = max(_lost_of_run(model, window, None, priced.expected - priced.observed,
+                                  first), 0.0) * aov
+    if priced_shortfall and lost.value <= 0 and model.funnel is not None:
+        lost, so_far = price_funnel_drop(model.funnel, checkout, model.params, tick_ms=tick_ms,
+                                         aov=aov, aov_se=aov_se)
+    return {"average_order_value": aov, "slow_page_loss_per_hour": slow,
+            "conversion_loss_per_hour": lost, "devices": devices,
+            "conversion_devices": conversion_devices,
+            "conversion_lost_so_far": so_far if lost.value > 0 else 0.0}
+
+
+def _lost_of_run(model: CampaignModel, window: TickWindow, drop: DeviceDrop | None,
+                 in_range: float, first: int = 0) -> float:
+    """The orders missing of a drop priced from ``first`` (the campaign's) or on
+    ``drop``'s devices, with those of its minutes that left the window during the run
+    (``detectors.shortfall``); ``in_range`` outside a run."""
+    run = model.shortfall.missing(window, *range_shortfall(
+        window, first, drop, model.baseline(), model.device_baseline()),
+        model.params.conversion_hold_minutes * MINUTE_MS)
+    return in_range if run is None else run
+
+
+def _conversions_by_device(model: CampaignModel, window: TickWindow, start_ms: int
+                           ) -> dict[str, ConversionRow]:
+    """The shortfall's window by device (``detectors.localize``): commerce landings
+    weighted by their completeness, and their conversions, against each device's
+    learned rate."""
+    first = window.first_from(start_ms)
+    sessions, conversions = window.device_series()
+    return device_conversions(*model.device_baseline(),
+                              sessions[:, first:] @ window.weights[first:],
+                              conversions[:, first:].sum(axis=1))
+
+
+def _alarmed_lately(model: CampaignModel, tick_ms: int) -> bool:
+    last = model.last_alarm_ms
+    return last is not None and tick_ms - last <= model.params.price_hold_minutes * MINUTE_MS
+
+
+def _pricing_window(model: CampaignModel, tick_ms: int, conv: ConversionVerdict,
+                    window: TickWindow) -> ConversionVerdict:
+    """The shortfall to price (``pricing.onset_window``)."""
+    base_conv, base_sessions = model.baseline()
+    return onset_window(conv, window, float(base_conv / base_sessions),
+                        tick_ms - model.params.price_onset_min_minutes * MINUTE_MS + 1)
+
+
+def _slow_page_loss(model: CampaignModel, tick_ms: int, site_fit: CurveFit | None, aov: float,
+                    aov_se: float) -> tuple[Estimate, dict[str, DeviceRow]]:
+    """The slow-page loss and the slowdown by device (``pricing.price_slowdown``)."""
+    return price_slowdown(_current_window(model, tick_ms), model.curve_sessions.values,
+                          model.curve_conversions.values, site_fit, model.factors(),
+                          aov=aov, aov_se=aov_se)
+
+
+def _current_window(model: CampaignModel, tick_ms: int) -> list[tuple[int, MinuteBucket]]:
+    """Minutes that show the latency now: the last ``price_minutes`` closed minutes, or
+    fewer when the shift began more recently (so an early estimate is not diluted)."""
+    closed = tick_ms - (model.params.latency_delay_minutes + 1) * MINUTE_MS
+    start = closed - (model.params.price_minutes - 1) * MINUTE_MS
+    started = model.latency.last.started_ms
+    if started is not None:
+        start = max(start, minute_of(started))
+    return list(model.ring.span(start, closed + MINUTE_MS))
