@@ -5,7 +5,8 @@ the drop's onset as the deciding test sees it to the tick. A drop that stays ope
 (a checkout broken on phones is held while the phones' 120-minute window shows it) has
 its first minutes slide out of the window, and "lost" read from the window alone
 shrinks: on ``bench/quality.py``'s phones-only payment stop the resolve line read a
-median 0.74 of the truth (seeds 1-14, 0.65-1.06), the other conversion drops 0.96.
+median 0.77 of the truth (seeds 1-18, 0.65-1.06; 0.94 with the bank below), the whole
+campaign's 50% drop 0.96 (1.01).
 
 So during a run of flagged ticks (the conversion test below ``flag_conversion_p``, the
 ticks whose minutes are kept out of the baselines; a run ends ``reset_ms`` after its last
