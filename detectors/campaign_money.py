@@ -60,7 +60,7 @@ def price_tick(model: CampaignModel, tick_ms: int, conv: ConversionVerdict,  # n
     if priced_shortfall and drop is not None:
         lost, so_far = price_device_drop(window, drop, model.device_baseline(),
                                          tick_ms=tick_ms, aov=aov, aov_se=aov_se)
-        so_far = _lost_of_run(model, window, drop, so_far / aov if aov else 0.0) * aov
+        so_far = _lost_of_run(model, window, drop, 0, so_far, aov)
     elif priced_shortfall:
         base_conv, base_sessions = model.baseline()
         priced = _pricing_window(model, tick_ms, conv, window)
@@ -70,8 +70,8 @@ def price_tick(model: CampaignModel, tick_ms: int, conv: ConversionVerdict,  # n
             window_sessions=float(window.sessions[first:] @ window.season[first:]),
             baseline_conversions=float(base_conv), baseline_sessions=float(base_sessions),
             aov=aov, aov_se=aov_se)
-        so_far = max(_lost_of_run(model, window, None, priced.expected - priced.observed,
-                                  first), 0.0) * aov
+        so_far = _lost_of_run(model, window, None, first,
+                              max(priced.expected - priced.observed, 0.0) * aov, aov)
     if priced_shortfall and lost.value <= 0 and model.funnel is not None:
         lost, so_far = price_funnel_drop(model.funnel, checkout, model.params, tick_ms=tick_ms,
                                          aov=aov, aov_se=aov_se)
@@ -81,15 +81,18 @@ def price_tick(model: CampaignModel, tick_ms: int, conv: ConversionVerdict,  # n
             "conversion_lost_so_far": so_far if lost.value > 0 else 0.0}
 
 
-def _lost_of_run(model: CampaignModel, window: TickWindow, drop: DeviceDrop | None,
-                 in_range: float, first: int = 0) -> float:
-    """The orders missing of a drop priced from ``first`` (the campaign's) or on
-    ``drop``'s devices, with those of its minutes that left the window during the run
-    (``detectors.shortfall``); ``in_range`` outside a run."""
+def _lost_of_run(model: CampaignModel, window: TickWindow, drop: DeviceDrop | None,  # noqa: PLR0917
+                 first: int, in_range: float, aov: float) -> float:
+    """The money of the orders missing of a drop priced from ``first`` (the campaign's) or
+    on ``drop``'s devices, with those of its minutes that left the window during the run
+    (``detectors.shortfall``); the window's own figure ``in_range`` outside a run (and
+    nothing computed)."""
+    if not model.shortfall.running(window.tick_ms,
+                                   model.params.conversion_hold_minutes * MINUTE_MS):
+        return in_range
     run = model.shortfall.missing(window, *range_shortfall(
-        window, first, drop, model.baseline(), model.device_baseline()),
-        model.params.conversion_hold_minutes * MINUTE_MS)
-    return in_range if run is None else run
+        window, first, drop, model.baseline(), model.device_baseline()))
+    return max(run, 0.0) * aov
 
 
 def _conversions_by_device(model: CampaignModel, window: TickWindow, start_ms: int

@@ -45,25 +45,23 @@ class ShortfallLedger:
         self.banked = banked
         self.range: dict[int, float] = minutes or {}
 
-    def _clear(self) -> None:
+    def running(self, tick_ms: int, reset_ms: int) -> bool:
+        """Whether a run goes on at ``tick_ms`` (a flag within ``reset_ms``); outside one
+        the ledger is emptied."""
+        if self.last_flag_ms is not None and tick_ms - self.last_flag_ms <= reset_ms:
+            return True
         self.banked, self.range = 0.0, {}
-
-    def active(self, tick_ms: int, reset_ms: int) -> bool:
-        return self.last_flag_ms is not None and tick_ms - self.last_flag_ms <= reset_ms
+        return False
 
     def flagged(self, tick_ms: int, reset_ms: int) -> None:
         """The conversion test flags the campaign at ``tick_ms``: a run starts or goes on."""
-        if not self.active(tick_ms, reset_ms):
-            self._clear()
+        self.running(tick_ms, reset_ms)
         self.last_flag_ms = tick_ms
 
-    def missing(self, window: TickWindow, first: int, missing: FloatArray,
-                reset_ms: int) -> float | None:
-        """The orders missing of the drop: ``missing``, this tick's range (the shortfall of
-        ``window.minutes[first:]``, one per minute), plus the bank; ``None`` outside a run."""
-        if not self.active(window.tick_ms, reset_ms):
-            self._clear()
-            return None
+    def missing(self, window: TickWindow, first: int, missing: FloatArray) -> float:
+        """The orders missing of the drop, in a run (:meth:`running`): ``missing``, this
+        tick's range (the shortfall of ``window.minutes[first:]``, one per minute), plus
+        the bank."""
         oldest = window.minutes[0] if len(window) else window.tick_ms
         for minute in [m for m in self.range if m < oldest]:
             self.banked += self.range.pop(minute)
@@ -78,7 +76,7 @@ class ShortfallLedger:
         """``None``: a row written before the ledger (no run)."""
         if state is None:
             return cls()
-        last, banked, minutes = state[:3]
+        last, banked, minutes = state
         return cls(last, float(banked), {int(m): float(x) for m, x in minutes})
 
 
@@ -96,5 +94,6 @@ def range_shortfall(window: TickWindow, first: int, drop: DeviceDrop | None,
     else:
         sessions, conversions = window.sessions[first:], window.conversions()[first:]
         base_conversions, base_sessions = baseline
-    expected: FloatArray = sessions * window.weights[first:] * (base_conversions / base_sessions)
+    rate = base_conversions / base_sessions if base_sessions > 0 else 0.0
+    expected: FloatArray = sessions * window.weights[first:] * rate
     return first, expected - conversions

@@ -29,9 +29,11 @@ def window(tick: int, horizon: int = 5) -> TickWindow:
 
 def ranged(ledger: ShortfallLedger, tick: int, first: int, per_minute: float,
            horizon: int = 5) -> float | None:
-    """The ledger's figure at ``tick`` for a range of the window from index ``first``."""
-    return ledger.missing(window(tick, horizon), first,
-                          np.full(horizon - first, per_minute), RESET)
+    """The ledger's figure at ``tick`` for a range of the window from index ``first``, as
+    the pricing asks for it (``None``: no run)."""
+    if not ledger.running(T0 + tick * MIN, RESET):
+        return None
+    return ledger.missing(window(tick, horizon), first, np.full(horizon - first, per_minute))
 
 
 def test_outside_a_run_nothing_is_kept() -> None:
