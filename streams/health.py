@@ -16,23 +16,29 @@ import orjson
 
 from detectors.first_day import orders_stopped
 from detectors.incidents import Alert
-from detectors.verdicts import CampaignVerdict
+from detectors.verdicts import CampaignVerdict, Estimate
 from streams.metrics import CampaignHealth
 
 EVIDENCE_P = 1e-3
 
 
-def revenue_at_risk(verdict: CampaignVerdict) -> float:
-    """Revenue per hour at risk now, counting only figures backed by evidence: a
-    conversion shortfall in the shop's first day counts only if the orders stopped (before,
-    it may be the shop's daily rhythm; ``detectors.first_day``)."""
-    figures = [0.0]
+def revenue_at_risk_estimate(verdict: CampaignVerdict) -> Estimate:
+    """Revenue per hour at risk now with its 90% interval, counting only figures backed by
+    evidence (the larger of them; zero when none is): a conversion shortfall in the shop's
+    first day counts only if the orders stopped (before, it may be the shop's daily rhythm;
+    ``detectors.first_day``)."""
+    figures = [Estimate.zero()]
     if verdict.latency_regressed:
-        figures.append(verdict.slow_page_loss_per_hour.value)
+        figures.append(verdict.slow_page_loss_per_hour)
     if verdict.conversion_p_value < EVIDENCE_P and (
             verdict.conversion_day_known or orders_stopped(verdict)):
-        figures.append(verdict.conversion_loss_per_hour.value)
-    return max(figures)
+        figures.append(verdict.conversion_loss_per_hour)
+    return max(figures, key=lambda figure: figure.value)
+
+
+def revenue_at_risk(verdict: CampaignVerdict) -> float:
+    """:func:`revenue_at_risk_estimate`'s value."""
+    return revenue_at_risk_estimate(verdict).value
 
 
 @dataclass(frozen=True)
@@ -42,10 +48,14 @@ class CampaignsView:
     currency: str
 
     def health_rows(self) -> list[CampaignHealth]:
-        return [CampaignHealth(v.campaign, v.sessions_per_minute, v.conversion_rate,
-                               v.conversion_rate_baseline, v.lcp_p75_ms,
-                               v.lcp_p75_baseline_ms, revenue_at_risk(v))
-                for v in self.verdicts]
+        return [self._health(v) for v in self.verdicts]
+
+    @staticmethod
+    def _health(v: CampaignVerdict) -> CampaignHealth:
+        risk = revenue_at_risk_estimate(v)
+        return CampaignHealth(v.campaign, v.sessions_per_minute, v.conversion_rate,
+                              v.conversion_rate_baseline, v.lcp_p75_ms, v.lcp_p75_baseline_ms,
+                              risk.value, risk.low, risk.high)
 
     def to_json_obj(self) -> dict[str, Any]:
         firing: dict[str, list[dict[str, Any]]] = {}
@@ -65,12 +75,19 @@ class CampaignsView:
             "conversion_rate_baseline": _num(v.conversion_rate_baseline),
             "lcp_p75_ms": _num(v.lcp_p75_ms),
             "lcp_p75_baseline_ms": _num(v.lcp_p75_baseline_ms),
-            "revenue_at_risk_per_hour": round(revenue_at_risk(v), 2),
+            **_risk_fields(revenue_at_risk_estimate(v)),
             "warmed_up": v.warmed_up,
             # False in the shop's first day: a partial conversion drop may be its rhythm
             "conversion_day_known": v.conversion_day_known,
             "firing_alerts": alerts,
         }
+
+
+def _risk_fields(risk: Estimate) -> dict[str, float]:
+    """The revenue at risk per hour and its 90% interval, named as in an alert."""
+    return {"revenue_at_risk_per_hour": round(risk.value, 2),
+            "revenue_at_risk_per_hour_low": round(risk.low, 2),
+            "revenue_at_risk_per_hour_high": round(risk.high, 2)}
 
 
 def _num(value: float) -> float | None:

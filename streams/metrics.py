@@ -44,6 +44,7 @@ class CampaignHealth:
         lcp_p75_ms: p75 of session LCP now, milliseconds.
         lcp_p75_baseline_ms: the campaign's normal p75 LCP, milliseconds.
         revenue_at_risk_per_hour: expected revenue lost per hour now (reporting currency).
+        revenue_at_risk_per_hour_low, revenue_at_risk_per_hour_high: its 90% interval.
     """
 
     campaign: str
@@ -53,6 +54,8 @@ class CampaignHealth:
     lcp_p75_ms: float = math.nan
     lcp_p75_baseline_ms: float = math.nan
     revenue_at_risk_per_hour: float = math.nan
+    revenue_at_risk_per_hour_low: float = math.nan
+    revenue_at_risk_per_hour_high: float = math.nan
 
 
 def reason_class(reason: str) -> str:
@@ -158,6 +161,10 @@ class Metrics:
             "lcp_p75_seconds": "p75 of session LCP now, seconds.",
             "lcp_p75_baseline_seconds": "The campaign's normal p75 LCP, seconds.",
             "revenue_at_risk_per_hour": "Expected revenue lost per hour now.",
+            "revenue_at_risk_per_hour_low": "Lower bound of the 90% interval of the revenue "
+                                            "at risk per hour (for other: the sum of bounds).",
+            "revenue_at_risk_per_hour_high": "Upper bound of the 90% interval of the revenue "
+                                             "at risk per hour (for other: the sum of bounds).",
         }
         self._campaign_gauges = {
             name: Gauge(f"revwatch_campaign_{name}", doc, ["campaign"], registry=r)
@@ -309,4 +316,8 @@ def _aggregate(rows: Sequence[CampaignHealth]) -> CampaignHealth:
         lcp_p75_ms=_weighted(rows, "lcp_p75_ms"),
         lcp_p75_baseline_ms=_weighted(rows, "lcp_p75_baseline_ms"),
         revenue_at_risk_per_hour=_sum(rows, "revenue_at_risk_per_hour"),
+        # the sums of the bounds: wider than the sum's own 90% interval when the campaigns'
+        # errors are about normal (the quantiles of normal figures add up to at least the sum's)
+        revenue_at_risk_per_hour_low=_sum(rows, "revenue_at_risk_per_hour_low"),
+        revenue_at_risk_per_hour_high=_sum(rows, "revenue_at_risk_per_hour_high"),
     )

@@ -243,7 +243,13 @@ def test_dashboard_covers_what_users_need() -> None:
     assert {"revwatch_campaign_sessions_per_minute", "revwatch_campaign_conversion_rate",
             "revwatch_campaign_conversion_rate_baseline", "revwatch_campaign_lcp_p75_seconds",
             "revwatch_campaign_lcp_p75_baseline_seconds",
-            "revwatch_campaign_revenue_at_risk_per_hour"} <= used
+            "revwatch_campaign_revenue_at_risk_per_hour",
+            "revwatch_campaign_revenue_at_risk_per_hour_low",
+            "revwatch_campaign_revenue_at_risk_per_hour_high"} <= used
+    # every query's value is a named column
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
+    for target in table["targets"]:
+        assert f"Value #{target['refId']}" in organize["renameByName"], target["refId"]
 
 
 def test_dashboard_queries_parse_with_promtool(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from detectors.episodes import Alert
 from detectors.verdicts import CampaignVerdict, Estimate
-from streams.health import build_view, dumps_json, revenue_at_risk
+from streams.health import build_view, dumps_json, revenue_at_risk, revenue_at_risk_estimate
 from streams.view import format_alert, format_health
 from tests.unit.test_pipeline import verdict
 
@@ -47,6 +47,9 @@ def test_revenue_at_risk_counts_only_evidenced_figures(regressed: bool, p_value:
     v = row("c", 10.0, latency_regressed=regressed, conversion_p_value=p_value,
             slow_page_loss_per_hour=SLOW, conversion_loss_per_hour=LOST)
     assert revenue_at_risk(v) == expected
+    risk = revenue_at_risk_estimate(v)  # the interval is the chosen figure's own
+    assert (risk.low, risk.high) == {0.0: (0.0, 0.0), 700.0: (SLOW.low, SLOW.high),
+                                     1_500.0: (LOST.low, LOST.high)}[expected]
 
 
 def test_json_rows_sorted_by_traffic_with_nan_as_null_and_alerts_attached() -> None:
@@ -64,6 +67,10 @@ def test_json_rows_sorted_by_traffic_with_nan_as_null_and_alerts_attached() -> N
     assert top["conversion_rate_baseline"] is None
     assert top["lcp_p75_ms"] == 2_812.5
     assert top["revenue_at_risk_per_hour"] == 700.0
+    assert (top["revenue_at_risk_per_hour_low"], top["revenue_at_risk_per_hour_high"]) == (
+        300.0, 1_100.0)
+    assert (body["campaigns"][2]["revenue_at_risk_per_hour_low"],
+            body["campaigns"][2]["revenue_at_risk_per_hour_high"]) == (0.0, 0.0)
     assert top["warmed_up"] is False
     assert top["conversion_day_known"] is True
     assert body["campaigns"][1]["conversion_day_known"] is False  # "a"
@@ -81,8 +88,9 @@ def test_health_rows_feed_the_gauges_one_per_campaign() -> None:
     verdicts = [row("a", 3.0, latency_regressed=True, slow_page_loss_per_hour=SLOW),
                 row("b", 4.0)]
     rows = build_view(verdicts, [], "USD").health_rows()
-    assert [(r.campaign, r.sessions_per_minute, r.revenue_at_risk_per_hour) for r in rows] == [
-        ("a", 3.0, 700.0), ("b", 4.0, 0.0)]
+    assert [(r.campaign, r.sessions_per_minute, r.revenue_at_risk_per_hour,
+             r.revenue_at_risk_per_hour_low, r.revenue_at_risk_per_hour_high) for r in rows] == [
+        ("a", 3.0, 700.0, 300.0, 1_100.0), ("b", 4.0, 0.0, 0.0, 0.0)]
     assert math.isnan(rows[0].conversion_rate_baseline)
 
 

@@ -18,6 +18,8 @@ PER_CAMPAIGN = [
     "revwatch_campaign_lcp_p75_seconds",
     "revwatch_campaign_lcp_p75_baseline_seconds",
     "revwatch_campaign_revenue_at_risk_per_hour",
+    "revwatch_campaign_revenue_at_risk_per_hour_low",
+    "revwatch_campaign_revenue_at_risk_per_hour_high",
 ]
 
 
@@ -28,7 +30,7 @@ def registry() -> CollectorRegistry:
 
 def row(name: str, spm: float, cr: float = 0.03, lcp_ms: float = 2000.0,
         rar: float = 0.0) -> CampaignHealth:
-    return CampaignHealth(name, spm, cr, cr, lcp_ms, lcp_ms * 0.9, rar)
+    return CampaignHealth(name, spm, cr, cr, lcp_ms, lcp_ms * 0.9, rar, rar * 0.5, rar * 2.0)
 
 
 def label_values(registry: CollectorRegistry, metric: str, label: str) -> set[str]:
@@ -79,7 +81,8 @@ def test_reason_class_is_bounded(reason: str, expected: str) -> None:
 
 def test_campaign_health_units_and_values(registry: CollectorRegistry) -> None:
     m = Metrics(registry)
-    m.set_campaign_health([CampaignHealth("spring", 120.0, 0.031, 0.035, 2500.0, 2100.0, 840.0)])
+    m.set_campaign_health([CampaignHealth("spring", 120.0, 0.031, 0.035, 2500.0, 2100.0, 840.0,
+                                          510.0, 1_170.0)])
     get = registry.get_sample_value
     labels = {"campaign": "spring"}
     assert get("revwatch_campaign_sessions_per_minute", labels) == 120.0
@@ -88,6 +91,8 @@ def test_campaign_health_units_and_values(registry: CollectorRegistry) -> None:
     assert get("revwatch_campaign_lcp_p75_seconds", labels) == pytest.approx(2.5)
     assert get("revwatch_campaign_lcp_p75_baseline_seconds", labels) == pytest.approx(2.1)
     assert get("revwatch_campaign_revenue_at_risk_per_hour", labels) == 840.0
+    assert get("revwatch_campaign_revenue_at_risk_per_hour_low", labels) == 510.0
+    assert get("revwatch_campaign_revenue_at_risk_per_hour_high", labels) == 1_170.0
     assert get("revwatch_campaigns_tracked") == 1
 
 
@@ -125,8 +130,8 @@ def test_other_aggregation(registry: CollectorRegistry) -> None:
     m = Metrics(registry, max_campaign_labels=1)
     m.set_campaign_health([
         CampaignHealth("big", 100.0, 0.05, 0.05, 1000.0, 1000.0, 1.0),
-        CampaignHealth("s1", 30.0, 0.02, 0.04, 3000.0, 2000.0, 200.0),
-        CampaignHealth("s2", 10.0, 0.06, 0.04, 1000.0, 1000.0, 50.0),
+        CampaignHealth("s1", 30.0, 0.02, 0.04, 3000.0, 2000.0, 200.0, 120.0, 310.0),
+        CampaignHealth("s2", 10.0, 0.06, 0.04, 1000.0, 1000.0, 50.0, 20.0, 90.0),
         CampaignHealth("s3", 5.0),  # no rates yet: counts in sessions only
     ])
     other = {"campaign": OTHER}
@@ -140,6 +145,8 @@ def test_other_aggregation(registry: CollectorRegistry) -> None:
     assert get("revwatch_campaign_lcp_p75_baseline_seconds", other) == pytest.approx(
         (30 * 2.0 + 10 * 1.0) / 40)
     assert get("revwatch_campaign_revenue_at_risk_per_hour", other) == 250.0
+    assert get("revwatch_campaign_revenue_at_risk_per_hour_low", other) == 140.0
+    assert get("revwatch_campaign_revenue_at_risk_per_hour_high", other) == 400.0
 
 
 def test_real_campaign_named_other_folds_into_other(registry: CollectorRegistry) -> None:
