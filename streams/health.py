@@ -41,6 +41,15 @@ def revenue_at_risk(verdict: CampaignVerdict) -> float:
     return revenue_at_risk_estimate(verdict).value
 
 
+def revenue_per_hour(verdict: CampaignVerdict) -> tuple[float, float]:
+    """The revenue per hour the campaign's sessions bring now, and at its normal conversion:
+    sessions per minute x 60 x the conversion rate (now, lag-adjusted; or the baseline) x
+    the average order value (``nan`` while a rate is not known)."""
+    money_per_session = verdict.sessions_per_minute * 60.0 * verdict.average_order_value
+    return (money_per_session * verdict.conversion_rate,
+            money_per_session * verdict.conversion_rate_baseline)
+
+
 @dataclass(frozen=True)
 class CampaignsView:
     verdicts: tuple[CampaignVerdict, ...]
@@ -55,7 +64,7 @@ class CampaignsView:
         risk = revenue_at_risk_estimate(v)
         return CampaignHealth(v.campaign, v.sessions_per_minute, v.conversion_rate,
                               v.conversion_rate_baseline, v.lcp_p75_ms, v.lcp_p75_baseline_ms,
-                              risk.value, risk.low, risk.high)
+                              risk.value, risk.low, risk.high, *revenue_per_hour(v))
 
     def to_json_obj(self) -> dict[str, Any]:
         firing: dict[str, list[dict[str, Any]]] = {}
@@ -76,6 +85,9 @@ class CampaignsView:
             "lcp_p75_ms": _num(v.lcp_p75_ms),
             "lcp_p75_baseline_ms": _num(v.lcp_p75_baseline_ms),
             **_risk_fields(revenue_at_risk_estimate(v)),
+            "average_order_value": _num(v.average_order_value),
+            **dict(zip(("revenue_per_hour", "revenue_per_hour_baseline"),
+                       map(_money, revenue_per_hour(v)), strict=True)),
             "warmed_up": v.warmed_up,
             # False in the shop's first day: a partial conversion drop may be its rhythm
             "conversion_day_known": v.conversion_day_known,
@@ -88,6 +100,10 @@ def _risk_fields(risk: Estimate) -> dict[str, float]:
     return {"revenue_at_risk_per_hour": round(risk.value, 2),
             "revenue_at_risk_per_hour_low": round(risk.low, 2),
             "revenue_at_risk_per_hour_high": round(risk.high, 2)}
+
+
+def _money(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 2)
 
 
 def _num(value: float) -> float | None:

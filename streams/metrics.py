@@ -45,6 +45,9 @@ class CampaignHealth:
         lcp_p75_baseline_ms: the campaign's normal p75 LCP, milliseconds.
         revenue_at_risk_per_hour: expected revenue lost per hour now (reporting currency).
         revenue_at_risk_per_hour_low, revenue_at_risk_per_hour_high: its 90% interval.
+        revenue_per_hour: the revenue per hour the campaign's sessions bring now (sessions
+            per minute x 60 x conversion now x average order value).
+        revenue_per_hour_baseline: the same sessions at the campaign's normal conversion.
     """
 
     campaign: str
@@ -56,6 +59,8 @@ class CampaignHealth:
     revenue_at_risk_per_hour: float = math.nan
     revenue_at_risk_per_hour_low: float = math.nan
     revenue_at_risk_per_hour_high: float = math.nan
+    revenue_per_hour: float = math.nan
+    revenue_per_hour_baseline: float = math.nan
 
 
 def reason_class(reason: str) -> str:
@@ -165,6 +170,10 @@ class Metrics:
                                             "at risk per hour (for other: the sum of bounds).",
             "revenue_at_risk_per_hour_high": "Upper bound of the 90% interval of the revenue "
                                              "at risk per hour (for other: the sum of bounds).",
+            "revenue_per_hour": "Revenue per hour the campaign's sessions bring now: "
+                                "sessions per minute x 60 x conversion now x average order value.",
+            "revenue_per_hour_baseline": "Revenue per hour the same sessions would bring at the "
+                                         "campaign's normal conversion.",
         }
         self._campaign_gauges = {
             name: Gauge(f"revwatch_campaign_{name}", doc, ["campaign"], registry=r)
@@ -320,4 +329,6 @@ def _aggregate(rows: Sequence[CampaignHealth]) -> CampaignHealth:
         # errors are about normal (the quantiles of normal figures add up to at least the sum's)
         revenue_at_risk_per_hour_low=_sum(rows, "revenue_at_risk_per_hour_low"),
         revenue_at_risk_per_hour_high=_sum(rows, "revenue_at_risk_per_hour_high"),
+        revenue_per_hour=_sum(rows, "revenue_per_hour"),
+        revenue_per_hour_baseline=_sum(rows, "revenue_per_hour_baseline"),
     )

@@ -236,7 +236,7 @@ def test_dashboard_covers_what_users_need() -> None:
     titles = " | ".join(p["title"].lower() for p in dashboard()["panels"])
     for words in ["campaign health", "revenue at risk", "conversion rate vs baseline",
                   "p75 lcp vs baseline", "firing alerts", "event lag", "beacons per second",
-                  "dead letters", "faust events"]:
+                  "dead letters", "faust events", "revenue per hour vs normal"]:
         assert words in titles, words
     table = next(p for p in dashboard()["panels"] if p["title"] == "Campaign health now")
     used = set().union(*(metric_names(t["expr"]) for t in table["targets"]))
@@ -245,7 +245,8 @@ def test_dashboard_covers_what_users_need() -> None:
             "revwatch_campaign_lcp_p75_baseline_seconds",
             "revwatch_campaign_revenue_at_risk_per_hour",
             "revwatch_campaign_revenue_at_risk_per_hour_low",
-            "revwatch_campaign_revenue_at_risk_per_hour_high"} <= used
+            "revwatch_campaign_revenue_at_risk_per_hour_high", "revwatch_campaign_revenue_per_hour",
+            "revwatch_campaign_revenue_per_hour_baseline"} <= used
     # every query's value is a named column
     organize = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
     for target in table["targets"]:

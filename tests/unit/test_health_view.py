@@ -11,7 +11,13 @@ import pytest
 
 from detectors.episodes import Alert
 from detectors.verdicts import CampaignVerdict, Estimate
-from streams.health import build_view, dumps_json, revenue_at_risk, revenue_at_risk_estimate
+from streams.health import (
+    build_view,
+    dumps_json,
+    revenue_at_risk,
+    revenue_at_risk_estimate,
+    revenue_per_hour,
+)
 from streams.view import format_alert, format_health
 from tests.unit.test_pipeline import verdict
 
@@ -92,6 +98,25 @@ def test_health_rows_feed_the_gauges_one_per_campaign() -> None:
              r.revenue_at_risk_per_hour_low, r.revenue_at_risk_per_hour_high) for r in rows] == [
         ("a", 3.0, 700.0, 300.0, 1_100.0), ("b", 4.0, 0.0, 0.0, 0.0)]
     assert math.isnan(rows[0].conversion_rate_baseline)
+
+
+def test_revenue_per_hour_now_and_at_the_normal_conversion() -> None:
+    """What marketing reads beside the revenue at risk: 40 sessions a minute, 2.5% of them
+    ordering now (3% normally), $80 an order: $4,800 an hour now against $5,760."""
+    v = row("spring", 40.0, conversion_rate=0.025, conversion_rate_baseline=0.03,
+            average_order_value=80.0)
+    assert revenue_per_hour(v) == pytest.approx((4_800.0, 5_760.0))
+    health = build_view([v], [], "USD").health_rows()[0]
+    assert (health.revenue_per_hour, health.revenue_per_hour_baseline) == pytest.approx(
+        (4_800.0, 5_760.0))
+    body = orjson.loads(dumps_json(build_view([v, row("cold", 2.0)], [], "USD").to_json_obj()))
+    spring, cold = body["campaigns"]
+    assert (spring["revenue_per_hour"], spring["revenue_per_hour_baseline"],
+            spring["average_order_value"]) == (4_800.0, 5_760.0, 80.0)
+    # rates not known yet: no figure (null), as for the rates themselves
+    assert (cold["revenue_per_hour"], cold["revenue_per_hour_baseline"]) == (None, None)
+    assert math.isnan(build_view([row("cold", 2.0)], [], "USD").health_rows()[0]
+                      .revenue_per_hour)
 
 
 def test_format_alert_is_one_readable_line() -> None:

@@ -20,6 +20,8 @@ PER_CAMPAIGN = [
     "revwatch_campaign_revenue_at_risk_per_hour",
     "revwatch_campaign_revenue_at_risk_per_hour_low",
     "revwatch_campaign_revenue_at_risk_per_hour_high",
+    "revwatch_campaign_revenue_per_hour",
+    "revwatch_campaign_revenue_per_hour_baseline",
 ]
 
 
@@ -30,7 +32,8 @@ def registry() -> CollectorRegistry:
 
 def row(name: str, spm: float, cr: float = 0.03, lcp_ms: float = 2000.0,
         rar: float = 0.0) -> CampaignHealth:
-    return CampaignHealth(name, spm, cr, cr, lcp_ms, lcp_ms * 0.9, rar, rar * 0.5, rar * 2.0)
+    return CampaignHealth(name, spm, cr, cr, lcp_ms, lcp_ms * 0.9, rar, rar * 0.5, rar * 2.0,
+                          spm * 60 * cr * 50.0, spm * 60 * cr * 50.0)
 
 
 def label_values(registry: CollectorRegistry, metric: str, label: str) -> set[str]:
@@ -82,7 +85,7 @@ def test_reason_class_is_bounded(reason: str, expected: str) -> None:
 def test_campaign_health_units_and_values(registry: CollectorRegistry) -> None:
     m = Metrics(registry)
     m.set_campaign_health([CampaignHealth("spring", 120.0, 0.031, 0.035, 2500.0, 2100.0, 840.0,
-                                          510.0, 1_170.0)])
+                                          510.0, 1_170.0, 11_160.0, 12_600.0)])
     get = registry.get_sample_value
     labels = {"campaign": "spring"}
     assert get("revwatch_campaign_sessions_per_minute", labels) == 120.0
@@ -93,6 +96,8 @@ def test_campaign_health_units_and_values(registry: CollectorRegistry) -> None:
     assert get("revwatch_campaign_revenue_at_risk_per_hour", labels) == 840.0
     assert get("revwatch_campaign_revenue_at_risk_per_hour_low", labels) == 510.0
     assert get("revwatch_campaign_revenue_at_risk_per_hour_high", labels) == 1_170.0
+    assert get("revwatch_campaign_revenue_per_hour", labels) == 11_160.0
+    assert get("revwatch_campaign_revenue_per_hour_baseline", labels) == 12_600.0
     assert get("revwatch_campaigns_tracked") == 1
 
 
@@ -130,8 +135,10 @@ def test_other_aggregation(registry: CollectorRegistry) -> None:
     m = Metrics(registry, max_campaign_labels=1)
     m.set_campaign_health([
         CampaignHealth("big", 100.0, 0.05, 0.05, 1000.0, 1000.0, 1.0),
-        CampaignHealth("s1", 30.0, 0.02, 0.04, 3000.0, 2000.0, 200.0, 120.0, 310.0),
-        CampaignHealth("s2", 10.0, 0.06, 0.04, 1000.0, 1000.0, 50.0, 20.0, 90.0),
+        CampaignHealth("s1", 30.0, 0.02, 0.04, 3000.0, 2000.0, 200.0, 120.0, 310.0, 1_800.0,
+                       3_600.0),
+        CampaignHealth("s2", 10.0, 0.06, 0.04, 1000.0, 1000.0, 50.0, 20.0, 90.0, 1_800.0,
+                       1_200.0),
         CampaignHealth("s3", 5.0),  # no rates yet: counts in sessions only
     ])
     other = {"campaign": OTHER}
@@ -147,6 +154,8 @@ def test_other_aggregation(registry: CollectorRegistry) -> None:
     assert get("revwatch_campaign_revenue_at_risk_per_hour", other) == 250.0
     assert get("revwatch_campaign_revenue_at_risk_per_hour_low", other) == 140.0
     assert get("revwatch_campaign_revenue_at_risk_per_hour_high", other) == 400.0
+    assert get("revwatch_campaign_revenue_per_hour", other) == 3_600.0
+    assert get("revwatch_campaign_revenue_per_hour_baseline", other) == 4_800.0
 
 
 def test_real_campaign_named_other_folds_into_other(registry: CollectorRegistry) -> None:
