@@ -31,7 +31,7 @@ from detectors.funnel import Funnel, checkout_fields, combine_funnel
 from detectors.held import HeldMinutes
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
-from detectors.revenue import average_order_value
+from detectors.revenue import average_order_value, orders_per_conversion
 from detectors.shortfall import ShortfallLedger
 from detectors.strata import CURVE_SIZE, by_stratum, device_stratum
 from detectors.verdicts import CampaignVerdict
@@ -64,6 +64,9 @@ class CampaignModel:
         self.curve_sessions = EwVector(CURVE_SIZE, half_life_minutes=p.curve_half_life_minutes)
         self.curve_conversions = EwVector(CURVE_SIZE, half_life_minutes=p.curve_half_life_minutes)
         self.orders = EwVector(3, half_life_minutes=p.curve_half_life_minutes)
+        # orders of known sessions, and how many of them were a session's first: a lost
+        # conversion costs the orders a converting session places, not one order
+        self.session_orders = EwVector(2, half_life_minutes=p.curve_half_life_minutes)
         self.held = HeldMinutes(p)  # flagged minutes, learned if their change lasts
         self.funnel: Funnel | None = None  # from the campaign's first checkout reacher
         self.last_matured_minute: int | None = None
@@ -97,6 +100,8 @@ class CampaignModel:
         session's ``checkout_ms``, the conversion of a checkout reacher)."""
         self.orders.add(minute_of(order_ts_ms), np.array([1.0, revenue, revenue * revenue]))
         self.last_seen_ms = max(self.last_seen_ms, order_ts_ms)
+        if known_session:
+            self.session_orders.add(minute_of(order_ts_ms), np.array([1.0, float(first_order)]))
         if not (first_order and known_session):
             return
         if checkout_ms is not None:
@@ -141,6 +146,8 @@ class CampaignModel:
         if bucket is None:
             return False
         self.orders.add(minute_of(order_ts_ms), -np.array([1.0, revenue, revenue * revenue]))
+        if known_session:
+            self.session_orders.add(minute_of(order_ts_ms), -np.array([1.0, float(first_order)]))
         if first_order and known_session:
             if checkout_ms is not None and self.funnel is not None:
                 self.funnel.retract_order(checkout_ms, order_ts_ms)
@@ -314,6 +321,14 @@ class CampaignModel:
     def average_order_value(self) -> tuple[float, float]:
         n, total, total_sq = self.orders.values
         return average_order_value(float(total), float(total_sq), float(n))
+
+    def conversion_value(self) -> tuple[float, float]:
+        """The revenue a conversion brings, and its standard error: the average order value
+        times the orders a converting session places (``orders_per_conversion``)."""
+        aov, aov_se = self.average_order_value()
+        orders, first = (float(v) for v in self.session_orders.values)
+        ratio = orders_per_conversion(orders, first)
+        return aov * ratio, aov_se * ratio
 
 
 _SUM = np.add.reduce

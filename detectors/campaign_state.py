@@ -45,6 +45,7 @@ def model_to_state(model: CampaignModel) -> dict[str, Any]:
         "la": model.last_alarm_ms,
         "fn": None if model.funnel is None else model.funnel.to_state(),
         "sf": model.shortfall.to_state(),
+        "so": model.session_orders.to_state(),
     }
 
 
@@ -65,6 +66,8 @@ def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
     model.curve_sessions = _curve_from_state(state, "cs")
     model.curve_conversions = _curve_from_state(state, "cc")
     model.orders = EwVector.from_state(state["orders"])
+    if "so" in state:  # absent in rows written before: one order a conversion until learned
+        model.session_orders = EwVector.from_state(state["so"])
     lat.last_minute = state["llm"]
     model.last_matured_minute = state["lmm"]
     model.last_seen_ms = int(state["seen"])

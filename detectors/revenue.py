@@ -301,3 +301,14 @@ def _check_non_negative(*, allow_inf: bool = False, **values: float) -> None:
         if not (value >= 0.0 and (allow_inf or math.isfinite(value))):
             msg = f"{name} must be a non-negative finite number, got {value}"
             raise ValueError(msg)
+
+
+def orders_per_conversion(orders: float, conversions: float, *, prior: float = 20.0) -> float:
+    """Orders per converting session, from the orders of known sessions and how many of them
+    were a session's first, shrunk to 1 by ``prior`` conversions with one order each (at
+    least 1: retractions can leave the counts a little off).
+
+    >>> orders_per_conversion(0.0, 0.0), round(orders_per_conversion(1_030.0, 1_000.0), 4)
+    (1.0, 1.0294)
+    """
+    return max((orders + prior) / (conversions + prior), 1.0)

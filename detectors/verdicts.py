@@ -95,6 +95,9 @@ class CampaignVerdict:
     # checkout minutes; ``funnel.onset_of``); None without a window (and from a worker before
     # 2026-12-07: the conversion window's start is read then)
     conversion_onset_ms: int | None = None
+    # what a conversion brings: the average order value times the orders per converting
+    # session; what every money figure is priced at (nan from a worker before 2026-12-07)
+    revenue_per_conversion: float = math.nan
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
@@ -111,7 +114,7 @@ class CampaignVerdict:
         conversion_day_known: bool = True, conversion_lost_so_far: float = 0.0,
         checkout_p_value: float = 1.0, checkout_observed: float = 0.0,
         checkout_expected: float = 0.0, checkout_window_start_ms: int | None = None,
-        conversion_onset_ms: int | None = None,
+        conversion_onset_ms: int | None = None, revenue_per_conversion: float = math.nan,
     ) -> None:
         object.__setattr__(self, "campaign", campaign)
         object.__setattr__(self, "tick_ms", int(tick_ms))
@@ -145,6 +148,14 @@ class CampaignVerdict:
         object.__setattr__(self, "checkout_expected", float(checkout_expected))
         object.__setattr__(self, "checkout_window_start_ms", checkout_window_start_ms)
         object.__setattr__(self, "conversion_onset_ms", conversion_onset_ms)
+        object.__setattr__(self, "revenue_per_conversion", float(revenue_per_conversion))
+
+    @property
+    def conversion_value(self) -> float:
+        """What a conversion brings: ``revenue_per_conversion``, or for a verdict of a worker
+        before it the average order value."""
+        value = self.revenue_per_conversion
+        return self.average_order_value if math.isnan(value) else value
 
     @property
     def explained_fraction(self) -> float:
@@ -198,4 +209,4 @@ _FLOATS = frozenset({
     "lcp_p75_baseline_ms", "latency_statistic", "latency_threshold", "latency_shift",
     "conversion_p_value", "conversion_observed", "conversion_expected", "conversion_ratio",
     "average_order_value", "conversion_recent_p_value", "conversion_lost_so_far",
-    "checkout_p_value", "checkout_observed", "checkout_expected"})
+    "checkout_p_value", "checkout_observed", "checkout_expected", "revenue_per_conversion"})

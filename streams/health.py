@@ -44,8 +44,8 @@ def revenue_at_risk(verdict: CampaignVerdict) -> float:
 def revenue_per_hour(verdict: CampaignVerdict) -> tuple[float, float]:
     """The revenue per hour the campaign's sessions bring now, and at its normal conversion:
     sessions per minute x 60 x the conversion rate (now, lag-adjusted; or the baseline) x
-    the average order value (``nan`` while a rate is not known)."""
-    money_per_session = verdict.sessions_per_minute * 60.0 * verdict.average_order_value
+    what a conversion brings (``nan`` while a rate is not known)."""
+    money_per_session = verdict.sessions_per_minute * 60.0 * verdict.conversion_value
     return (money_per_session * verdict.conversion_rate,
             money_per_session * verdict.conversion_rate_baseline)
 
@@ -86,6 +86,7 @@ class CampaignsView:
             "lcp_p75_baseline_ms": _num(v.lcp_p75_baseline_ms),
             **_risk_fields(revenue_at_risk_estimate(v)),
             "average_order_value": _num(v.average_order_value),
+            "revenue_per_conversion": _num(v.conversion_value),
             **dict(zip(("revenue_per_hour", "revenue_per_hour_baseline"),
                        map(_money, revenue_per_hour(v)), strict=True)),
             "warmed_up": v.warmed_up,

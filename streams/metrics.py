@@ -46,7 +46,7 @@ class CampaignHealth:
         revenue_at_risk_per_hour: expected revenue lost per hour now (reporting currency).
         revenue_at_risk_per_hour_low, revenue_at_risk_per_hour_high: its 90% interval.
         revenue_per_hour: the revenue per hour the campaign's sessions bring now (sessions
-            per minute x 60 x conversion now x average order value).
+            per minute x 60 x conversion now x revenue per conversion).
         revenue_per_hour_baseline: the same sessions at the campaign's normal conversion.
     """
 
@@ -170,8 +170,8 @@ class Metrics:
                                             "at risk per hour (for other: the sum of bounds).",
             "revenue_at_risk_per_hour_high": "Upper bound of the 90% interval of the revenue "
                                              "at risk per hour (for other: the sum of bounds).",
-            "revenue_per_hour": "Revenue per hour the campaign's sessions bring now: "
-                                "sessions per minute x 60 x conversion now x average order value.",
+            "revenue_per_hour": "Revenue per hour the campaign's sessions bring now: sessions "
+                                "per minute x 60 x conversion now x revenue per conversion.",
             "revenue_per_hour_baseline": "Revenue per hour the same sessions would bring at the "
                                          "campaign's normal conversion.",
         }

@@ -49,7 +49,7 @@ VERDICT_FIELDS: dict[str, st.SearchStrategy[object]] = {
     "conversion_day_known": st.booleans(), "conversion_lost_so_far": floats,
     "checkout_p_value": floats, "checkout_observed": floats, "checkout_expected": floats,
     "checkout_window_start_ms": optional_ints,
-    "conversion_onset_ms": optional_ints,
+    "conversion_onset_ms": optional_ints, "revenue_per_conversion": floats,
 }
 
 facts = st.builds(SessionFact, **{f.name: FACT_FIELDS[f.name] for f in fields(SessionFact)})

@@ -113,6 +113,11 @@ def test_revenue_per_hour_now_and_at_the_normal_conversion() -> None:
     spring, cold = body["campaigns"]
     assert (spring["revenue_per_hour"], spring["revenue_per_hour_baseline"],
             spring["average_order_value"]) == (4_800.0, 5_760.0, 80.0)
+    # what a converting session brings, where the verdict has it (1.05 orders each)
+    priced = dataclasses.replace(v, revenue_per_conversion=84.0)
+    assert revenue_per_hour(priced) == pytest.approx((5_040.0, 6_048.0))
+    assert orjson.loads(dumps_json(build_view([priced], [], "USD").to_json_obj()))[
+        "campaigns"][0]["revenue_per_conversion"] == 84.0
     # rates not known yet: no figure (null), as for the rates themselves
     assert (cold["revenue_per_hour"], cold["revenue_per_hour_baseline"]) == (None, None)
     assert math.isnan(build_view([row("cold", 2.0)], [], "USD").health_rows()[0]
