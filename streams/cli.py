@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
     demo.add_argument("--speed", type=float, default=60.0,
                       help="event-time minutes per wall minute for the live part (default 60)")
-    demo.add_argument("--seed", type=int, default=6)
+    demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--incident", choices=DEMO_INCIDENTS, default="slow-pages",
                       help="slow-pages (LCP x2.5, 20 min) or checkout (no orders while the "
                       "pages stay fast, 30 min); default slow-pages")
