@@ -96,8 +96,8 @@ class CampaignVerdict:
     # 2026-12-07: the conversion window's start is read then)
     conversion_onset_ms: int | None = None
     # what a conversion brings: the average order value times the orders per converting
-    # session; what every money figure is priced at (nan from a worker before 2026-12-07)
-    revenue_per_conversion: float = math.nan
+    # session; what every money figure is priced at (0 from a worker before 2026-12-07)
+    revenue_per_conversion: float = 0.0
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
@@ -114,7 +114,7 @@ class CampaignVerdict:
         conversion_day_known: bool = True, conversion_lost_so_far: float = 0.0,
         checkout_p_value: float = 1.0, checkout_observed: float = 0.0,
         checkout_expected: float = 0.0, checkout_window_start_ms: int | None = None,
-        conversion_onset_ms: int | None = None, revenue_per_conversion: float = math.nan,
+        conversion_onset_ms: int | None = None, revenue_per_conversion: float = 0.0,
     ) -> None:
         object.__setattr__(self, "campaign", campaign)
         object.__setattr__(self, "tick_ms", int(tick_ms))
@@ -155,7 +155,7 @@ class CampaignVerdict:
         """What a conversion brings: ``revenue_per_conversion``, or for a verdict of a worker
         before it the average order value."""
         value = self.revenue_per_conversion
-        return self.average_order_value if math.isnan(value) else value
+        return value if value > 0 else self.average_order_value
 
     @property
     def explained_fraction(self) -> float:
@@ -209,4 +209,4 @@ _FLOATS = frozenset({
     "lcp_p75_baseline_ms", "latency_statistic", "latency_threshold", "latency_shift",
     "conversion_p_value", "conversion_observed", "conversion_expected", "conversion_ratio",
     "average_order_value", "conversion_recent_p_value", "conversion_lost_so_far",
-    "checkout_p_value", "checkout_observed", "checkout_expected", "revenue_per_conversion"})
+    "checkout_p_value", "checkout_observed", "checkout_expected"})

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import math
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -70,8 +69,6 @@ def _sample(cls: type, field: dataclasses.Field[Any], index: int) -> Any:
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray):
         return bool(np.array_equal(a, b))
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
-        return math.isnan(b)  # a nan default (a figure not known) is the same nan
     return bool(a == b) and type(a) is type(b)
 
 
