@@ -322,13 +322,11 @@ class CampaignModel:
         n, total, total_sq = self.orders.values
         return average_order_value(float(total), float(total_sq), float(n))
 
-    def conversion_value(self) -> tuple[float, float]:
-        """The revenue a conversion brings, and its standard error: the average order value
-        times the orders a converting session places (``orders_per_conversion``)."""
-        aov, aov_se = self.average_order_value()
+    def orders_per_conversion(self) -> float:
+        """The orders a converting session places (``revenue.orders_per_conversion``): a
+        lost conversion costs the average order value times it."""
         orders, first = (float(v) for v in self.session_orders.values)
-        ratio = orders_per_conversion(orders, first)
-        return aov * ratio, aov_se * ratio
+        return orders_per_conversion(orders, first)
 
 
 _SUM = np.add.reduce

@@ -46,7 +46,9 @@ def price_tick(model: CampaignModel, tick_ms: int, conv: ConversionVerdict,  # n
     one the session minutes do not show yet, from the checkout's reachers
     (``funnel.price_funnel_drop``).
     """
-    aov, aov_se = model.conversion_value()  # what a lost conversion costs
+    order_value, order_se = model.average_order_value()
+    ratio = model.orders_per_conversion()
+    aov, aov_se = order_value * ratio, order_se * ratio  # what a lost conversion costs
     slow = lost = Estimate.zero()
     devices: dict[str, DeviceRow] | None = None
     priced_shortfall = conv.p_value < PRICE_CONVERSION_P and conv.window_start_ms is not None
@@ -75,9 +77,8 @@ def price_tick(model: CampaignModel, tick_ms: int, conv: ConversionVerdict,  # n
     if priced_shortfall and lost.value <= 0 and model.funnel is not None:
         lost, so_far = price_funnel_drop(model.funnel, checkout, model.params, tick_ms=tick_ms,
                                          aov=aov, aov_se=aov_se)
-    return {"average_order_value": model.average_order_value()[0],
-            "revenue_per_conversion": aov, "slow_page_loss_per_hour": slow,
-            "conversion_loss_per_hour": lost, "devices": devices,
+    return {"average_order_value": order_value, "revenue_per_conversion": aov,
+            "slow_page_loss_per_hour": slow, "conversion_loss_per_hour": lost, "devices": devices,
             "conversion_devices": conversion_devices,
             "conversion_lost_so_far": so_far if lost.value > 0 else 0.0}
 

@@ -87,8 +87,7 @@ class CampaignsView:
             **_risk_fields(revenue_at_risk_estimate(v)),
             "average_order_value": _num(v.average_order_value),
             "revenue_per_conversion": _num(v.conversion_value),
-            **dict(zip(("revenue_per_hour", "revenue_per_hour_baseline"),
-                       map(_money, revenue_per_hour(v)), strict=True)),
+            **_revenue_fields(*revenue_per_hour(v)),
             "warmed_up": v.warmed_up,
             # False in the shop's first day: a partial conversion drop may be its rhythm
             "conversion_day_known": v.conversion_day_known,
@@ -103,12 +102,12 @@ def _risk_fields(risk: Estimate) -> dict[str, float]:
             "revenue_at_risk_per_hour_high": round(risk.high, 2)}
 
 
-def _money(value: float) -> float | None:
-    return None if math.isnan(value) else round(value, 2)
+def _revenue_fields(now: float, normal: float) -> dict[str, float | None]:
+    return {"revenue_per_hour": _num(now, 2), "revenue_per_hour_baseline": _num(normal, 2)}
 
 
-def _num(value: float) -> float | None:
-    return None if math.isnan(value) else round(value, 6)
+def _num(value: float, digits: int = 6) -> float | None:
+    return None if math.isnan(value) else round(value, digits)
 
 
 def build_view(verdicts: Iterable[CampaignVerdict], alerts: Iterable[Alert],

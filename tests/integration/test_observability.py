@@ -433,4 +433,33 @@ def test_campaigns_endpoint_is_fast_enough_to_poll_every_second(run: Run) -> Non
     assert p99 < 1000, f"p99 {p99:.0f} ms: too slow to poll every second"
     body = orjson.loads(urllib.request.urlopen(f"{run.worker.base_url}/campaigns",
                                                timeout=10).read())
-    assert "spring_sale" in {c["campaign"] for c in body["campaigns"]}, body
+    rows = {c["campaign"]: c for c in body["campaigns"]}
+    assert "spring_sale" in rows, body
+    for row in rows.values():  # the money fields of every row agree with each other
+        assert row["revenue_at_risk_per_hour_low"] <= row["revenue_at_risk_per_hour"] \
+            <= row["revenue_at_risk_per_hour_high"], row
+        if row["revenue_per_hour"] is not None:
+            assert row["revenue_per_hour"] == pytest.approx(
+                row["sessions_per_minute"] * 60 * row["conversion_rate"]
+                * row["revenue_per_conversion"], rel=0.01, abs=0.05), row
+            assert row["revenue_per_conversion"] >= row["average_order_value"], row
+
+
+def test_prometheus_stores_the_money_with_its_interval(run: Run) -> None:
+    """The revenue at risk's 90% interval and the revenue per hour, as Prometheus stored
+    them from the worker's scrapes: no sample outside its interval, the incident's interval
+    reaching paging money, and spring_sale's revenue per hour now and normally."""
+    def stored(expr: str) -> list[dict[str, Any]]:
+        return prom_query_range(run.prometheus.url, expr, run.began, time.time())
+
+    risk = 'revwatch_campaign_revenue_at_risk_per_hour{job="revwatch"}'
+    assert not stored(f"{risk} < revwatch_campaign_revenue_at_risk_per_hour_low")
+    assert not stored(f"{risk} > revwatch_campaign_revenue_at_risk_per_hour_high")
+    high = stored('revwatch_campaign_revenue_at_risk_per_hour_high{campaign="spring_sale"}')
+    assert high, "no upper bound stored for spring_sale"
+    assert max(float(v) for series in high for _, v in series["values"]) >= 500, high
+    for name in ("revwatch_campaign_revenue_per_hour",
+                 "revwatch_campaign_revenue_per_hour_baseline"):
+        series = stored(f'{name}{{campaign="spring_sale"}}')
+        assert series, name
+        assert max(float(v) for s in series for _, v in s["values"]) > 0, (name, series)

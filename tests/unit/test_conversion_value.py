@@ -1,5 +1,5 @@
 """What a lost conversion costs: the average order value times the orders a converting
-session places (``CampaignModel.conversion_value``), as the simulation's truth prices it."""
+session places (``CampaignModel.orders_per_conversion``), as the simulation's truth prices it."""
 
 from __future__ import annotations
 
@@ -35,37 +35,36 @@ def shop(conversions: int, second_orders: int, value: float = 50.0) -> CampaignM
 
 
 def test_a_conversion_is_worth_the_orders_of_a_converting_session() -> None:
-    value, se = shop(1_000, 100).conversion_value()
-    aov, aov_se = shop(1_000, 100).average_order_value()
-    assert aov == pytest.approx(50.0, rel=0.01)
+    model = shop(1_000, 100)
+    assert model.average_order_value()[0] == pytest.approx(50.0, rel=0.01)
     # (1,100 + 20) / (1,000 + 20), up to the forgetting of the older orders
-    assert value / aov == pytest.approx(1_120 / 1_020, rel=2e-3)
-    assert se / aov_se == pytest.approx(value / aov)
+    assert model.orders_per_conversion() == pytest.approx(1_120 / 1_020, rel=2e-3)
 
 
 def test_one_order_a_conversion_until_second_orders_are_seen() -> None:
     model = shop(50, 0)
-    assert model.conversion_value() == model.average_order_value()
-    assert CampaignModel().conversion_value() == CampaignModel().average_order_value()
+    assert model.orders_per_conversion() == 1.0
+    assert CampaignModel().orders_per_conversion() == 1.0
     assert orders_per_conversion(0.0, 3.0) == 1.0  # retractions cannot take it below one
 
 
 def test_a_retracted_second_order_is_taken_off() -> None:
     model = shop(200, 40)
-    before = model.conversion_value()[0]
+    before = model.orders_per_conversion()
     ts = T0 + 10 * MIN
     assert model.retract_order(ts - 5 * MIN, ts + 1, 50.0, first_order=False,
                                known_session=True)
-    assert model.conversion_value()[0] < before
+    assert model.orders_per_conversion() < before
 
 
 def test_the_orders_per_conversion_survive_the_state_and_older_rows_load() -> None:
     model = shop(500, 60)
     state = model_to_state(model)
-    assert model_from_state(state).conversion_value() == pytest.approx(model.conversion_value())
+    assert model_from_state(state).orders_per_conversion() == pytest.approx(
+        model.orders_per_conversion())
     del state["so"]  # a row written before: one order a conversion until learned again
     older = model_from_state(state)
-    assert older.conversion_value() == pytest.approx(older.average_order_value())
+    assert older.orders_per_conversion() == 1.0
 
 
 def test_a_verdict_carries_it_and_an_older_one_reads_as_its_order_value() -> None:
@@ -82,5 +81,7 @@ def test_the_tick_prices_at_it() -> None:
     model = shop(400, 80)
     monitor_verdict = model.tick("c", T0 + 401 * MIN, None)
     assert monitor_verdict.average_order_value == pytest.approx(model.average_order_value()[0])
-    assert monitor_verdict.revenue_per_conversion == pytest.approx(model.conversion_value()[0])
+    value = model.average_order_value()[0]
+    assert monitor_verdict.revenue_per_conversion == pytest.approx(
+        value * model.orders_per_conversion())
     assert monitor_verdict.revenue_per_conversion > monitor_verdict.average_order_value * 1.1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.demo_onsets import scenario, seeds
+from bench.demo_onsets import Seen, scenario, seeds, summary
 from streams.simulate import demo_scenario
 
 
@@ -29,3 +29,14 @@ def test_checkout_is_the_demo_checkout_incident() -> None:
 @pytest.mark.parametrize(("text", "expected"), [("1-3", [1, 2, 3]), ("7", [7]), ("12-12", [12])])
 def test_seed_ranges(text: str, expected: list[int]) -> None:
     assert seeds(text) == expected
+
+
+def test_slow_pages_is_the_default_demo() -> None:
+    assert scenario("slow-pages", 7, 1.0, 4).incidents == demo_scenario(7).incidents
+
+
+def test_the_summary_gives_the_ranges_medians_and_the_lost_figures_error() -> None:
+    seen = [Seen("a", 0.5, 1.5), Seen("b", 1.0, 0.8), Seen("c", 1.2, 1.1), Seen("d")]
+    assert summary(seen) == ("3 of 4 alerted: first price / truth 0.50-1.20, median 1.00; "
+                             "lost / truth 0.80-1.50, median 1.10, median error 20.0%")
+    assert summary([Seen("x")]) == "no seed alerted"
