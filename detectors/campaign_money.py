@@ -52,8 +52,11 @@ def price_tick(model: CampaignModel, tick_ms: int, conv: ConversionVerdict,  # n
     slow = lost = Estimate.zero()
     devices: dict[str, DeviceRow] | None = None
     priced_shortfall = conv.p_value < PRICE_CONVERSION_P and conv.window_start_ms is not None
+    slow_minute_ms: int | None = None
+    slow_lost = 0.0
     if model.latency.last.statistic > 0 and (priced_shortfall or _alarmed_lately(model, tick_ms)):
-        slow, devices = _slow_page_loss(model, tick_ms, site_fit, aov, aov_se)
+        slow_minute_ms = _closed_minute(model, tick_ms)
+        slow, devices, slow_lost = _slow_page_loss(model, tick_ms, site_fit, aov, aov_se)
     conversion_devices: dict[str, ConversionRow] | None = None
     so_far = 0.0
     if priced_shortfall and conv.p_value <= PLACE_CONVERSION_P:
@@ -80,7 +83,8 @@ def price_tick(model: CampaignModel, tick_ms: int, conv: ConversionVerdict,  # n
     return {"average_order_value": order_value, "revenue_per_conversion": aov,
             "slow_page_loss_per_hour": slow, "conversion_loss_per_hour": lost, "devices": devices,
             "conversion_devices": conversion_devices,
-            "conversion_lost_so_far": so_far if lost.value > 0 else 0.0}
+            "conversion_lost_so_far": so_far if lost.value > 0 else 0.0,
+            "slow_page_lost_minute": slow_lost, "slow_page_minute_ms": slow_minute_ms}
 
 
 def _lost_of_run(model: CampaignModel, window: TickWindow, drop: DeviceDrop | None,  # noqa: PLR0917
@@ -123,17 +127,24 @@ def _pricing_window(model: CampaignModel, tick_ms: int, conv: ConversionVerdict,
 
 
 def _slow_page_loss(model: CampaignModel, tick_ms: int, site_fit: CurveFit | None, aov: float,
-                    aov_se: float) -> tuple[Estimate, dict[str, DeviceRow]]:
-    """The slow-page loss and the slowdown by device (``pricing.price_slowdown``)."""
+                    aov_se: float) -> tuple[Estimate, dict[str, DeviceRow], float]:
+    """The slow-page loss, the slowdown by device and the newest closed minute's money
+    (``pricing.price_slowdown``)."""
     return price_slowdown(_current_window(model, tick_ms), model.curve_sessions.values,
                           model.curve_conversions.values, site_fit, model.factors(),
-                          aov=aov, aov_se=aov_se)
+                          aov=aov, aov_se=aov_se,
+                          ledger_minute_ms=_closed_minute(model, tick_ms))
+
+
+def _closed_minute(model: CampaignModel, tick_ms: int) -> int:
+    """The newest minute whose beacons are in (``latency_delay_minutes``)."""
+    return tick_ms - (model.params.latency_delay_minutes + 1) * MINUTE_MS
 
 
 def _current_window(model: CampaignModel, tick_ms: int) -> list[tuple[int, MinuteBucket]]:
     """Minutes that show the latency now: the last ``price_minutes`` closed minutes, or
     fewer when the shift began more recently (so an early estimate is not diluted)."""
-    closed = tick_ms - (model.params.latency_delay_minutes + 1) * MINUTE_MS
+    closed = _closed_minute(model, tick_ms)
     start = closed - (model.params.price_minutes - 1) * MINUTE_MS
     started = model.latency.last.started_ms
     if started is not None:

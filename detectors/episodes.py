@@ -273,17 +273,34 @@ def loss_for(kind: str, verdict: CampaignVerdict | None) -> Estimate:
     return Estimate(parts[0], min(parts[1], parts[0]), max(parts[2], parts[0]))
 
 
-def lost_so_far(kind: str, verdict: CampaignVerdict | None, risk: Estimate, before: float,
-                minutes: float) -> float:
-    """What an episode has cost by this tick. A conversion drop's cost is the money of the
-    orders missing by now since its onset (``conversion_lost_so_far``), which
-    stops growing once the orders are back, though the episode is held open; while none is
-    priced it stays as it was (``before``). Otherwise (and for an older worker's verdict,
-    without the figure) the risk per hour is summed over the ``minutes`` since ``before``."""
-    so_far = 0.0 if verdict is None else verdict.conversion_lost_so_far
-    if kind == CONVERSION and so_far > 0:
-        return so_far
-    return before + risk.value / 60 * minutes
+def lost_so_far(kind: str, verdict: CampaignVerdict | None, risk: Estimate,
+                before: float) -> float:
+    """What an episode has cost by this tick, from ``before`` at the last. A conversion
+    drop's cost is the money of the orders missing by now since its onset
+    (``conversion_lost_so_far``), which stops growing once the orders are back, though the
+    episode is held open; while none is priced it stays as it was. Slow pages add the
+    money of the tick's newest closed minute (``slow_page_lost_minute``), so each minute
+    counts once, when its beacons are in. Otherwise (a conversion drop priced without
+    it, and a verdict of an older worker) a tick adds a minute of the risk per hour."""
+    if verdict is not None and kind == CONVERSION and verdict.conversion_lost_so_far > 0:
+        return verdict.conversion_lost_so_far
+    if verdict is None or kind == CONVERSION or verdict.slow_page_minute_ms is None:
+        return before + risk.value / 60
+    return max(before + verdict.slow_page_lost_minute, 0.0)
+
+
+def lost_at_open(kind: str, verdict: CampaignVerdict, risk: Estimate, started_ms: int) -> float:
+    """What an episode opening at ``verdict``'s tick has cost since ``started_ms``: a
+    conversion drop's ``conversion_lost_so_far`` when priced; slow pages, the risk per
+    hour over the minutes from the start to the newest closed one (the later ones are
+    added by the ticks that close them, :func:`lost_so_far`); otherwise the risk per
+    hour over the minutes to the tick."""
+    if kind == CONVERSION and verdict.conversion_lost_so_far > 0:
+        return verdict.conversion_lost_so_far
+    end_ms = verdict.tick_ms
+    if kind != CONVERSION and verdict.slow_page_minute_ms is not None:
+        end_ms = verdict.slow_page_minute_ms + MINUTE_MS
+    return risk.value / 60 * max(end_ms - started_ms, 0) / MINUTE_MS
 
 
 def evidence(verdict: CampaignVerdict, conversion_rejected: bool, *,

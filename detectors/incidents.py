@@ -47,6 +47,7 @@ from detectors.episodes import (
     evidence,
     family,
     loss_for,
+    lost_at_open,
     lost_so_far,
     may_open,
     next_kind,
@@ -185,7 +186,7 @@ class IncidentManager:
                     continue
             episode.risk = loss_for(episode.kind, verdict)
             episode.revenue_lost = lost_so_far(episode.kind, verdict, episode.risk,
-                                               episode.revenue_lost, 1.0)
+                                               episode.revenue_lost)
         return resolved
 
     def _advance_streaks(self, tick_ms: int, latest: dict[str, CampaignVerdict],
@@ -212,7 +213,7 @@ class IncidentManager:
         started = streak.first_tick_ms - MINUTE_MS if streak.start_ms is None else streak.start_ms
         started = min(started, tick_ms)
         risk = loss_for(heat.kind, verdict)
-        backfill = lost_so_far(heat.kind, verdict, risk, 0.0, (tick_ms - started) / MINUTE_MS)
+        backfill = lost_at_open(heat.kind, verdict, risk, started)
         episode = _Episode(
             campaign=verdict.campaign,
             alert_id=_digest(f"{verdict.campaign}\x00{tick_ms}")[:16],

@@ -16,7 +16,7 @@ from detectors.conv_season import mean_factor
 from detectors.conversion import ConversionVerdict
 from detectors.elasticity import CurveFit
 from detectors.localize import device_shifts
-from detectors.revenue import conversion_loss, stratified_slow_page_loss
+from detectors.revenue import conversion_loss, slow_page_gain, stratified_slow_page_loss
 from detectors.strata import CURVE_SIZE, StrataFit, shrunk_strata_fit
 from detectors.verdicts import DeviceRow, Estimate
 from detectors.window import TickWindow
@@ -106,21 +106,35 @@ def onset_window(conv: ConversionVerdict, window: TickWindow, baseline_rate: flo
 def price_slowdown(
     current_window: list[tuple[int, MinuteBucket]], curve_sessions: np.ndarray,
     curve_conversions: np.ndarray, site_fit: CurveFit | None, factors: np.ndarray | None, *,
-    aov: float, aov_se: float,
-) -> tuple[Estimate, dict[str, DeviceRow]]:
-    """The slow-page loss, and the slowdown by device (``detectors.localize``), both from
-    the commerce landings of ``current_window`` against the learned curve data; scaled by
-    the hour-of-day ``factors`` (the curve's level is the day's, these minutes' is theirs)."""
+    aov: float, aov_se: float, ledger_minute_ms: int | None = None,
+) -> tuple[Estimate, dict[str, DeviceRow], float]:
+    """The slow-page loss, the slowdown by device (``detectors.localize``), both from
+    the commerce landings of ``current_window`` against the learned curve data, scaled by
+    the hour-of-day ``factors`` (the curve's level is the day's, these minutes' is theirs),
+    and the money the sessions of ``ledger_minute_ms`` lose to their LCP (0 unless it is
+    the window's newest minute): what an episode's "lost" adds for that minute."""
     current = np.zeros(CURVE_SIZE)
     for _, bucket in current_window:
-        for index, count in bucket.commerce_sessions.items():
-            current[index] += count
+        _add_commerce(current, bucket)
     if not (np.add.reduce(current) > 0 and np.add.reduce(curve_sessions) > 0):
-        return Estimate.zero(), {}  # what the pricing says without the fit
+        return Estimate.zero(), {}, 0.0  # what the pricing says without the fit
     devices = device_shifts(curve_sessions, current)
     fit = shrunk_strata_fit(curve_sessions, curve_conversions, site_fit)
     loss = price_slow_pages(fit, curve_sessions, current,
                             minutes=max(len(current_window), 1), aov=aov, aov_se=aov_se)
+    minute_ms, bucket = current_window[-1]
+    lost = 0.0
+    if fit is not None and minute_ms == ledger_minute_ms:
+        sessions = _add_commerce(np.zeros(CURVE_SIZE), bucket)
+        factor = 1.0 if factors is None else mean_factor(factors, current_window[-1:])
+        lost = float(sessions @ slow_page_gain(fit, curve_sessions)) * aov * factor
     if factors is None:
-        return loss, devices
-    return loss.scaled(mean_factor(factors, current_window)), devices
+        return loss, devices, lost
+    return loss.scaled(mean_factor(factors, current_window)), devices, lost
+
+
+def _add_commerce(curve: np.ndarray, bucket: MinuteBucket) -> np.ndarray:
+    """Add a minute's commerce landings to a curve vector (bin + N_BINS x stratum)."""
+    for index, count in bucket.commerce_sessions.items():
+        curve[index] += count
+    return curve

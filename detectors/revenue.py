@@ -126,15 +126,9 @@ def stratified_slow_page_loss(
         raise ValueError(msg)
     if observed == 0.0 or sessions_per_hour == 0.0:
         return Estimate.zero()
-    eta = fit.eta()
-    rates = np.exp(np.minimum(eta, 0.0))
-    d_rates = np.where(eta < 0.0, rates, 0.0)
-    n0 = base.sum(axis=1)
-    usable = (n0 > 0.0) & np.isfinite(np.asarray(fit.intercepts))
-    q0 = np.divide(base, n0[:, None], out=np.zeros_like(base), where=usable[:, None])
+    rates, d_rates, n0, usable, q0 = _strata_rates(fit, base)
     share = now.sum(axis=1) / observed
-    p0 = (q0 * rates).sum(axis=1)  # each stratum's rate at its normal mix
-    gain = np.where(usable[:, None], p0[:, None] - rates, 0.0)  # per (stratum, bin) of now
+    gain = _gain(rates, usable, q0)
     current = now / observed
     value = float((current * gain).sum())
     weight = np.where(usable[:, None], share[:, None] * q0 - current, 0.0) * d_rates
@@ -151,6 +145,40 @@ def stratified_slow_page_loss(
                (value, param_var + now_var + base_var),
                (average_order_value, aov_se**2)]
     return _clipped(*_product(factors))
+
+
+def slow_page_gain(fit: StrataFit, baseline_mix: npt.ArrayLike) -> FloatArray:
+    """The conversions one session of each (stratum, bin) of a curve vector loses against
+    its stratum's normal mix: ``p_s(baseline mix_s) - p_s(bin)`` (negative for a bin faster
+    than normal; 0 in a stratum without a baseline mix or conversions). Linear in the
+    sessions, so ``counts @ gain * AOV`` is the money any set of sessions loses to their
+    LCP, and the minutes of a window add up to :func:`stratified_slow_page_loss`'s value
+    before its clipping at 0 (``tests/unit/test_slow_page_ledger.py``)."""
+    base = _strata_counts(baseline_mix)
+    if base.shape[0] != len(fit.intercepts):
+        msg = f"mix {base.shape} does not match {len(fit.intercepts)} strata"
+        raise ValueError(msg)
+    rates, _, _, usable, q0 = _strata_rates(fit, base)
+    return _gain(rates, usable, q0).ravel()
+
+
+def _strata_rates(fit: StrataFit, base: FloatArray
+                  ) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_], FloatArray]:
+    """Each (stratum, bin)'s conversion rate and its derivative in the linear predictor,
+    the baseline's sessions per stratum, the strata that have a baseline, and the normal
+    mix of each."""
+    eta = fit.eta()
+    rates = np.exp(np.minimum(eta, 0.0))
+    d_rates = np.where(eta < 0.0, rates, 0.0)
+    n0 = base.sum(axis=1)
+    usable = (n0 > 0.0) & np.isfinite(np.asarray(fit.intercepts))
+    q0 = np.divide(base, n0[:, None], out=np.zeros_like(base), where=usable[:, None])
+    return rates, d_rates, n0, usable, q0
+
+
+def _gain(rates: FloatArray, usable: npt.NDArray[np.bool_], q0: FloatArray) -> FloatArray:
+    p0 = (q0 * rates).sum(axis=1)  # each stratum's rate at its normal mix
+    return np.where(usable[:, None], p0[:, None] - rates, 0.0)  # per (stratum, bin)
 
 
 def _strata_counts(mix: npt.ArrayLike) -> FloatArray:

@@ -98,6 +98,12 @@ class CampaignVerdict:
     # what a conversion brings: the average order value times the orders per converting
     # session; what every money figure is priced at (0 from a worker before 2026-12-07)
     revenue_per_conversion: float = 0.0
+    # while slow pages are priced: the newest closed minute (``slow_page_minute_ms``) and
+    # the money its sessions lose to their LCP (``revenue.slow_page_gain``), what an
+    # episode's "lost" adds for that minute, each minute once; 0 and None otherwise (and
+    # from an older worker, whose episodes add a minute of the risk per hour a tick)
+    slow_page_lost_minute: float = 0.0
+    slow_page_minute_ms: int | None = None
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
@@ -115,6 +121,7 @@ class CampaignVerdict:
         checkout_p_value: float = 1.0, checkout_observed: float = 0.0,
         checkout_expected: float = 0.0, checkout_window_start_ms: int | None = None,
         conversion_onset_ms: int | None = None, revenue_per_conversion: float = 0.0,
+        slow_page_lost_minute: float = 0.0, slow_page_minute_ms: int | None = None,
     ) -> None:
         object.__setattr__(self, "campaign", campaign)
         object.__setattr__(self, "tick_ms", int(tick_ms))
@@ -149,6 +156,8 @@ class CampaignVerdict:
         object.__setattr__(self, "checkout_window_start_ms", checkout_window_start_ms)
         object.__setattr__(self, "conversion_onset_ms", conversion_onset_ms)
         object.__setattr__(self, "revenue_per_conversion", float(revenue_per_conversion))
+        object.__setattr__(self, "slow_page_lost_minute", float(slow_page_lost_minute))
+        object.__setattr__(self, "slow_page_minute_ms", slow_page_minute_ms)
 
     @property
     def conversion_value(self) -> float:

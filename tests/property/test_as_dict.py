@@ -50,6 +50,7 @@ VERDICT_FIELDS: dict[str, st.SearchStrategy[object]] = {
     "checkout_p_value": floats, "checkout_observed": floats, "checkout_expected": floats,
     "checkout_window_start_ms": optional_ints,
     "conversion_onset_ms": optional_ints, "revenue_per_conversion": floats,
+    "slow_page_lost_minute": floats, "slow_page_minute_ms": optional_ints,
 }
 
 facts = st.builds(SessionFact, **{f.name: FACT_FIELDS[f.name] for f in fields(SessionFact)})

@@ -57,6 +57,25 @@ def test_demo_incident_is_the_one_episode_found_fast_and_resolved(seed: int) -> 
 
 
 @pytest.mark.parametrize("seed", [1, 2])
+def test_what_the_slowdown_lost_stops_growing_once_its_minutes_are_in(seed: int) -> None:
+    """Each closed minute's money counts once (``revenue.slow_page_gain``): once the last
+    slow minute is in (its beacons a minute late, counted a minute after), the episode's
+    "lost" moves by no more than the noise of normal minutes, though its risk per hour,
+    priced over the last ten minutes, stays up for minutes more. Summing that risk a minute
+    a tick, as before 2026-12-07 (night), went on counting the slow minutes again (seeds
+    1 and 2: 1.64 and 1.52 of the truth at the end, 1.33 and 1.28 now)."""
+    alerts, _, end, _ = run(seed)
+    after = [a for a in alerts if a.ts >= end + 3 * MIN]
+    assert after, "the episode ended with the slowdown"
+    grown = after[-1].revenue_lost - after[0].revenue_lost
+    assert abs(grown) <= 0.03 * after[-1].revenue_lost
+    still_priced = [a for a in after if a.revenue_at_risk_per_hour > 0]
+    assert still_priced, "the risk per hour outlives the slowdown (what was summed before)"
+    (incident,) = truth(demo_scenario(seed))["incidents"]
+    assert 0.7 < after[-1].revenue_lost / incident["revenue_lost_total"] < 1.45
+
+
+@pytest.mark.parametrize("seed", [1, 2])
 def test_a_slowdown_of_every_device_is_put_on_none(seed: int) -> None:
     firing = [a for a in run(seed)[0] if a.state == "firing"]
     assert any(a.evidence.get("devices") for a in firing), "no device breakdown at all"
