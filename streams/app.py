@@ -366,10 +366,12 @@ def _agents(rt: Runtime) -> None:
     async def incidents(stream: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN_S):
             async with rt.fences["incidents"].batch():
+                before = rt.incidents.manager.open_alerts()
                 out = rt.incidents.batch(_owned_events(rt, "incidents", events))
                 await _send(rt, out, "incidents", lambda _key: 0)
-                rt.metrics.set_alerts_firing(
-                    (a.campaign, a.kind) for a in rt.incidents.manager.open_alerts())
+                after = rt.incidents.manager.open_alerts()
+                rt.metrics.set_alerts_firing((a.campaign, a.kind) for a in after)
+                rt.metrics.count_revenue_lost(before, out.alerts, after)
 
 
 def _warn_if_fenced(rt: Runtime) -> None:

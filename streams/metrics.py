@@ -23,6 +23,7 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from detectors.elasticity import CurveFit
+from detectors.episodes import Alert
 from detectors.site_season import hour_factors
 
 OTHER = "other"
@@ -106,6 +107,8 @@ class Metrics:
         self._labelled: list[str] = []
         self._firing: set[tuple[str, str]] = set()
         self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}  # see _child
+        self._lost_counted: dict[str, float] = {}  # alert_id -> its revenue_lost counted
+        self._lost_names: set[str] = set()
 
     def _define_counters(self, r: CollectorRegistry) -> None:
         self.beacons = Counter("revwatch_beacons", "Beacon records read, by source and outcome.",
@@ -123,6 +126,10 @@ class Metrics:
         self.deliveries = Counter("revwatch_delivery", "Alert deliveries by receiver and outcome "
                                   "(delivered, retried, failed, dropped).",
                                   ["receiver", "outcome"], registry=r)
+        self.revenue_lost = Counter(
+            "revwatch_campaign_revenue_lost", "Revenue lost as the alert episodes count it "
+            "(their revenue_lost), counted as it grows, by campaign and kind.",
+            ["campaign", "kind"], registry=r)
 
     def _define_pipeline_gauges(self, r: CollectorRegistry) -> None:
         self.event_lag = Gauge("revwatch_event_lag_seconds", "Wall clock minus the event-time "
@@ -207,6 +214,32 @@ class Metrics:
 
     def count_alert(self, kind: str, state: str) -> None:
         self.alerts_emitted.labels(kind, state).inc()
+
+    def count_revenue_lost(self, before: Iterable[Alert], emitted: Iterable[Alert],
+                           after: Iterable[Alert]) -> None:
+        """Add to ``revwatch_campaign_revenue_lost_total`` what the episodes say they lost
+        since the last batch: the episodes open ``before`` it (restored after a restart or a
+        takeover, whose figure the process before counted) from their figure then, one
+        opened in it from 0, each up to its latest figure (its resolve, or ``after``).
+        A figure that shrinks (a conversion drop's late orders) is not taken back: an
+        episode counts its highest. Campaigns keep the label they were first counted under,
+        named up to ``max_campaign_labels`` of them, then ``other``."""
+        for alert in before:
+            self._lost_counted.setdefault(alert.alert_id, alert.revenue_lost)
+        still_open = list(after)
+        for alert in [*emitted, *still_open]:
+            counted = self._lost_counted.get(alert.alert_id, 0.0)
+            if math.isfinite(alert.revenue_lost) and alert.revenue_lost > counted:
+                self._child(self.revenue_lost, self._lost_label(alert.campaign),
+                            alert.kind).inc(alert.revenue_lost - counted)
+                self._lost_counted[alert.alert_id] = alert.revenue_lost
+        open_ids = {alert.alert_id for alert in still_open}
+        self._lost_counted = {k: v for k, v in self._lost_counted.items() if k in open_ids}
+
+    def _lost_label(self, campaign: str) -> str:
+        if campaign not in self._lost_names and len(self._lost_names) < self.max_campaign_labels:
+            self._lost_names.add(campaign)
+        return campaign if campaign in self._lost_names else OTHER
 
     def count_delivery(self, receiver: str, outcome: str) -> None:
         """Fits :class:`~streams.delivery.Dispatcher`'s ``on_outcome``."""

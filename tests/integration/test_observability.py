@@ -313,7 +313,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
     for panel in board["panels"]:
         for target in panel.get("targets", []):
             expr = (target["expr"].replace("${campaign}", ".*").replace("$campaign", ".*")
-                    .replace("$__rate_interval", "1m"))
+                    .replace("$__rate_interval", "1m").replace("$__range", "1h"))
             assert "$" not in expr, f"unsubstituted variable in {panel['title']}: {expr}"
             out.append((f"{panel['title']} / {target['refId']}", expr))
     return out
@@ -463,3 +463,21 @@ def test_prometheus_stores_the_money_with_its_interval(run: Run) -> None:
         series = stored(f'{name}{{campaign="spring_sale"}}')
         assert series, name
         assert max(float(v) for s in series for _, v in s["values"]) > 0, (name, series)
+
+
+def test_prometheus_counts_what_the_episodes_say_was_lost(run: Run) -> None:
+    """``revwatch_campaign_revenue_lost_total`` as Prometheus stored it: spring_sale's
+    counter ends at what its episodes' last updates say was lost (the resolve line's
+    "~$N lost"), and the dashboard's "Revenue lost in this range" reads it."""
+    posts = [p for p in run.revwatch_posts() if p.get("campaign") == "spring_sale"]
+    last: dict[str, dict[str, Any]] = {}
+    for post in posts:
+        last[post["alert_id"]] = post
+    assert any(p["state"] == "resolved" and p["revenue_lost"] > 0 for p in last.values()), last
+    series = prom_query_range(run.prometheus.url,
+                              'revwatch_campaign_revenue_lost_total{campaign="spring_sale"}',
+                              run.began, time.time())
+    assert series, "no revenue lost counted for spring_sale"
+    counted = sum(max(float(v) for _, v in s["values"]) for s in series)
+    said = sum(p["revenue_lost"] for p in last.values())
+    assert counted == pytest.approx(said, rel=0.02), (counted, said)

@@ -31,7 +31,8 @@ PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 RULES_YML = DEPLOY / "prometheus" / "rules.yml"
 ALERTMANAGER_YML = DEPLOY / "alertmanager" / "alertmanager.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "revwatch.json"
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$campaign": ".*"}
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h",
+                     "$campaign": ".*"}
 STANDARD_SERIES = {"up", "ALERTS"}
 PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
 
@@ -223,7 +224,7 @@ def test_dashboard_panels_are_complete_and_laid_out() -> None:
         cells |= area
         if panel["type"] == "row":
             continue
-        assert panel["type"] in {"timeseries", "table", "stat"}, panel["title"]
+        assert panel["type"] in {"timeseries", "table", "stat", "bargauge"}, panel["title"]
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
@@ -236,7 +237,8 @@ def test_dashboard_covers_what_users_need() -> None:
     titles = " | ".join(p["title"].lower() for p in dashboard()["panels"])
     for words in ["campaign health", "revenue at risk", "conversion rate vs baseline",
                   "p75 lcp vs baseline", "firing alerts", "event lag", "beacons per second",
-                  "dead letters", "faust events", "revenue per hour vs normal"]:
+                  "dead letters", "faust events", "revenue per hour vs normal",
+                  "revenue lost in this range"]:
         assert words in titles, words
     table = next(p for p in dashboard()["panels"] if p["title"] == "Campaign health now")
     used = set().union(*(metric_names(t["expr"]) for t in table["targets"]))
