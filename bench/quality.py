@@ -90,6 +90,10 @@ class IncidentResult:
     # summed) against the truth's ``revenue_lost_total``
     lost: float | None = None
     true_lost: float | None = None
+    # the sum of the episodes' last intervals of it (``revenue_lost_low``, ``_high``), and
+    # whether it holds the truth
+    lost_interval: tuple[float, float] | None = None
+    lost_covered: bool | None = None
 
 
 def run_seed(seed: int, days: float, scale: float, workers: int = 0, *, share: bool = False,
@@ -164,6 +168,10 @@ def judge(seed: int, inc: dict[str, Any], episodes: list[Episode]) -> IncidentRe
     base.one_incident_id = len({e.incident_id for e in matched}) == 1
     base.lost = sum(float(e.updates[-1]["revenue_lost"]) for e in matched)
     base.true_lost = float(inc["revenue_lost_total"])
+    low, high = (sum(float(e.updates[-1].get(f"revenue_lost_{end}", e.updates[-1]["revenue_lost"]))
+                     for e in matched) for end in ("low", "high"))
+    base.lost_interval = (low, high)
+    base.lost_covered = low <= base.true_lost <= high
     base.severity = max((severity_of(e) for e in matched), key=SEVERITIES.index)
     return base
 
@@ -308,8 +316,15 @@ def _lost(results: list[IncidentResult]) -> dict[str, Any]:
         if r.caught and r.lost is not None and r.true_lost:
             ratios[r.kind].append(r.lost / r.true_lost)
     errors = {k: statistics.median(abs(x - 1.0) for x in v) for k, v in ratios.items()}
+    covered: dict[str, list[bool]] = defaultdict(list)
+    for r in results:
+        if r.caught and r.lost_covered is not None:
+            covered[r.kind].append(r.lost_covered)
+    every = [c for v in covered.values() for c in v]
     return {"lost_median_ratio": {k: statistics.median(v) for k, v in ratios.items()},
-            "lost_median_relative_error": errors}
+            "lost_median_relative_error": errors,
+            "lost_interval_coverage": {k: sum(v) / len(v) for k, v in covered.items()},
+            "lost_interval_coverage_all": sum(every) / len(every) if every else None}
 
 
 def _placed(results: list[IncidentResult]) -> dict[str, Any]:
@@ -395,6 +410,8 @@ def merge(paths: list[Path], days: float, out: Path) -> int:
             results.append(IncidentResult(**{
                 **row, "interval": None if interval is None else tuple(interval),
                 "first_interval": None if first is None else tuple(first),
+                "lost_interval": None if row.get("lost_interval") is None
+                else tuple(row["lost_interval"]),
                 "devices": tuple(row.get("devices", ())),
                 "devices_seen": None if seen is None else tuple(seen)}))
         alarms.extend(data["false_alarms"])

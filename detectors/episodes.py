@@ -113,6 +113,10 @@ class Alert:
     revenue_lost: float
     evidence: dict[str, Any]
     summary: str
+    # the 90% interval of ``revenue_lost`` (an extension of the contract's alert; an alert
+    # of an older worker reads with ``revenue_lost`` for both)
+    revenue_lost_low: float = 0.0
+    revenue_lost_high: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able object of the contract (``nan`` becomes ``None``)."""
@@ -124,7 +128,9 @@ class Alert:
     def from_dict(cls, data: dict[str, Any]) -> Alert:
         """Rebuild an alert from :meth:`to_dict` output (extra keys are ignored)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in names})
+        lost = data.get("revenue_lost", 0.0)
+        return cls(**{"revenue_lost_low": lost, "revenue_lost_high": lost,
+                      **{key: value for key, value in data.items() if key in names}})
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,33 +280,60 @@ def loss_for(kind: str, verdict: CampaignVerdict | None) -> Estimate:
 
 
 def lost_so_far(kind: str, verdict: CampaignVerdict | None, risk: Estimate,
-                before: float) -> float:
-    """What an episode has cost by this tick, from ``before`` at the last. A conversion
-    drop's cost is the money of the orders missing by now since its onset
-    (``conversion_lost_so_far``), which stops growing once the orders are back, though the
-    episode is held open; while none is priced it stays as it was. Slow pages add the
-    money of the tick's newest closed minute (``slow_page_lost_minute``), so each minute
-    counts once, when its beacons are in. Otherwise (a conversion drop priced without
-    it, and a verdict of an older worker) a tick adds a minute of the risk per hour."""
+                before: Estimate) -> Estimate:
+    """What an episode has cost by this tick, with a 90% interval, from ``before`` at the
+    last. A conversion drop's cost is the money of the orders missing by now since its
+    onset (``conversion_lost_so_far``), which stops growing once the orders are back,
+    though the episode is held open; while none is priced it stays as it was. Slow pages
+    add the money of the tick's newest closed minute (``slow_page_lost_minute``), so each
+    minute counts once, when its beacons are in. Otherwise (a conversion drop priced
+    without it, and a verdict of an older worker) a tick adds a minute of the risk per hour.
+
+    The interval carries the relative bounds of the tick's risk per hour (``risk``): its
+    width comes mostly from the curve's and the order value's errors, which every minute
+    shares, so the minutes' bounds add up (the coverage over the benchmark's incidents:
+    docs/STATISTICS.md, "What a slowdown has cost")."""
     if verdict is not None and kind == CONVERSION and verdict.conversion_lost_so_far > 0:
-        return verdict.conversion_lost_so_far
+        return _bounded(verdict.conversion_lost_so_far, risk)
     if verdict is None or kind == CONVERSION or verdict.slow_page_minute_ms is None:
-        return before + risk.value / 60
-    return max(before + verdict.slow_page_lost_minute, 0.0)
+        return _plus(before, risk.value / 60, risk)
+    return _plus(before, verdict.slow_page_lost_minute, risk)
 
 
-def lost_at_open(kind: str, verdict: CampaignVerdict, risk: Estimate, started_ms: int) -> float:
+def lost_at_open(kind: str, verdict: CampaignVerdict, risk: Estimate, started_ms: int
+                 ) -> Estimate:
     """What an episode opening at ``verdict``'s tick has cost since ``started_ms``: a
     conversion drop's ``conversion_lost_so_far`` when priced; slow pages, the risk per
     hour over the minutes from the start to the newest closed one (the later ones are
     added by the ticks that close them, :func:`lost_so_far`); otherwise the risk per
-    hour over the minutes to the tick."""
+    hour over the minutes to the tick. With the risk's interval, as there."""
     if kind == CONVERSION and verdict.conversion_lost_so_far > 0:
-        return verdict.conversion_lost_so_far
+        return _bounded(verdict.conversion_lost_so_far, risk)
     end_ms = verdict.tick_ms
     if kind != CONVERSION and verdict.slow_page_minute_ms is not None:
         end_ms = verdict.slow_page_minute_ms + MINUTE_MS
-    return risk.value / 60 * max(end_ms - started_ms, 0) / MINUTE_MS
+    return risk.scaled(max(end_ms - started_ms, 0) / MINUTE_MS / 60)
+
+
+def _relative(risk: Estimate) -> tuple[float, float]:
+    """The bounds of ``risk`` as multiples of its value (1 and 1 without one)."""
+    if risk.value > 0 and math.isfinite(risk.low) and math.isfinite(risk.high):
+        return risk.low / risk.value, risk.high / risk.value
+    return 1.0, 1.0
+
+
+def _bounded(amount: float, risk: Estimate) -> Estimate:
+    low, high = _relative(risk)
+    return Estimate(amount, amount * low, amount * high)
+
+
+def _plus(before: Estimate, amount: float, risk: Estimate) -> Estimate:
+    """``before`` plus ``amount`` with ``risk``'s relative bounds, kept at 0 or more and
+    in order (a minute faster than normal counts below 0)."""
+    low, high = _relative(risk)
+    value = max(before.value + amount, 0.0)
+    return Estimate(value, min(max(before.low + amount * low, 0.0), value),
+                    max(before.high + amount * high, value))
 
 
 def evidence(verdict: CampaignVerdict, conversion_rejected: bool, *,

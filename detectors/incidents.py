@@ -92,6 +92,14 @@ class _Episode:
     emitted_scope: str = ""
     emitted_risk: float = 0.0
     severity: str = ""  # the highest emitted (``detectors.severity``)
+    lost_low: float = 0.0  # the 90% interval of ``revenue_lost``
+    lost_high: float = 0.0
+
+    def lost(self) -> Estimate:
+        return Estimate(self.revenue_lost, self.lost_low, self.lost_high)
+
+    def set_lost(self, lost: Estimate) -> None:
+        self.revenue_lost, self.lost_low, self.lost_high = lost.value, lost.low, lost.high
 
 
 @dataclass(slots=True)
@@ -185,8 +193,7 @@ class IncidentManager:
                     resolved.append(self._resolve(episode, tick_ms))
                     continue
             episode.risk = loss_for(episode.kind, verdict)
-            episode.revenue_lost = lost_so_far(episode.kind, verdict, episode.risk,
-                                               episode.revenue_lost)
+            episode.set_lost(lost_so_far(episode.kind, verdict, episode.risk, episode.lost()))
         return resolved
 
     def _advance_streaks(self, tick_ms: int, latest: dict[str, CampaignVerdict],
@@ -220,7 +227,9 @@ class IncidentManager:
             started_at=started,
             kind=heat.kind,
             risk=risk,
-            revenue_lost=backfill,
+            revenue_lost=backfill.value,
+            lost_low=backfill.low,
+            lost_high=backfill.high,
             facts=evidence(verdict, verdict.campaign in rejected),
         )
         self._episodes[verdict.campaign] = episode
@@ -325,7 +334,7 @@ class IncidentManager:
     def _resolve(self, episode: _Episode, tick_ms: int) -> Alert:
         del self._episodes[episode.campaign]
         minutes = (tick_ms - episode.started_at) / MINUTE_MS
-        text = resolved_summary(episode.campaign, episode.kind, minutes, episode.revenue_lost,
+        text = resolved_summary(episode.campaign, episode.kind, minutes, episode.lost(),
                                 self.params.currency)
         alert = self._alert(episode, tick_ms, RESOLVED, Estimate.zero(),
                             self._prefix(episode) + text)
@@ -355,6 +364,8 @@ class IncidentManager:
             revenue_lost=episode.revenue_lost,
             evidence=dict(episode.facts),
             summary=summary,
+            revenue_lost_low=episode.lost_low,
+            revenue_lost_high=episode.lost_high,
         )
 
     def to_state(self) -> dict[str, Any]:
@@ -390,7 +401,11 @@ class IncidentManager:
 
 
 def _episode_from_state(state: dict[str, Any]) -> _Episode:
-    data = {**state, "risk": Estimate(**state["risk"]), "facts": dict(state["facts"])}
+    """An episode of :meth:`IncidentManager.to_state`; one written before the interval of
+    its ``revenue_lost`` was kept has the figure for both bounds."""
+    lost = state["revenue_lost"]
+    data = {"lost_low": lost, "lost_high": lost, **state, "risk": Estimate(**state["risk"]),
+            "facts": dict(state["facts"])}
     return _Episode(**data)
 
 

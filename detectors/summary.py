@@ -95,11 +95,15 @@ def _typical(facts: dict[str, Any]) -> str:
     return f"typical LCP +{math.expm1(shift) * 100:.0f}%; "
 
 
-def resolved_summary(campaign: str, kind: str, minutes: float, lost: float,
+def resolved_summary(campaign: str, kind: str, minutes: float, lost: Estimate,
                      currency: str) -> str:
-    """One line for the last alert of an episode."""
-    return (f"resolved: {campaign} {kind} after {_duration(minutes)}; "
-            f"~{_money(lost, currency)} lost")
+    """One line for the last alert of an episode: how long, and what it cost (with the
+    interval, when it has one)."""
+    text = (f"resolved: {campaign} {kind} after {_duration(minutes)}; "
+            f"~{_money(lost.value, currency)} lost")
+    if lost.high > lost.low:
+        text += f" (90%: {_money(lost.low, currency)}-{_money(lost.high, currency)})"
+    return text
 
 
 def site_prefix(campaigns: int) -> str:

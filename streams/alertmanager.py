@@ -101,7 +101,8 @@ def _labels(alert: Alert, page_revenue_per_hour: float) -> dict[str, str]:
 
 def _annotations(alert: Alert, currency: str) -> dict[str, str]:
     figures = ("revenue_at_risk_per_hour", "revenue_at_risk_per_hour_low",
-               "revenue_at_risk_per_hour_high", "revenue_lost")
+               "revenue_at_risk_per_hour_high", "revenue_lost", "revenue_lost_low",
+               "revenue_lost_high")
     notes = {name: f"{float(alert.get(name) or 0.0):.2f}" for name in figures}
     notes.update(
         summary=str(alert.get("summary") or _default_summary(alert)),
@@ -121,7 +122,10 @@ def _description(alert: Alert, currency: str) -> str:
     def money(name: str) -> str:
         return f"{float(alert.get(name) or 0.0):,.0f}"
 
-    since = f"{money('revenue_lost')} {currency} lost since {iso_utc(int(alert['started_at']))}."
+    since = f"{money('revenue_lost')} {currency} lost"
+    if float(alert.get("revenue_lost_high") or 0.0) > float(alert.get("revenue_lost_low") or 0.0):
+        since += f" (90% interval {money('revenue_lost_low')} to {money('revenue_lost_high')})"
+    since += f" since {iso_utc(int(alert['started_at']))}."
     risk_high = float(alert.get("revenue_at_risk_per_hour_high") or 0.0)
     if alert.get("state") == "firing" and held_open(str(alert.get("kind")), risk_high):
         parts = [f"No shortfall priced at this minute: {HELD_OPEN}. {since}"]

@@ -184,7 +184,8 @@ def _default_seed() -> int:
 
 def test_the_default_demo_slowdown_pages_with_the_truth_in_its_interval() -> None:
     """What the README's first command shows: ``revwatch demo``'s default seed pages within
-    ten minutes, and the first alert's 90% interval holds the truth (the demo's curve is
+    ten minutes, and the first alert's 90% interval holds the truth, as does the resolve
+    line's interval of what it lost (the demo's curve is
     young: demo seeds 4 and 6 read a tenth of it, as tickets, since the simulated checkout
     funnel; docs in the README)."""
     scenario = demo_scenario(_default_seed())
@@ -195,6 +196,10 @@ def test_the_default_demo_slowdown_pages_with_the_truth_in_its_interval() -> Non
     assert first.ts - incident["start_ms"] < 10 * MIN
     assert first.revenue_at_risk_per_hour_low <= incident["revenue_lost_per_hour_total"] \
         <= first.revenue_at_risk_per_hour_high
+    resolved = alerts[-1]  # and what it lost, with its interval, holds the truth
+    assert resolved.state == "resolved"
+    assert resolved.revenue_lost_low <= incident["revenue_lost_total"] \
+        <= resolved.revenue_lost_high < 3 * resolved.revenue_lost_low
 
 
 def test_the_default_demo_checkout_stop_pages_within_half_an_hour() -> None:

@@ -240,7 +240,11 @@ def test_resolved_alert_has_zero_risk_and_final_loss() -> None:
     assert (final.revenue_at_risk_per_hour, final.revenue_at_risk_per_hour_low,
             final.revenue_at_risk_per_hour_high) == (0.0, 0.0, 0.0)
     assert final.revenue_lost == pytest.approx(firing_lost)  # quiet ticks cost ~0 here
-    assert final.summary == "resolved: s performance_conversion_loss after 18 min; ~$165 lost"
+    # the interval: the risk's relative bounds (900 and 1,600 of 1,240 an hour) on every minute
+    assert (final.revenue_lost_low, final.revenue_lost_high) == pytest.approx(
+        (firing_lost * 900 / 1240, firing_lost * 1600 / 1240))
+    assert final.summary == ("resolved: s performance_conversion_loss after 18 min; ~$165 lost"
+                             " (90%: $120-$213)")
 
 
 def test_revenue_lost_backfills_then_accumulates_per_minute() -> None:
@@ -507,10 +511,15 @@ def test_alert_dict_is_strict_json_and_round_trips() -> None:
     assert set(data) == {
         "alert_id", "incident_id", "scope", "ts", "campaign", "kind", "state", "started_at",
         "revenue_at_risk_per_hour", "revenue_at_risk_per_hour_low",
-        "revenue_at_risk_per_hour_high", "revenue_lost", "evidence", "summary"}
+        "revenue_at_risk_per_hour_high", "revenue_lost", "evidence", "summary",
+        "revenue_lost_low", "revenue_lost_high"}  # the last two: revwatch's extension
     assert {"conversion_rate_baseline", "lcp_p75_ms", "sessions_in_window", "latency_cusum",
             "conversion_p_value", "average_order_value"} <= set(data["evidence"])
     assert Alert.from_dict(json.loads(text)) == alert
+    assert data["revenue_lost_low"] <= data["revenue_lost"] <= data["revenue_lost_high"]
+    older = {k: v for k, v in data.items() if not k.startswith("revenue_lost_")}
+    back = Alert.from_dict(older)  # an older worker's alert: the figure for both bounds
+    assert back.revenue_lost_low == back.revenue_lost_high == alert.revenue_lost
 
 
 # ---------------------------------------------------------------- state and parameters
