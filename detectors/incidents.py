@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from detectors import severity
@@ -52,65 +52,22 @@ from detectors.episodes import (
     may_open,
     next_kind,
 )
+from detectors.incident_state import (
+    SCOPE_CAMPAIGN,
+    SCOPE_SITE,
+    Episode,
+    Incident,
+    Streak,
+    episode_from_state,
+)
 from detectors.summary import firing_summary, resolved_summary, site_prefix
 from detectors.verdicts import CampaignVerdict, Estimate
 
 __all__ = ["Alert", "IncidentManager", "IncidentParams"]
 
-SCOPE_CAMPAIGN = "campaign"
-SCOPE_SITE = "site"
 REVENUE_MOVE = 0.2  # a firing update is re-emitted when revenue at risk moves by more than this
 STATE_VERSION = 1
 DEFAULT_PARAMS = IncidentParams()
-
-
-@dataclass(slots=True)
-class _Streak:
-    """Consecutive hot ticks of a campaign without an open episode."""
-
-    count: int
-    first_tick_ms: int
-    start_ms: int | None
-
-
-@dataclass(slots=True)
-class _Episode:
-    """One campaign's firing episode and what was last emitted for it."""
-
-    campaign: str
-    alert_id: str
-    started_at: int
-    kind: str
-    risk: Estimate
-    revenue_lost: float
-    facts: dict[str, Any]
-    incident_id: str = ""
-    scope: str = SCOPE_CAMPAIGN
-    quiet_ticks: int = 0
-    emitted_ms: int | None = None
-    emitted_kind: str = ""
-    emitted_scope: str = ""
-    emitted_risk: float = 0.0
-    severity: str = ""  # the highest emitted (``detectors.severity``)
-    lost_low: float = 0.0  # the 90% interval of ``revenue_lost``
-    lost_high: float = 0.0
-
-    def lost(self) -> Estimate:
-        return Estimate(self.revenue_lost, self.lost_low, self.lost_high)
-
-    def set_lost(self, lost: Estimate) -> None:
-        self.revenue_lost, self.lost_low, self.lost_high = lost.value, lost.low, lost.high
-
-
-@dataclass(slots=True)
-class _Incident:
-    """Episodes of one cause family that started close together."""
-
-    incident_id: str
-    family: str
-    started_at: int
-    campaigns: list[str]
-    site: bool = False
 
 
 class IncidentManager:
@@ -127,9 +84,9 @@ class IncidentManager:
     def __init__(self, params: IncidentParams = DEFAULT_PARAMS) -> None:
         self.params = params
         self._last_tick_ms: int | None = None
-        self._streaks: dict[str, _Streak] = {}
-        self._episodes: dict[str, _Episode] = {}
-        self._incidents: dict[str, _Incident] = {}
+        self._streaks: dict[str, Streak] = {}
+        self._episodes: dict[str, Episode] = {}
+        self._incidents: dict[str, Incident] = {}
 
     def process_tick(self, tick_ms: int, verdicts: Sequence[CampaignVerdict]) -> list[Alert]:
         """Advance every campaign by one tick; return the alerts to emit now.
@@ -197,8 +154,8 @@ class IncidentManager:
         return resolved
 
     def _advance_streaks(self, tick_ms: int, latest: dict[str, CampaignVerdict],
-                         heats: dict[str, Heat | None], rejected: set[str]) -> list[_Episode]:
-        opened: list[_Episode] = []
+                         heats: dict[str, Heat | None], rejected: set[str]) -> list[Episode]:
+        opened: list[Episode] = []
         hot = {name for name, heat in heats.items() if heat is not None}
         for name in sorted((set(self._streaks) | hot) - set(self._episodes)):
             heat = heats.get(name)
@@ -207,7 +164,7 @@ class IncidentManager:
             if heat is None:
                 self._streaks.pop(name, None)
                 continue
-            streak = self._streaks.setdefault(name, _Streak(0, tick_ms, None))
+            streak = self._streaks.setdefault(name, Streak(0, tick_ms, None))
             streak.count += 1
             streak.start_ms = _earliest(streak.start_ms, heat.start_ms)
             if streak.count >= self.params.open_ticks(heat.kind):
@@ -215,13 +172,13 @@ class IncidentManager:
                 opened.append(self._open(tick_ms, streak, heat, latest[name], rejected))
         return opened
 
-    def _open(self, tick_ms: int, streak: _Streak, heat: Heat, verdict: CampaignVerdict,
-              rejected: set[str]) -> _Episode:
+    def _open(self, tick_ms: int, streak: Streak, heat: Heat, verdict: CampaignVerdict,
+              rejected: set[str]) -> Episode:
         started = streak.first_tick_ms - MINUTE_MS if streak.start_ms is None else streak.start_ms
         started = min(started, tick_ms)
         risk = loss_for(heat.kind, verdict)
         backfill = lost_at_open(heat.kind, verdict, risk, started)
-        episode = _Episode(
+        episode = Episode(
             campaign=verdict.campaign,
             alert_id=_digest(f"{verdict.campaign}\x00{tick_ms}")[:16],
             started_at=started,
@@ -235,7 +192,7 @@ class IncidentManager:
         self._episodes[verdict.campaign] = episode
         return episode
 
-    def _join_incident(self, episode: _Episode) -> None:
+    def _join_incident(self, episode: Episode) -> None:
         cause = family(episode.kind)
         window_ms = self.params.site_join_minutes * MINUTE_MS
         near = [inc for inc in self._incidents.values()
@@ -245,7 +202,7 @@ class IncidentManager:
                                                 i.incident_id))
         else:
             incident_id = "inc-" + _digest(episode.alert_id)[:12]
-            incident = _Incident(incident_id, cause, episode.started_at, [])
+            incident = Incident(incident_id, cause, episode.started_at, [])
             self._incidents[incident_id] = incident
         if episode.campaign not in incident.campaigns:
             incident.campaigns.append(episode.campaign)
@@ -272,7 +229,7 @@ class IncidentManager:
         (the sum over its campaigns) is costly, every campaign of it says
         ``performance_conversion_loss`` (and keeps its own revenue at risk).
         """
-        members: dict[str, list[_Episode]] = {}
+        members: dict[str, list[Episode]] = {}
         for episode in self._episodes.values():
             incident = self._incidents[episode.incident_id]
             if incident.site and incident.family == family(LATENCY):
@@ -293,7 +250,7 @@ class IncidentManager:
                 episode.emitted_kind, episode.emitted_scope = episode.kind, episode.scope
         return alerts
 
-    def _is_due(self, episode: _Episode, tick_ms: int) -> bool:
+    def _is_due(self, episode: Episode, tick_ms: int) -> bool:
         if episode.emitted_ms is None:
             return True
         if episode.kind != episode.emitted_kind or episode.scope != episode.emitted_scope:
@@ -311,7 +268,7 @@ class IncidentManager:
         for incident_id in set(self._incidents) - live:
             del self._incidents[incident_id]
 
-    def _firing_alert(self, episode: _Episode, tick_ms: int) -> Alert:
+    def _firing_alert(self, episode: Episode, tick_ms: int) -> Alert:
         """With the incident's revenue at risk (all its campaigns: one notification's)."""
         text = firing_summary(episode.campaign, episode.kind, episode.risk, episode.facts,
                               self.params.currency)
@@ -321,17 +278,17 @@ class IncidentManager:
                                                                self._severity_now(episode))
         return alert
 
-    def _incident_risk(self, episode: _Episode) -> float:
+    def _incident_risk(self, episode: Episode) -> float:
         return sum(e.risk.value for e in self._episodes.values()
                    if e.incident_id == episode.incident_id)
 
-    def _severity_now(self, episode: _Episode) -> str:
+    def _severity_now(self, episode: Episode) -> str:
         """The severity of an update emitted now, before the episode's escalation."""
         evidence = {**episode.facts, severity.INCIDENT_RISK: self._incident_risk(episode)}
         page = severity.PAGE_FACTOR * self.params.min_revenue_per_hour
         return severity.alert_severity(episode.kind, episode.risk.value, evidence, page)
 
-    def _resolve(self, episode: _Episode, tick_ms: int) -> Alert:
+    def _resolve(self, episode: Episode, tick_ms: int) -> Alert:
         del self._episodes[episode.campaign]
         minutes = (tick_ms - episode.started_at) / MINUTE_MS
         text = resolved_summary(episode.campaign, episode.kind, minutes, episode.lost(),
@@ -341,13 +298,13 @@ class IncidentManager:
         alert.evidence[severity.SEVERITY] = episode.severity or self._severity_now(episode)
         return alert
 
-    def _prefix(self, episode: _Episode) -> str:
+    def _prefix(self, episode: Episode) -> str:
         if episode.scope != SCOPE_SITE:
             return ""
         return site_prefix(len(self._incidents[episode.incident_id].campaigns))
 
     @staticmethod
-    def _alert(episode: _Episode, tick_ms: int, state: str, risk: Estimate,
+    def _alert(episode: Episode, tick_ms: int, state: str, risk: Estimate,
                summary: str) -> Alert:
         return Alert(
             alert_id=episode.alert_id,
@@ -391,22 +348,13 @@ class IncidentManager:
             raise ValueError(msg)
         manager = cls(params)
         manager._last_tick_ms = state["last_tick_ms"]
-        manager._streaks = {name: _Streak(**s) for name, s in state["streaks"].items()}
-        manager._episodes = {name: _episode_from_state(e) for name, e in state["episodes"].items()}
+        manager._streaks = {name: Streak(**s) for name, s in state["streaks"].items()}
+        manager._episodes = {name: episode_from_state(e) for name, e in state["episodes"].items()}
         manager._incidents = {
-            key: _Incident(**{**i, "campaigns": list(i["campaigns"])})
+            key: Incident(**{**i, "campaigns": list(i["campaigns"])})
             for key, i in state["incidents"].items()
         }
         return manager
-
-
-def _episode_from_state(state: dict[str, Any]) -> _Episode:
-    """An episode of :meth:`IncidentManager.to_state`; one written before the interval of
-    its ``revenue_lost`` was kept has the figure for both bounds."""
-    lost = state["revenue_lost"]
-    data = {"lost_low": lost, "lost_high": lost, **state, "risk": Estimate(**state["risk"]),
-            "facts": dict(state["facts"])}
-    return _Episode(**data)
 
 
 def _earliest(first: int | None, second: int | None) -> int | None:

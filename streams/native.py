@@ -40,7 +40,8 @@ MODULES = ("streams/records.py", "streams/session_state.py", "streams/sessions.p
                "baseline", "buckets", "campaign", "campaign_money", "campaign_params",
                "campaign_state",
                "conv_season", "conversion", "device_scan", "elasticity", "episodes", "ewcounts",
-               "ewstats", "first_day", "funnel", "held", "incidents", "lag", "latency",
+               "ewstats", "first_day", "funnel", "held", "incident_state", "incidents", "lag",
+               "latency",
                "latency_track", "localize", "monitor", "pricing", "revenue", "scan_lists",
                "severity", "shortfall", "site", "site_season",
                "sketch", "stakes", "strata", "summary", "verdicts", "where", "window")))
