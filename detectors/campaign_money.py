@@ -56,7 +56,10 @@ def price_tick(model: CampaignModel, tick_ms: int, conv: ConversionVerdict,  # n
     slow_lost = 0.0
     if model.latency.last.statistic > 0 and (priced_shortfall or _alarmed_lately(model, tick_ms)):
         slow_minute_ms = _closed_minute(model, tick_ms)
-        slow, devices, slow_lost = _slow_page_loss(model, tick_ms, site_fit, aov, aov_se)
+        slow, devices, slow_lost = price_slowdown(
+            _current_window(model, tick_ms), model.curve_sessions.values,
+            model.curve_conversions.values, site_fit, model.factors(), aov=aov, aov_se=aov_se,
+            ledger_minute_ms=slow_minute_ms)
     conversion_devices: dict[str, ConversionRow] | None = None
     so_far = 0.0
     if priced_shortfall and conv.p_value <= PLACE_CONVERSION_P:
@@ -124,16 +127,6 @@ def _pricing_window(model: CampaignModel, tick_ms: int, conv: ConversionVerdict,
     base_conv, base_sessions = model.baseline()
     return onset_window(conv, window, float(base_conv / base_sessions),
                         tick_ms - model.params.price_onset_min_minutes * MINUTE_MS + 1)
-
-
-def _slow_page_loss(model: CampaignModel, tick_ms: int, site_fit: CurveFit | None, aov: float,
-                    aov_se: float) -> tuple[Estimate, dict[str, DeviceRow], float]:
-    """The slow-page loss, the slowdown by device and the newest closed minute's money
-    (``pricing.price_slowdown``)."""
-    return price_slowdown(_current_window(model, tick_ms), model.curve_sessions.values,
-                          model.curve_conversions.values, site_fit, model.factors(),
-                          aov=aov, aov_se=aov_se,
-                          ledger_minute_ms=_closed_minute(model, tick_ms))
 
 
 def _closed_minute(model: CampaignModel, tick_ms: int) -> int:

@@ -5,7 +5,7 @@ writes with ``dataclasses.asdict``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from detectors.verdicts import Estimate
@@ -67,8 +67,14 @@ class Incident:
 
 def episode_from_state(state: dict[str, Any]) -> Episode:
     """An episode of :meth:`IncidentManager.to_state`; one written before the interval of
-    its ``revenue_lost`` was kept has the figure for both bounds."""
+    its ``revenue_lost`` was kept has the figure for both bounds, and fields this version
+    does not know (a newer worker's) are left out, so a rolling upgrade can go both ways
+    from here on (a worker before this one cannot read ``lost_low`` and ``lost_high``)."""
     lost = state["revenue_lost"]
-    data = {"lost_low": lost, "lost_high": lost, **state, "risk": Estimate(**state["risk"]),
-            "facts": dict(state["facts"])}
+    data = {"lost_low": lost, "lost_high": lost,
+            **{key: value for key, value in state.items() if key in _EPISODE_FIELDS},
+            "risk": Estimate(**state["risk"]), "facts": dict(state["facts"])}
     return Episode(**data)
+
+
+_EPISODE_FIELDS = frozenset(f.name for f in fields(Episode))

@@ -379,6 +379,10 @@ def test_revwatch_alert_reaches_alertmanager_with_labels_and_figures(run: Run) -
         assert notes["currency"] == "USD", notes
     assert alert.peak("revenue_at_risk_per_hour") >= 500, alert.updates
     assert alert.peak("revenue_lost") > 0, alert.updates
+    for notes in alert.updates:  # what was lost, with its interval
+        low, high = (float(notes[f"revenue_lost_{b}"]) for b in ("low", "high"))
+        assert low <= float(notes["revenue_lost"]) <= high, notes
+    assert "lost (90% interval" in alert.updates[-1]["description"], alert.updates[-1]
     assert "active" in alert.states, alert.states
     others = [a.labels for a in revwatch_in_am(run) if a.labels.get("campaign") != "spring_sale"
               and a.labels["kind"] != "latency_regression"]
@@ -414,6 +418,11 @@ def test_webhook_receives_contract_alert_json(run: Run) -> None:
     assert states[-1] == "resolved", states
     episode = {p["alert_id"] for p in posts if p["kind"] == "performance_conversion_loss"}
     assert len(episode) == 1, episode
+    for body in posts:  # revwatch's extension: the 90% interval of what was lost
+        assert body["revenue_lost_low"] <= body["revenue_lost"] <= body["revenue_lost_high"], body
+    resolved = next(p for p in posts if p["alert_id"] in episode and p["state"] == "resolved")
+    assert resolved["revenue_lost_low"] < resolved["revenue_lost_high"], resolved
+    assert "lost (90%: $" in resolved["summary"], resolved["summary"]
     # who is woken: the webhook says what Alertmanager routed the same episode on
     said = [p["evidence"]["severity"] for p in posts if p["alert_id"] in episode]
     assert said == sorted(said, key=SEVERITIES.index), said  # it only escalates

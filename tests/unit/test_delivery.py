@@ -266,6 +266,19 @@ def test_firing_payload_shape() -> None:
         "baseline 2.10 s. 5,400 sessions in the window.")
 
 
+def test_the_interval_of_what_was_lost_is_annotated_and_described() -> None:
+    """An alert with ``revenue_lost_low`` and ``_high`` carries them as annotations and says
+    them in the description; one without them (an older worker's) reads as before."""
+    item = alertmanager_alert(make_alert(revenue_lost_low=80.0, revenue_lost_high=190.0),
+                              now_ms=NOW)
+    notes = item["annotations"]
+    assert (notes["revenue_lost_low"], notes["revenue_lost_high"]) == ("80.00", "190.00")
+    assert "133 USD lost (90% interval 80 to 190) since 2024-05-01T09:00:00.000Z." in (
+        notes["description"])
+    older = alertmanager_alert(make_alert(), now_ms=NOW)["annotations"]
+    assert "133 USD lost since" in older["description"]
+
+
 def test_a_drop_held_open_with_nothing_priced_says_so_in_the_description() -> None:
     """The description of an open drop's update with no shortfall priced at its tick says
     it is held open, as its summary does, not "Revenue at risk 0 USD/h (0 to 0)"; a

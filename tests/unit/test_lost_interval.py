@@ -54,3 +54,12 @@ def test_an_episode_stored_before_the_interval_loads_with_its_figure_for_both() 
     assert alert.revenue_lost_low == alert.revenue_lost_high == alert.revenue_lost
     (fresh,) = manager.open_alerts()
     assert fresh.revenue_lost_low < fresh.revenue_lost < fresh.revenue_lost_high
+
+
+def test_an_episode_stored_by_a_newer_worker_loads_without_what_it_does_not_know() -> None:
+    manager = IncidentManager()
+    run(manager, [[slow("s", at(i))] for i in range(3)])
+    state = manager.to_state()
+    for episode in state["episodes"].values():
+        episode["a_later_field"] = 1.0
+    assert IncidentManager.from_state(state).open_alerts() == manager.open_alerts()
