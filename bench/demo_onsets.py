@@ -27,6 +27,8 @@ import argparse
 import statistics
 from dataclasses import dataclass, replace
 
+from detectors.campaign_params import CampaignParams
+from detectors.monitor import MonitorParams
 from streams.pipeline import Pipeline
 from streams.settings import Settings
 from streams.simulate import demo_scenario, generate, truth
@@ -38,9 +40,8 @@ MINUTE = 60_000
 def scenario(which: str, seed: int, scale: float, warmup: float) -> Scenario:
     if which == "slow-pages":
         return replace(demo_scenario(seed, warmup_hours=warmup), scale=scale)
-    if which == "checkout":
-        return replace(demo_scenario(seed, warmup_hours=warmup, incident="checkout"),
-                       scale=scale)
+    if which in ("checkout", "cart"):
+        return replace(demo_scenario(seed, warmup_hours=warmup, incident=which), scale=scale)
     demo = replace(demo_scenario(seed, warmup_hours=warmup, incident_minutes=60), scale=scale)
     (slowdown,) = demo.incidents
     broken = replace(slowdown, id="phones-checkout", kind="conversion_drop", lcp_factor=1.0,
@@ -57,11 +58,13 @@ class Seen:
     lost_ratio: float | None = None
 
 
-def first_alert(which: str, seed: int, scale: float, warmup: float) -> Seen:
+def first_alert(which: str, seed: int, scale: float, warmup: float,
+                campaign: CampaignParams | None = None) -> Seen:
     s = scenario(which, seed, scale, warmup)
     (incident,) = s.incidents
     start = incident.start_ms
-    alerts = [a for a in Pipeline.from_settings(Settings()).play(generate(s))
+    params = MonitorParams(campaign=campaign or CampaignParams())
+    alerts = [a for a in Pipeline.from_settings(Settings(), params).play(generate(s))
               if a.campaign in incident.campaigns]
     firing = [a for a in alerts if a.state == "firing"]
     if not firing:
@@ -73,11 +76,13 @@ def first_alert(which: str, seed: int, scale: float, warmup: float) -> Seen:
     for alert in alerts:  # each episode's last word
         ends[alert.alert_id] = alert.revenue_lost
     lost = sum(ends.values()) / true["revenue_lost_total"]
-    return Seen(f"{which} seed {seed}: first alert {(a.ts - start) // MINUTE} min in, started "
+    return Seen(f"{which} seed {seed}: first alert {(a.ts - start) // MINUTE} min in, {a.kind}, "
+                f"started "
                 f"{(a.started_at - start) / MINUTE:+.0f} min, devices "
                 f"{facts.get('drop_devices') or facts.get('slow_devices')}, "
                 f"p {facts.get('conversion_p_value'):.1e} "
-                f"(checkout {facts.get('checkout_p_value'):.1e}), "
+                f"(checkout {facts.get('checkout_p_value'):.1e}, "
+                f"reach {facts.get('reach_p_value', 1.0):.1e}), "
                 f"${a.revenue_at_risk_per_hour:,.0f}/h ({first:.2f} of the truth's "
                 f"${true['revenue_lost_per_hour_total']:,.0f}/h, {facts.get('severity')}); "
                 f"lost ${sum(ends.values()):,.0f} "
@@ -106,14 +111,19 @@ def seeds(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", choices=("phones", "checkout", "slow-pages"))
+    parser.add_argument("which", choices=("phones", "checkout", "cart", "slow-pages"))
     parser.add_argument("--seeds", type=seeds, default=seeds("1-6"), help="e.g. 1-12")
     parser.add_argument("--scale", type=float, default=1.0, help="share of the traffic")
     parser.add_argument("--warmup", type=float, default=4.0, help="hours before the incident")
+    parser.add_argument("--reach-weight", type=float, metavar="W",
+                        help="the reach test's share of the conversion level "
+                             "(CampaignParams.reach_test_weight; 0: no reach test)")
     args = parser.parse_args(argv)
+    campaign = None if args.reach_weight is None else CampaignParams(
+        reach_test_weight=args.reach_weight)
     seen = []
     for seed in args.seeds:
-        seen.append(first_alert(args.which, seed, args.scale, args.warmup))
+        seen.append(first_alert(args.which, seed, args.scale, args.warmup, campaign))
         print(seen[-1].line, flush=True)
     print(summary(seen))
     return 0

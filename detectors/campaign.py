@@ -31,6 +31,7 @@ from detectors.funnel import Funnel, checkout_fields, combine_funnel
 from detectors.held import HeldMinutes
 from detectors.lag import LagModel
 from detectors.latency_track import LatencyTrack
+from detectors.reach import combine_reach, new_reach, reach_fields
 from detectors.revenue import average_order_value, orders_per_conversion
 from detectors.shortfall import ShortfallLedger
 from detectors.strata import CURVE_SIZE, by_stratum, device_stratum
@@ -69,6 +70,7 @@ class CampaignModel:
         self.session_orders = EwVector(2, half_life_minutes=p.curve_half_life_minutes)
         self.held = HeldMinutes(p)  # flagged minutes, learned if their change lasts
         self.funnel: Funnel | None = None  # from the campaign's first checkout reacher
+        self.reach: Funnel | None = None  # sessions reaching the checkout; made with the funnel
         self.last_matured_minute: int | None = None
         self.last_alarm_ms: int | None = None  # the latest tick with a latency alarm
         self.shortfall = ShortfallLedger()  # a drop's minutes that left the window
@@ -86,11 +88,23 @@ class CampaignModel:
         self.ring.bucket(minute).add_session(lcp_ms, commerce, device_stratum(device))
         self.touched.add(minute)
         self.last_seen_ms = max(self.last_seen_ms, start_ms)
+        if self.reach is not None:
+            self.reach.observe_checkout(start_ms)  # a session that may reach the checkout
 
-    def observe_checkout(self, checkout_ms: int) -> None:
-        """A session reached the checkout at ``checkout_ms`` (``detectors.funnel``)."""
+    def observe_checkout(self, checkout_ms: int, start_ms: int | None = None) -> None:
+        """A session (started at ``start_ms``, when known) reached the checkout at
+        ``checkout_ms`` (``detectors.funnel``, ``detectors.reach``)."""
         self.checkout_funnel().observe_checkout(checkout_ms)
         self.last_seen_ms = max(self.last_seen_ms, checkout_ms)
+        if start_ms is not None and self.reach is not None:
+            self.reach.observe_order(start_ms, checkout_ms)
+
+    def retract_checkout(self, checkout_ms: int, start_ms: int | None = None) -> bool:
+        """Undo :meth:`observe_checkout` while its minutes are live; False: the funnel's
+        count is left as counted."""
+        if start_ms is not None and self.reach is not None:
+            self.reach.retract_order(start_ms, checkout_ms)
+        return self.funnel is not None and self.funnel.retract_checkout(checkout_ms)
 
     def observe_order(self, start_ms: int, order_ts_ms: int, revenue: float, *,
                       first_order: bool, known_session: bool, lcp_ms: float | None = None,
@@ -129,6 +143,8 @@ class CampaignModel:
         keep = self.latency.retracting(minute, lcp_ms is not None)
         bucket.remove_session(lcp_ms, commerce, device_stratum(device), keep_log_sums=keep)
         self.touched.add(minute)
+        if self.reach is not None:
+            self.reach.retract_checkout(start_ms)
         return True
 
     def retract_order(self, start_ms: int, order_ts_ms: int, revenue: float, *,
@@ -176,22 +192,28 @@ class CampaignModel:
         conversion, drop, recent = self._scan_conversion(window)
         conversion, recent, checkout, onset = combine_funnel(
             self.funnel, self.params, tick_ms, conversion, recent, drop)
+        conversion, recent, reach, onset = combine_reach(
+            self.reach, self.params, tick_ms, conversion, recent, onset)
         if conversion.p_value < self.params.flag_conversion_p and conversion.window_start_ms:
             # flags only: the window holds; a device's window may start before the campaign's
             start = min(conversion.window_start_ms, drop.start_ms if drop else tick_ms,
-                        checkout[0].window_start_ms or tick_ms)
+                        checkout[0].window_start_ms or tick_ms, reach.window_start_ms or tick_ms)
             self._flag(start, tick_ms)
             self.shortfall.flagged(tick_ms, self.params.conversion_hold_minutes * MINUTE_MS)
             if self.funnel is not None:
                 self.funnel.flag(start, tick_ms)
         return self._verdict(campaign, window, conversion, site_fit, recent.p_value, drop,
-                             checkout[0], onset)
+                             (checkout[0], reach), onset)
 
     def _flag(self, start_ms: int, end_ms: int) -> None:
+        """Keep the minutes from ``start_ms`` up to ``end_ms`` out of the baselines (the
+        reach's too: slow or failing minutes are not its normal)."""
         for minute, bucket in self.ring.span(minute_of(start_ms), end_ms):
             if not bucket.flagged:
                 bucket.flagged = True
                 self.touched.add(minute)
+        if self.reach is not None:
+            self.reach.flag(start_ms, end_ms)
 
     def _mature(self, tick_ms: int) -> None:
         horizon = self.params.horizon_minutes * MINUTE_MS
@@ -208,6 +230,8 @@ class CampaignModel:
             self.last_matured_minute = last
         if self.funnel is not None:
             self.funnel.mature(tick_ms, learn_flagged=self.held.accepted)
+        if self.reach is not None:
+            self.reach.mature(tick_ms, learn_flagged=self.held.accepted)
         self.dropped.extend(self.ring.drop_before(tick_ms - self.params.keep_minutes * MINUTE_MS))
 
     def _learn_flagged(self, minute: int, bucket: MinuteBucket) -> None:
@@ -258,12 +282,14 @@ class CampaignModel:
         """The campaign's funnel, made at its first checkout (``detectors.funnel``)."""
         if self.funnel is None:
             self.funnel = Funnel.of(self.params)
+            self.reach = new_reach(self.params)
         return self.funnel
 
     # -- reporting ------------------------------------------------------------------------
     def _verdict(self, campaign: str, window: TickWindow, conv: ConversionVerdict,  # noqa: PLR0917
                  site_fit: CurveFit | None, recent_p: float, drop: DeviceDrop | None,
-                 checkout: ConversionVerdict, onset: int | None) -> CampaignVerdict:
+                 funnels: tuple[ConversionVerdict, ConversionVerdict], onset: int | None
+                 ) -> CampaignVerdict:
         p = self.params
         tick_ms, buckets = window.tick_ms, window.buckets
         first_recent = window.first_from(tick_ms - p.recent_minutes * MINUTE_MS)
@@ -290,8 +316,8 @@ class CampaignModel:
             conversion_expected=conv.expected, conversion_ratio=conv.ratio,
             conversion_window_start_ms=conv.window_start_ms, conversion_recent_p_value=recent_p,
             conversion_day_known=not p.conversion_seasonality or self.season.day_known(),
-            **price_tick(self, tick_ms, conv, site_fit, window, drop, checkout),
-            **checkout_fields(checkout), conversion_onset_ms=onset,
+            **price_tick(self, tick_ms, conv, site_fit, window, drop, funnels),
+            **checkout_fields(funnels[0]), **reach_fields(funnels[1]), conversion_onset_ms=onset,
         )
 
     def baseline(self) -> tuple[float, float]:

@@ -38,6 +38,9 @@ class CampaignParams:
     # the share of that level the checkout funnel's test gets when warm (``detectors.funnel``;
     # 0: no funnel test); the campaign's and its devices' tests share the rest
     funnel_test_weight: float = 0.5
+    # the share of the level the reach test gets when warm (``detectors.reach``: fewer
+    # sessions reaching the checkout; 0: no reach test); the tests above share the rest
+    reach_test_weight: float = 0.2
     conversion_windows: tuple[int, ...] = (10, 20, 30, 60, 120)
     conversion_hold_minutes: int = 60  # the scan's windows up to this say if a drop goes on
     conversion_half_life_minutes: float = 720.0
@@ -61,6 +64,9 @@ class CampaignParams:
             raise ValueError(msg)
         if not 0.0 <= self.funnel_test_weight < 1.0:
             msg = f"funnel_test_weight must be in [0, 1), got {self.funnel_test_weight!r}"
+            raise ValueError(msg)
+        if not 0.0 <= self.reach_test_weight < 1.0:
+            msg = f"reach_test_weight must be in [0, 1), got {self.reach_test_weight!r}"
             raise ValueError(msg)
         if not 0.0 < self.campaign_test_weight <= 1.0:
             msg = f"campaign_test_weight must be in (0, 1], got {self.campaign_test_weight!r}"

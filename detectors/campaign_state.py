@@ -44,6 +44,7 @@ def model_to_state(model: CampaignModel) -> dict[str, Any]:
         "rf": lat.rescore_from,
         "la": model.last_alarm_ms,
         "fn": None if model.funnel is None else model.funnel.to_state(),
+        "rc": None if model.reach is None else model.reach.to_state(),
         "sf": model.shortfall.to_state(),
         "so": model.session_orders.to_state(),
     }
@@ -80,6 +81,8 @@ def model_from_state(state: dict[str, Any], params: CampaignParams | None = None
     model.shortfall = ShortfallLedger.from_state(state.get("sf"))  # absent: written before
     if state.get("fn") is not None:  # none yet, or a row written before the checkout funnel
         model.checkout_funnel().restore(state["fn"])
+    if model.reach is not None and state.get("rc") is not None:  # absent: written before
+        model.reach.restore(state["rc"])
     return model
 
 

@@ -221,16 +221,18 @@ def scan_funnel(funnel: Funnel | None, params: CampaignParams, tick_ms: int
 
 
 def price_funnel_drop(funnel: Funnel, checkout: ConversionVerdict, params: CampaignParams, *,
-                      tick_ms: int, aov: float, aov_se: float) -> tuple[Estimate, float]:
+                      tick_ms: int, aov: float, aov_se: float, weight: float | None = None
+                      ) -> tuple[Estimate, float]:
     """Revenue per hour missing among the reachers of the funnel's best window, scaled to
     their eventual orders (``pricing.price_conversion_loss``), and the money of the orders
     missing there by now; zero unless the funnel's evidence counts in the campaign's
-    p-value (``COUNTS_BELOW``). For a drop the funnel sees before the session minutes
-    show a shortfall to price (a payment that stopped minutes ago)."""
+    p-value (``COUNTS_BELOW``; ``weight``: its share of the level, by default the
+    funnel's). For a drop the funnel sees before the session minutes show a shortfall to
+    price (a payment that stopped minutes ago)."""
     base_orders, base_reachers = (float(v) for v in funnel.base.values)
     start = checkout.window_start_ms
-    if start is None or params.funnel_test_weight <= 0 or \
-            checkout.p_value / params.funnel_test_weight > COUNTS_BELOW:
+    share = params.funnel_test_weight if weight is None else weight
+    if start is None or share <= 0 or checkout.p_value / share > COUNTS_BELOW:
         return Estimate.zero(), 0.0
     minutes, reachers, _, _ = funnel.series(tick_ms)
     first = int(minutes.searchsorted(start))
@@ -256,20 +258,23 @@ class Funnel:
                  "lag", "last_matured_minute")
 
     def __init__(self, *, horizon_minutes: int = 120, keep_minutes: int = 140,
-                 half_life_minutes: float = 720.0) -> None:
+                 half_life_minutes: float = 720.0, prior_median_minutes: float = 2.0) -> None:
         self.horizon_minutes = horizon_minutes
         self.keep_minutes = keep_minutes
         self.half_life_minutes = half_life_minutes
         self.counts: dict[int, list[int]] = {}  # checkout minute -> [reachers, orders, flagged]
-        self.lag = LagModel(horizon_minutes=horizon_minutes, prior_median_minutes=2.0)
+        self.lag = LagModel(horizon_minutes=horizon_minutes,
+                            prior_median_minutes=prior_median_minutes)
         self.base = EwVector(2, half_life_minutes=half_life_minutes)  # [orders, reachers]
         self.last_matured_minute: int | None = None
 
     @classmethod
-    def of(cls, params: CampaignParams) -> Funnel:
-        """A campaign's funnel: its horizon, the minutes it keeps, its conversion half-life."""
+    def of(cls, params: CampaignParams, prior_median_minutes: float = 2.0) -> Funnel:
+        """A campaign's funnel: its horizon, the minutes it keeps, its conversion half-life
+        (``prior_median_minutes``: the delay to the counted event before any is learned)."""
         return cls(horizon_minutes=params.horizon_minutes, keep_minutes=params.keep_minutes,
-                   half_life_minutes=params.conversion_half_life_minutes)
+                   half_life_minutes=params.conversion_half_life_minutes,
+                   prior_median_minutes=prior_median_minutes)
 
     # -- facts ---------------------------------------------------------------------------
     def observe_checkout(self, checkout_ms: int) -> None:

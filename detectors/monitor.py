@@ -107,19 +107,19 @@ class Monitor:
     def observe_checkout(self, campaign: str, start_ms: int, checkout_ms: int, *,
                          device: str | None = None) -> None:
         """A session of ``campaign`` (started at ``start_ms``) reached the checkout at
-        ``checkout_ms`` (``detectors.funnel``; counted per checkout minute)."""
-        del start_ms, device  # the funnel counts reachers per checkout minute only
-        self.model(campaign).observe_checkout(checkout_ms)
+        ``checkout_ms`` (``detectors.funnel``, counted per checkout minute; and
+        ``detectors.reach``, per session minute)."""
+        del device  # neither is kept per device
+        self.model(campaign).observe_checkout(checkout_ms, start_ms)
         self._dirty_models.add(self.name_of(campaign))
 
     def retract_checkout(self, campaign: str, start_ms: int, checkout_ms: int, *,
                          device: str | None = None) -> bool:
         """Undo :meth:`observe_checkout` while its minute is live; False: left as counted."""
-        del start_ms, device
+        del device
         name = self.name_of(campaign)
         model = self.models.get(name)
-        if model is None or model.funnel is None or not model.funnel.retract_checkout(
-                checkout_ms):
+        if model is None or not model.retract_checkout(checkout_ms, start_ms):
             return False
         self._dirty_models.add(name)
         return True

@@ -47,7 +47,8 @@ def firing_summary(campaign: str, kind: str, risk: Estimate, facts: dict[str, An
                  else f"with normal page speed ({lcp})")
         note = NOTE if first_day_drop(kind, facts) else ""
         money = HELD_OPEN if held_open(kind, risk.high) else f"~{value}/h at risk {band}"
-        return (f"{campaign}: checkout? {_as_tested(facts, rates)}{_at_checkout(facts)} "
+        return (f"{campaign}: checkout? {_as_tested(facts, rates)}{_at_checkout(facts)}"
+                f"{_reaching(facts)} "
                 f"{speed}; {money}{drop_place(facts)}{note}")
     if recovering:
         return (f"{campaign}: the latency test no longer finds pages slower ({lcp} normal); "
@@ -80,6 +81,17 @@ def _at_checkout(facts: dict[str, Any]) -> str:
         return ""
     orders = "1 order" if round(seen) == 1 else f"{seen:.0f} orders"
     return f"; {orders} vs {expected:.0f} expected after the checkout in the last {window} min"
+
+
+def _reaching(facts: dict[str, Any]) -> str:
+    """The sessions that reached the checkout, against those expected, when the reach scan
+    sees fewer (``detectors.reach``: a broken cart); empty otherwise (and for older alerts)."""
+    window = facts.get("reach_window_minutes")
+    seen, expected = facts.get("reach_checkouts_observed"), facts.get("reach_checkouts_expected")
+    if not window or seen is None or not expected or seen >= 0.9 * expected:
+        return ""
+    return (f"; {seen:.0f} sessions reached the checkout vs {expected:.0f} expected in the "
+            f"last {window} min")
 
 
 def _typical(facts: dict[str, Any]) -> str:

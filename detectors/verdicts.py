@@ -104,6 +104,14 @@ class CampaignVerdict:
     # from an older worker, whose episodes add a minute of the risk per hour a tick)
     slow_page_lost_minute: float = 0.0
     slow_page_minute_ms: int | None = None
+    # the reach scan (``detectors.reach``: sessions per start minute that reach the
+    # checkout): its p-value (before the campaign shares its level with it), the checkouts
+    # in its best window against those expected, and the window's first session minute; 1,
+    # 0, 0, None while it is cold (and from a worker before 2026-12-08)
+    reach_p_value: float = 1.0
+    reach_observed: float = 0.0
+    reach_expected: float = 0.0
+    reach_window_start_ms: int | None = None
 
     # The dataclass's own signature, written out so that mypyc compiles it (docs/PERFORMANCE.md).
     def __init__(  # noqa: PLR0917 (the dataclass's positional signature)
@@ -122,6 +130,8 @@ class CampaignVerdict:
         checkout_expected: float = 0.0, checkout_window_start_ms: int | None = None,
         conversion_onset_ms: int | None = None, revenue_per_conversion: float = 0.0,
         slow_page_lost_minute: float = 0.0, slow_page_minute_ms: int | None = None,
+        reach_p_value: float = 1.0, reach_observed: float = 0.0, reach_expected: float = 0.0,
+        reach_window_start_ms: int | None = None,
     ) -> None:
         object.__setattr__(self, "campaign", campaign)
         object.__setattr__(self, "tick_ms", int(tick_ms))
@@ -158,6 +168,10 @@ class CampaignVerdict:
         object.__setattr__(self, "revenue_per_conversion", float(revenue_per_conversion))
         object.__setattr__(self, "slow_page_lost_minute", float(slow_page_lost_minute))
         object.__setattr__(self, "slow_page_minute_ms", slow_page_minute_ms)
+        object.__setattr__(self, "reach_p_value", float(reach_p_value))
+        object.__setattr__(self, "reach_observed", float(reach_observed))
+        object.__setattr__(self, "reach_expected", float(reach_expected))
+        object.__setattr__(self, "reach_window_start_ms", reach_window_start_ms)
 
     @property
     def conversion_value(self) -> float:
@@ -218,4 +232,5 @@ _FLOATS = frozenset({
     "lcp_p75_baseline_ms", "latency_statistic", "latency_threshold", "latency_shift",
     "conversion_p_value", "conversion_observed", "conversion_expected", "conversion_ratio",
     "average_order_value", "conversion_recent_p_value", "conversion_lost_so_far",
-    "checkout_p_value", "checkout_observed", "checkout_expected"})
+    "checkout_p_value", "checkout_observed", "checkout_expected", "reach_p_value",
+    "reach_observed", "reach_expected"})

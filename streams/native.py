@@ -42,7 +42,7 @@ MODULES = ("streams/records.py", "streams/session_state.py", "streams/sessions.p
                "conv_season", "conversion", "device_scan", "elasticity", "episodes", "ewcounts",
                "ewstats", "first_day", "funnel", "held", "incident_state", "incidents", "lag",
                "latency",
-               "latency_track", "localize", "monitor", "pricing", "revenue", "scan_lists",
+               "latency_track", "localize", "monitor", "pricing", "reach", "revenue", "scan_lists",
                "severity", "shortfall", "site", "site_season",
                "sketch", "stakes", "strata", "summary", "verdicts", "where", "window")))
 GROUP = "revwatch_native"  # mypyc's shared library: revwatch_native__mypyc

@@ -51,6 +51,8 @@ VERDICT_FIELDS: dict[str, st.SearchStrategy[object]] = {
     "checkout_window_start_ms": optional_ints,
     "conversion_onset_ms": optional_ints, "revenue_per_conversion": floats,
     "slow_page_lost_minute": floats, "slow_page_minute_ms": optional_ints,
+    "reach_p_value": floats, "reach_observed": floats, "reach_expected": floats,
+    "reach_window_start_ms": optional_ints,
 }
 
 facts = st.builds(SessionFact, **{f.name: FACT_FIELDS[f.name] for f in fields(SessionFact)})

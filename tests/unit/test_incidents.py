@@ -701,3 +701,16 @@ def test_a_drop_held_open_without_a_priced_shortfall_says_so_not_zero_at_risk() 
     priced = firing_summary("spring_sale", CONVERSION, Estimate(0.0, 0.0, 150.0),
                             alert.evidence, "USD")
     assert priced.endswith("~$0/h at risk (90%: $0-$150)")  # a band above 0 is still money
+
+
+def test_a_drop_line_says_how_many_sessions_reached_the_checkout() -> None:
+    tick = dropped("spring_sale", T0, reach_p_value=1e-6, reach_observed=31.0,
+                   reach_expected=64.4, reach_window_start_ms=T0 - 20 * MIN)
+    facts = evidence(tick, True)
+    assert (facts["reach_p_value"], facts["reach_checkouts_observed"],
+            facts["reach_checkouts_expected"], facts["reach_window_minutes"]) == (
+        1e-6, 31.0, 64.4, 20)
+    assert "; 31 sessions reached the checkout vs 64 expected in the last 20 min with normal" \
+        in firing_summary("spring_sale", "conversion_drop", Estimate(2300, 1800, 2900), facts,
+                          "USD")
+    assert evidence(dropped("spring_sale", T0), True)["reach_window_minutes"] is None
