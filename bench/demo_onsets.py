@@ -7,6 +7,7 @@ Offline (``Pipeline.play``, the code the agents run) over ``demo_scenario`` seed
   ``tests/integration/test_worker_device_drop.py`` with ``--warmup 5``, and of
   ``tests/unit/test_detection_sim.py`` with the default 4);
 * ``checkout``: ``revwatch demo --incident checkout`` (no orders for 30 minutes);
+* ``cart``: ``revwatch demo --incident cart`` (4 in 5 never reach the checkout, 45 minutes);
 * ``slow-pages``: ``revwatch demo`` (spring_sale's pages x2.5 for 20 minutes).
 
 Each line: the first firing alert's minute after the incident's start, its ``started_at``
@@ -18,6 +19,7 @@ demo section cite came from these scenarios.
 
     .venv/bin/python bench/demo_onsets.py phones --seeds 1-12 --scale 0.5 --warmup 5
     .venv/bin/python bench/demo_onsets.py checkout --seeds 1-12
+    .venv/bin/python bench/demo_onsets.py cart --seeds 1-8 [--reach-weight 0]
     .venv/bin/python bench/demo_onsets.py slow-pages --seeds 1-9
 """
 

@@ -38,8 +38,9 @@ from detectors.pricing import price_conversion_loss
 from detectors.scan_lists import argmin_of, min_or_nan, p_values_rows, xlogy
 from detectors.verdicts import Estimate
 
-__all__ = ["Funnel", "checkout_fields", "combine_funnel", "exact_p_values", "funnel_scan",
-           "onset_of", "price_funnel_drop", "scan_funnel", "with_funnel"]
+__all__ = ["COUNTS_BELOW", "Funnel", "checkout_fields", "combine_funnel", "counted_p",
+           "exact_p_values", "funnel_scan", "onset_of", "price_funnel_drop", "scan_funnel",
+           "with_funnel"]
 
 FloatArray = npt.NDArray[np.float64]
 _NO_SCAN = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
@@ -174,21 +175,22 @@ def onset_of(conversion: ConversionVerdict, drop_start_ms: int | None,
     if conversion.window_start_ms is None:
         return None
     if weight > 0 and checkout.window_start_ms is not None and \
-            _funnel_p(checkout, weight) < min(conversion.p_value / (1.0 - weight), 1.0):
+            counted_p(checkout, weight) < min(conversion.p_value / (1.0 - weight), 1.0):
         return checkout.window_start_ms
     return conversion.window_start_ms if drop_start_ms is None else drop_start_ms
 
 
-def _funnel_p(checkout: ConversionVerdict, weight: float) -> float:
-    """The funnel's p-value adjusted for its share of the level where it counts (at most
-    ``COUNTS_BELOW``), else 1: what ``with_funnel`` and ``onset_of`` compare."""
+def counted_p(checkout: ConversionVerdict, weight: float) -> float:
+    """The funnel's (or the reach's, ``detectors.reach``) p-value adjusted for its share of
+    the level where it counts (at most ``COUNTS_BELOW``), else 1: what ``with_funnel`` and
+    ``onset_of`` compare."""
     p_checkout = checkout.p_value / weight
     return p_checkout if p_checkout <= COUNTS_BELOW else 1.0
 
 
 def _with_p(verdict: ConversionVerdict, checkout: ConversionVerdict, weight: float
             ) -> ConversionVerdict:
-    p_value = min(verdict.p_value / (1.0 - weight), _funnel_p(checkout, weight), 1.0)
+    p_value = min(verdict.p_value / (1.0 - weight), counted_p(checkout, weight), 1.0)
     return ConversionVerdict(p_value, verdict.observed, verdict.expected, verdict.ratio,
                              verdict.window_start_ms, verdict.statistic)
 
@@ -209,11 +211,13 @@ def combine_funnel(funnel: Funnel | None, params: CampaignParams, tick_ms: int, 
     return conversion, recent, checkout, onset
 
 
-def scan_funnel(funnel: Funnel | None, params: CampaignParams, tick_ms: int
-                ) -> tuple[ConversionVerdict, ConversionVerdict]:
+def scan_funnel(funnel: Funnel | None, params: CampaignParams, tick_ms: int, *,
+                weight: float | None = None) -> tuple[ConversionVerdict, ConversionVerdict]:
     """A campaign's funnel scan and its last hour's at ``tick_ms``, with its parameters;
-    none while the funnel test is off, or the campaign has no funnel or a cold one."""
-    if params.funnel_test_weight <= 0 or funnel is None:
+    none while the test is off (``weight``: its share of the level, by default the
+    funnel's), or the campaign has no funnel or a cold one."""
+    share = params.funnel_test_weight if weight is None else weight
+    if share <= 0 or funnel is None:
         return _NO_SCAN, _NO_SCAN
     return funnel.scan(tick_ms, windows_minutes=params.conversion_windows,
                        hold_minutes=params.hold_windows, tolerance=params.conversion_tolerance,

@@ -19,27 +19,33 @@ near 1 and the scan is nearly the campaign's conversion scan on checkouts.
 It shares the campaign's per-tick level by weighted Bonferroni as the funnel does:
 ``min(p / (1 - w), p_reach / w)`` over the campaign's p-value already combined with its
 devices' and the funnel's, ``w`` = ``CampaignParams.reach_test_weight``. Its adjusted
-p-value counts only at ``funnel.COUNTS_BELOW`` or less. Like the funnel, it is made at the
+p-value counts only at ``funnel.COUNTS_BELOW`` or less (the funnel's code, given the reach's
+counts and weight). Like the funnel, it is made at the
 campaign's first checkout and has no test while its baseline holds fewer checkouts than
 the campaign needs conversions.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from detectors.campaign_params import CampaignParams
 from detectors.conversion import ConversionVerdict
-from detectors.funnel import Funnel, price_funnel_drop, with_funnel
+from detectors.funnel import (
+    COUNTS_BELOW,
+    Funnel,
+    counted_p,
+    onset_of,
+    price_funnel_drop,
+    scan_funnel,
+    with_funnel,
+)
 from detectors.verdicts import Estimate
 
 __all__ = ["REACH_PRIOR_MEDIAN_MINUTES", "combine_reach", "new_reach", "price_reach_drop",
-           "reach_decided", "reach_fields", "scan_reach"]
+           "reach_decided", "reach_fields"]
 
 REACH_PRIOR_MEDIAN_MINUTES = 4.0  # session start to its first checkout page, before learning
-_NO_SCAN = ConversionVerdict(1.0, 0.0, 0.0, math.nan, None, 0.0)
-_COUNTS_BELOW = 0.05  # as ``funnel.COUNTS_BELOW``
 
 
 def new_reach(params: CampaignParams) -> Funnel:
@@ -47,30 +53,18 @@ def new_reach(params: CampaignParams) -> Funnel:
     return Funnel.of(params, prior_median_minutes=REACH_PRIOR_MEDIAN_MINUTES)
 
 
-def scan_reach(reach: Funnel | None, params: CampaignParams, tick_ms: int
-               ) -> tuple[ConversionVerdict, ConversionVerdict]:
-    """The reach scan and its last hour's at ``tick_ms``; none while the test is off, the
-    campaign has not seen a checkout, or too few checkouts are learned."""
-    if params.reach_test_weight <= 0 or reach is None:
-        return _NO_SCAN, _NO_SCAN
-    return reach.scan(tick_ms, windows_minutes=params.conversion_windows,
-                      hold_minutes=params.hold_windows, tolerance=params.conversion_tolerance,
-                      min_baseline_orders=params.min_baseline_conversions)
-
-
 def combine_reach(reach: Funnel | None, params: CampaignParams, tick_ms: int,  # noqa: PLR0917
                   conversion: ConversionVerdict, recent: ConversionVerdict, onset: int | None
                   ) -> tuple[ConversionVerdict, ConversionVerdict, ConversionVerdict, int | None]:
-    """A campaign tick's reach part: its scan, the campaign's verdict and its last hour's
-    (already combined with its devices' and the funnel's) combined with it
-    (``funnel.with_funnel``'s rule, with the reach's weight), and the drop's onset: the
-    reach window's first session minute when its adjusted p-value counts and decides."""
-    scan = scan_reach(reach, params, tick_ms)
+    """A campaign tick's reach part, as ``funnel.combine_funnel`` with the reach's weight:
+    its scan (none while it is off, the campaign has seen no checkout, or too few checkouts
+    are learned), the campaign's verdict and its last hour's (already combined with its
+    devices' and the funnel's) combined with it, and the drop's onset (``onset``, the one
+    so far, unless the reach's adjusted p-value counts and decides: its window's first
+    session minute)."""
     weight = params.reach_test_weight
-    if weight > 0 and scan[0].window_start_ms is not None and \
-            conversion.window_start_ms is not None and \
-            _adjusted(scan[0], weight) < min(conversion.p_value / (1.0 - weight), 1.0):
-        onset = scan[0].window_start_ms
+    scan = scan_funnel(reach, params, tick_ms, weight=weight)
+    onset = onset_of(conversion, onset, scan[0], weight)
     conversion, recent = with_funnel(conversion, recent, scan, weight)
     return conversion, recent, scan[0], onset
 
@@ -80,12 +74,7 @@ def reach_decided(conversion: ConversionVerdict, reach: ConversionVerdict, weigh
     """Whether the reach's adjusted p-value is the campaign's (``conversion``, combined by
     :func:`combine_reach`): it counts and no other test says more."""
     return weight > 0 and reach.window_start_ms is not None and \
-        _adjusted(reach, weight) <= min(conversion.p_value, _COUNTS_BELOW)
-
-
-def _adjusted(verdict: ConversionVerdict, weight: float) -> float:
-    p_value = verdict.p_value / weight
-    return p_value if p_value <= _COUNTS_BELOW else 1.0
+        counted_p(reach, weight) <= min(conversion.p_value, COUNTS_BELOW)
 
 
 def price_reach_drop(reach: Funnel, funnel: Funnel | None, verdict: ConversionVerdict,  # noqa: PLR0917
